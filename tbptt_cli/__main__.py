@@ -1,0 +1,3 @@
+from tbptt_cli.cli import main
+
+main()

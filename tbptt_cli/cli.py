@@ -1,0 +1,346 @@
+"""The command line: parse options, build a Config, call the core, print one line.
+
+Imports numpy and h5py only inside commands, so ``tbptt --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from tbptt_cli import __version__
+from tbptt_cli.errors import EXIT_CODES, TbpttError, UsageError
+from tbptt_cli.options import InputOptions, OutputOptions
+from tbptt_cli.registry import STRATEGIES
+
+EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
+def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
+    """One dataclass field as ``--field-name`` with ``TBPTT_FIELD_NAME`` as its env var."""
+    flag = "--" + field.name.replace("_", "-")
+    dest = f"{section}__{field.name}"
+    envvar = "TBPTT_" + field.name.upper()
+    kind = str(field.type)
+    help_text = f"{field.metadata['help']} [default: {field.default}; env {envvar}]"
+    if kind.startswith("bool"):
+        return click.Option([f"{flag}/--no-{flag[2:]}", dest], default=None, help=help_text, envvar=envvar)
+    choices = field.metadata.get("choices")
+    click_type: Any = (
+        click.Choice(choices) if choices
+        else click.INT if kind.startswith("int")
+        else click.FLOAT if kind.startswith("float")
+        else click.STRING
+    )
+    return click.Option([flag, dest], type=click_type, default=None, help=help_text, envvar=envvar)
+
+
+def section_options(section: str, cls: type) -> list[click.Option]:
+    return [field_option(section, f) for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+def run_options() -> list[click.Parameter]:
+    """Options about this run, not about the data: never part of a config file."""
+    return [
+        click.Option(["-o", "--output", "output_path"], help="output .h5 file"),
+        click.Option(["-c", "--config", "config_file"], help="YAML config; flags override it"),
+        click.Option(["-n", "--dry-run"], is_flag=True, help="validate and print the plan; write nothing"),
+        click.Option(["--json", "as_json"], is_flag=True, help="print one JSON summary object on stdout"),
+        click.Option(["-q", "--quiet"], is_flag=True, help="print nothing on success"),
+        click.Option(["-v", "--verbose"], is_flag=True, help="also print the time spent per stage"),
+        click.Option(["--debug"], is_flag=True, help="show the traceback of an internal error"),
+        click.Option(["--progress/--no-progress"], default=None, help="progress bar (default: on a terminal)"),
+        click.Option(["--wait"], type=click.FLOAT, default=0.0, help="seconds to wait for another run's lock"),
+        click.Option(["--print-config"], is_flag=True, help="print the resolved config as YAML and exit"),
+    ]
+
+
+def strategy_command(name: str, command_name: str) -> click.Command:
+    strategy = STRATEGIES[name]
+    params: list[click.Parameter] = [click.Argument(["input_path"], required=False, metavar="INPUT")]
+    params += run_options()
+    params += section_options("input", InputOptions) + section_options("output", OutputOptions)
+    params += section_options(name, strategy.params)
+
+    def callback(**kwargs: Any) -> None:
+        run_strategy(name, kwargs)
+
+    return click.Command(
+        command_name, params=params, callback=callback, epilog=EXIT_TABLE,
+        help=f"{strategy.summary[0].upper()}{strategy.summary[1:]}.\n\n{EXAMPLES.get(name, '')}",
+        short_help=strategy.summary,
+    )
+
+
+def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
+    """Merge file, environment and flags into a Config, run it and report."""
+    from tbptt_cli import config as cfg
+    from tbptt_cli import core, progress
+
+    raw = cfg.load_file(kwargs["config_file"]) if kwargs["config_file"] else {}
+    source = kwargs["config_file"] or "command line"
+    overrides: dict[str, dict[str, Any]] = {}
+    classes = {"input": InputOptions, "output": OutputOptions, name: STRATEGIES[name].params}
+    for section, cls in classes.items():
+        for field in dataclasses.fields(cls):
+            value = kwargs.get(f"{section}__{field.name}")
+            if value is not None:
+                try:
+                    overrides.setdefault(section, {})[field.name] = cfg.convert(field, value)
+                except UsageError as e:
+                    raise UsageError(f"--{field.name.replace('_', '-')}: {e}") from None
+    if kwargs["input_path"] is not None:
+        overrides.setdefault("input", {})["path"] = kwargs["input_path"]
+    if kwargs["output_path"] is not None:
+        overrides.setdefault("output", {})["path"] = kwargs["output_path"]
+    config = cfg.resolve(name, raw, overrides, source)
+    if kwargs["print_config"]:
+        import yaml
+
+        click.echo(yaml.safe_dump(config.as_dict(), sort_keys=False), nl=False)
+        return
+    if config.input.path is None:
+        raise UsageError("no input: give INPUT (a path, or - for stdin) or input.path in the config")
+    show_progress = progress.wanted(kwargs["progress"]) and not kwargs["quiet"]
+    run = core.RunOptions(kwargs["dry_run"], kwargs["wait"], progress.factory(show_progress))
+    summary = core.execute(config, run)
+    report(summary, kwargs)
+
+
+def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """One line for people on stderr; with --json one object on stdout."""
+    quiet = kwargs["quiet"]
+    timings = summary.pop("timings", {})
+    targets = summary["plan"] if "plan" in summary else [summary]
+    if not quiet and not kwargs["as_json"]:
+        for text in dict.fromkeys(t.pop("text", "") for t in targets):
+            if text:
+                click.echo(text, err=True)
+    for t in targets:
+        t.pop("text", None)
+    if not quiet:
+        for warning in sorted({w for t in targets for w in t["warnings"]}):
+            click.echo(f"tbptt: warning: {warning}", err=True)
+        for t in targets:
+            shape = f"{t['samples']} x {t['window']} x {t['features']} {t['dtype']}"
+            layout = f"batch {t['batch_size']}, {t['resets']} resets"
+            size = f"{t['bytes'] / 1e6:.1f} MB"
+            if "plan" in summary:
+                click.echo(f"plan for {t['output']}: {shape}, {layout}, ~{size}; nothing written", err=True)
+            else:
+                click.echo(f"wrote {t['output']}: {shape}, {layout}, {size} (+ {t['manifest']})", err=True)
+                for extra in t["outputs"][2:]:
+                    click.echo(f"wrote {extra} (validation, + its manifest)", err=True)
+        if kwargs["verbose"]:
+            click.echo("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), err=True)
+    if kwargs["as_json"]:
+        emit_json(summary if "plan" in summary else {k: v for k, v in summary.items() if k != "outputs"})
+
+
+def emit_json(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+EXAMPLES = {
+    "asis": "\b\nExample:\n  tbptt asis sample_data/short.npy -o out/short.h5",
+    "split": (
+        "\b\nExample:\n  tbptt split sample_data/sensors.csv --id-col sensor --time-col t \\\n"
+        "      --target next --length 100 --batch-size 6 -o out/sensors.h5"
+    ),
+    "stepwise": "\b\nExample:\n  tbptt stepwise sample_data/short.npy -o out/steps.h5",
+}
+
+
+class Group(click.Group):
+    """Lists commands in the design's order instead of alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+def print_version(ctx: click.Context, _: Any, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import h5py
+    import numpy
+
+    click.echo(
+        f"tbptt {__version__} (numpy {numpy.__version__}, h5py {h5py.__version__}, "
+        f"HDF5 {h5py.version.hdf5_version})"
+    )
+    ctx.exit(0)
+
+
+@click.group(cls=Group, epilog=EXIT_TABLE)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=print_version,
+              help="print the tool, numpy, h5py and HDF5 versions")
+def cli() -> None:
+    """Prepare sequence data for RNNs trained with truncated backpropagation through time.
+
+    Reads CSV/NPY/NPZ, cuts sequences with one of six strategies and writes HDF5 tensors
+    [samples, timesteps, features] plus a JSON manifest of boundaries, resets and batch sizes.
+    """
+
+
+@click.group(cls=Group)
+def domain() -> None:
+    """Domain-specific splits: from ACF/PACF, or at segment boundaries."""
+
+
+def add_strategy_commands() -> None:
+    order = ["asis", "split", "stepwise", "domain-acf", "domain-segments", "grid", "decoupled"]
+    for name in order:
+        target = domain if name.startswith("domain-") else cli
+        command_name = name.removeprefix("domain-")
+        target.add_command(strategy_command(name, command_name))
+        if name == "stepwise":
+            cli.add_command(domain)
+
+
+add_strategy_commands()
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+             epilog=EXIT_TABLE)
+@click.argument("config_file", metavar="CONFIG.yaml")
+@click.pass_context
+def run(ctx: click.Context, config_file: str) -> None:
+    """Run whatever strategy a config file names; flags override the file.
+
+    \b
+    Example:
+      tbptt run configs/split.yaml --length 200 -o out/split200.h5
+      tbptt run configs/split.yaml --print-config
+    """
+    from tbptt_cli import config as cfg
+
+    name = cfg.strategy_of(cfg.load_file(config_file), config_file)
+    command = strategy_command(name, name)
+    with command.make_context(f"tbptt run {config_file}", [*ctx.args, "--config", config_file],
+                              parent=ctx) as sub:
+        command.invoke(sub)
+
+
+@cli.command(name="inspect", epilog=EXIT_TABLE)
+@click.argument("path", metavar="INPUT")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+@click.option("--debug", is_flag=True, help="show the traceback of an internal error")
+@click.option("--progress/--no-progress", default=None, hidden=True)
+def inspect_command(path: str, as_json: bool, debug: bool, progress: bool | None, **reader: Any) -> None:
+    """Describe an input file (or an output .h5) in words or --json.
+
+    \b
+    Example:
+      tbptt inspect sample_data/sensors.csv --id-col sensor --time-col t
+      tbptt inspect out/sensors.h5 --json | python -m json.tool
+    """
+    from tbptt_cli import config as cfg
+    from tbptt_cli.inspect import inspect_path
+
+    fields = {f.name: f for f in dataclasses.fields(InputOptions)}
+    values = {k.removeprefix("input__"): v for k, v in reader.items() if v is not None}
+    options = InputOptions(path=path, **{k: cfg.convert(fields[k], v) for k, v in values.items()})
+    text, document = inspect_path(options)
+    if as_json:
+        emit_json(document)
+    else:
+        click.echo(text, err=True)
+
+
+for _option in reversed(section_options("input", InputOptions)):
+    inspect_command.params.append(_option)
+
+
+@cli.command(epilog=EXIT_TABLE)
+@click.argument("path", metavar="OUT.h5")
+@click.option("--manifest", help="manifest path (default <stem>.manifest.json)")
+@click.option("--against", help="the input file: rebuild every sequence and compare exactly")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+@click.option("--debug", is_flag=True, help="show the traceback of an internal error")
+def validate(path: str, manifest: str | None, against: str | None, as_json: bool, debug: bool) -> None:
+    """Check an output .h5 against its manifest (and, with --against, the input).
+
+    Exit 0 when every check passes, 65 when any fails (each failure printed).
+
+    \b
+    Example:
+      tbptt validate out/sensors.h5 --against sample_data/sensors.csv
+    """
+    from tbptt_cli.validate import validate_output
+
+    report_doc = validate_output(path, manifest, against)
+    if as_json:
+        emit_json(report_doc)
+    for problem in report_doc["problems"]:
+        click.echo(f"tbptt: {problem}", err=True)
+    if report_doc["problems"]:
+        from tbptt_cli.errors import InputDataError
+
+        raise InputDataError(f"{path}: {len(report_doc['problems'])} check(s) failed")
+    click.echo(f"{path}: ok ({', '.join(report_doc['checked'])})", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Map every outcome to its exit code; tracebacks only with --debug."""
+    args = sys.argv[1:] if argv is None else argv
+    sys.exit(run_main(args))
+
+
+def run_main(args: list[str]) -> int:
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="tbptt", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "tbptt"
+        message = " ".join(e.format_message().split())
+        click.echo(f"tbptt: error: {message}; see '{where} --help'", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("tbptt: interrupted", err=True)
+        return 130
+    except click.ClickException as e:
+        click.echo(f"tbptt: error: {e.format_message()}", err=True)
+        return e.exit_code
+    except TbpttError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"tbptt: error: {e}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("tbptt: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        click.echo("tbptt: error: stdout: broken pipe (the reader went away)", err=True)
+        return 74
+    except Exception as e:  # the one place a bug becomes exit 70, not a traceback
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(
+            f"tbptt: internal error: {type(e).__name__}: {e}; re-run with --debug and report it",
+            err=True,
+        )
+        return 70
+    return 0
+
+
+def _silence_stdout() -> None:
+    """Python flushes stdout at exit; a closed pipe must not raise there again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+

@@ -1,0 +1,99 @@
+"""Every strategy's parameters: one field = one flag, one config key, one env variable.
+
+Kept free of numpy so that ``tbptt --help`` builds its commands without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tbptt_cli.options import opt
+
+
+@dataclass(frozen=True)
+class StatefulParams:
+    batch_size: str = opt("auto", "rows per batch: auto or an integer (the file is laid out for it)")
+    remainder: str = opt(
+        "pad", "the tail shorter than one chunk: pad+mask, drop, or error", ("pad", "drop", "error")
+    )
+    packing: str = opt(
+        "block", "block: B sequences side by side; lanes: each row a queue", ("block", "lanes")
+    )
+    order: str = opt(
+        "interleaved",
+        "interleaved (chunk j+1 in the same row of the next batch); sequential needs batch 1",
+        ("interleaved", "sequential"),
+    )
+    seed: int = opt(0, "random seed (jitter, validation split)")
+    val_fraction: float = opt(0.0, "fraction held out for validation (0 = none)")
+    val_output: str | None = opt(None, "validation output .h5 (default <stem>.val.h5)")
+    val_by: str = opt(
+        "sequence", "hold out whole sequences, or the last part of each", ("sequence", "time")
+    )
+
+
+@dataclass(frozen=True)
+class AsisParams:
+    pad_to: int | None = opt(None, "window length (default: the longest sequence)")
+    truncate: bool = opt(False, "cut sequences longer than --pad-to (keeps the first steps)")
+    pad_side: str = opt("post", "where the padding goes", ("post", "pre"))
+
+
+@dataclass(frozen=True)
+class SplitParams(StatefulParams):
+    length: int | None = opt(None, "chunk length K (steps per sample)", required=True)
+    jitter: float = opt(0.0, "variable-length BPTT: SD of each batch's chunk length (0 = off)")
+    p_half: float = opt(0.05, "with --jitter: probability a batch draws around K/2")
+
+
+@dataclass(frozen=True)
+class StepwiseParams(StatefulParams):
+    pass
+
+
+@dataclass(frozen=True)
+class DomainAcfParams(StatefulParams):
+    feature: str | None = opt(None, "feature analysed (default: the first)")
+    rule: str = opt(
+        "pacf",
+        "pacf: last significant PACF lag; acf: first lag inside the band; season: ACF peak",
+        ("pacf", "acf", "season"),
+    )
+    max_lag: int = opt(200, "largest lag examined")
+    alpha: float = opt(0.05, "significance level of the band +-z(1-alpha/2)/sqrt(n)")
+    multiple: int = opt(1, "chunk length = chosen lag x this")
+    min_length: int = opt(2, "smallest chunk length accepted")
+    jitter: float = opt(0.0, "variable-length BPTT: SD of each batch's chunk length (0 = off)")
+    p_half: float = opt(0.05, "with --jitter: probability a batch draws around K/2")
+
+
+@dataclass(frozen=True)
+class DomainSegmentsParams:
+    boundary_col: str | None = opt(None, "column whose non-zero value ends a segment")
+    boundary_feature: str | None = opt(None, "feature whose value --boundary-value ends a segment")
+    boundary_value: float | None = opt(None, "with --boundary-feature: the boundary value")
+    max_gap: float | None = opt(None, "a gap in --time-col larger than this starts a segment")
+    pad_to: str = opt("max", "window: max, mean, median, pNN (percentile) or an integer")
+    overflow: str = opt(
+        "split", "segments longer than the window", ("split", "truncate", "drop")
+    )
+    pad_side: str = opt("post", "where the padding goes", ("post", "pre"))
+
+
+@dataclass(frozen=True)
+class GridParams:
+    lengths: str | None = opt(None, "comma-separated chunk lengths, e.g. 25,50,100")
+    factors: bool = opt(False, "every divisor of the (equal) sequence length")
+    min_length: int | None = opt(None, "with --factors: smallest length")
+    max_length: int | None = opt(None, "with --factors: largest length")
+    batch_size: str = opt("auto", "rows per batch: auto or an integer")
+    packing: str = opt("block", "block or lanes, as in split", ("block", "lanes"))
+    order: str = opt("interleaved", "as in split", ("interleaved", "sequential"))
+    seed: int = opt(0, "random seed")
+
+
+@dataclass(frozen=True)
+class DecoupledParams(StatefulParams):
+    k1: int | None = opt(None, "forward window: steps per sample", required=True)
+    k2: int | None = opt(None, "gradient window: the last k2 steps of a window train", required=True)
+    stride: int | None = opt(None, "steps between window starts (default k1: no overlap)")

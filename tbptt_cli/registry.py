@@ -1,0 +1,66 @@
+"""The registry: strategy name -> parameters, planning function and summary.
+
+It drives the CLI commands, ``tbptt run``, the config loader and the docs test. Planning
+functions are named, not imported, so that ``tbptt --help`` never imports numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tbptt_cli import params
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    params: type
+    planner: str  # "module:function", imported on first use
+    summary: str
+    stateful: bool  # takes --batch-size, --packing ... and the validation split
+    # Columns the reader keeps beside the features, from the resolved params.
+    keep_columns: Callable[[Any], tuple[str, ...]] = lambda params: ()
+
+    def plan(self, data: Any, resolved: Any) -> Any:
+        module, function = self.planner.split(":")
+        return getattr(importlib.import_module(module), function)(data, resolved)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in [
+        Strategy(
+            "asis", params.AsisParams, "tbptt_cli.strategies.basic:plan_asis",
+            "use sequences as they are: one sample per sequence, padded + masked", False,
+        ),
+        Strategy(
+            "split", params.SplitParams, "tbptt_cli.strategies.basic:plan_split",
+            "cut long sequences into fixed chunks, laid out for a stateful RNN", True,
+        ),
+        Strategy(
+            "stepwise", params.StepwiseParams, "tbptt_cli.strategies.basic:plan_stepwise",
+            "TBPTT(1,1): one timestep per sample, state carried across every step", True,
+        ),
+        Strategy(
+            "domain-acf", params.DomainAcfParams, "tbptt_cli.strategies.acf:plan_domain_acf",
+            "choose the chunk length from ACF/PACF, then split", True,
+        ),
+        Strategy(
+            "domain-segments", params.DomainSegmentsParams,
+            "tbptt_cli.strategies.segments:plan_domain_segments",
+            "cut at domain boundaries (sentence ends, sessions), pad to fixed length", False,
+            keep_columns=lambda p: (p.boundary_col,) if p.boundary_col else (),
+        ),
+        Strategy(
+            "grid", params.GridParams, "tbptt_cli.strategies.grid:plan_grid",
+            "write one dataset per candidate length, for a systematic search", True,
+        ),
+        Strategy(
+            "decoupled", params.DecoupledParams, "tbptt_cli.strategies.decoupled:plan_decoupled",
+            "TBPTT(k1,k2): forward window k1, gradient window k2, with masks", True,
+        ),
+    ]
+}

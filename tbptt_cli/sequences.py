@@ -1,0 +1,114 @@
+"""The ragged core type: many sequences stored end to end in one array."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """Sequence i is ``values[starts[i] : starts[i] + lengths[i]]``.
+
+    Readers produce ``starts = offsets[:-1]`` (sequences end to end, like Arrow list
+    arrays). Keeping starts and lengths apart lets a subset, a time split or the
+    ``next`` target be a view of the same (possibly memory-mapped) storage, never a copy.
+    The target of step t of sequence i is ``targets[starts[i] + t + target_shift]``.
+    """
+
+    values: np.ndarray  # [total_steps, F]
+    starts: np.ndarray  # int64 [N]
+    lengths: np.ndarray  # int64 [N]
+    ids: list[str]
+    feature_names: list[str]
+    targets: np.ndarray | None = None  # [total_steps, Ft]
+    target_names: list[str] = field(default_factory=list)
+    target_shift: int = 0
+    # Columns read but not used as features (a time or boundary column), float64 [total_steps].
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def from_offsets(
+        cls,
+        values: np.ndarray,
+        offsets: np.ndarray,
+        ids: Sequence[str] | None = None,
+        feature_names: Sequence[str] | None = None,
+        targets: np.ndarray | None = None,
+        target_names: Sequence[str] = (),
+    ) -> SequenceSet:
+        offsets = np.asarray(offsets, dtype=np.int64)
+        n = len(offsets) - 1
+        if values.ndim == 1:
+            values = values.reshape(-1, 1)
+        return cls(
+            values=values,
+            starts=offsets[:-1].copy(),
+            lengths=np.diff(offsets),
+            ids=list(ids) if ids is not None else [str(i) for i in range(n)],
+            feature_names=(
+                list(feature_names)
+                if feature_names is not None
+                else [f"x{j}" for j in range(values.shape[1])]
+            ),
+            targets=targets,
+            target_names=list(target_names),
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def steps(self) -> int:
+        return int(self.lengths.sum())
+
+    @property
+    def features(self) -> int:
+        return int(self.values.shape[1])
+
+    def sequence(self, i: int) -> np.ndarray:
+        start = int(self.starts[i])
+        return np.asarray(self.values[start : start + int(self.lengths[i])])
+
+    def target(self, i: int) -> np.ndarray:
+        assert self.targets is not None
+        start = int(self.starts[i]) + self.target_shift
+        return np.asarray(self.targets[start : start + int(self.lengths[i])])
+
+    def with_next_target(self) -> SequenceSet:
+        """``y[t] = x[t+1]``: every sequence loses its last step."""
+        return replace(
+            self,
+            targets=self.values,
+            target_names=[f"next_{name}" for name in self.feature_names],
+            target_shift=1,
+            lengths=np.maximum(self.lengths - 1, 0),
+        )
+
+    def subset(self, index: np.ndarray) -> SequenceSet:
+        return replace(
+            self,
+            starts=self.starts[index],
+            lengths=self.lengths[index],
+            ids=[self.ids[i] for i in index],
+        )
+
+    def split_time(self, fraction: float) -> tuple[SequenceSet, SequenceSet]:
+        """The first ``1 - fraction`` of every sequence, and the rest (the future)."""
+        head = np.floor(self.lengths * (1.0 - fraction)).astype(np.int64)
+        first = replace(self, lengths=head)
+        rest = replace(self, starts=self.starts + head, lengths=self.lengths - head)
+        return first, rest
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the manifest records about the input: path as given, format, size, sha256."""
+
+    path: str
+    format: str
+    size: int
+    sha256: str

@@ -1,0 +1,1 @@
+"""Pure planning functions: ``(SequenceSet, params) -> Plan``, no files, no CLI."""

@@ -1,0 +1,67 @@
+"""asis, split and stepwise: the strategies that need nothing but the lengths."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tbptt_cli.errors import InputDataError, UsageError
+from tbptt_cli.params import AsisParams, SplitParams, StepwiseParams
+from tbptt_cli.plan import Plan, stateless_hints
+from tbptt_cli.sequences import SequenceSet
+from tbptt_cli.strategies.stateful import Chunking, stateful_plan
+
+# Beyond a few hundred steps TBPTT stops learning long dependencies in practice.
+PRACTICAL_WINDOW = 400
+
+
+def plan_asis(data: SequenceSet, params: AsisParams) -> Plan:
+    """One sample per sequence, padded and masked to one window."""
+    lengths = data.lengths
+    longest = int(lengths.max(initial=0))
+    window = longest if params.pad_to is None else params.pad_to
+    if window < 1:
+        raise UsageError(f"--pad-to must be at least 1, not {window}")
+    too_long = np.flatnonzero(lengths > window)
+    if len(too_long) and not params.truncate:
+        i = int(too_long[0])
+        raise InputDataError(
+            f"sequence {data.ids[i]!r} has {int(lengths[i])} steps, more than --pad-to "
+            f"{window}; pass --truncate or a larger --pad-to"
+        )
+    kept = np.minimum(lengths, window)
+    lead = (window - kept) if params.pad_side == "pre" else np.zeros_like(kept)
+    warnings = []
+    if window > PRACTICAL_WINDOW:
+        warnings.append(
+            f"window {window} is longer than {PRACTICAL_WINDOW} steps, beyond which TBPTT "
+            f"rarely learns; consider `tbptt split --length K`"
+        )
+    recommended, _ = stateless_hints(len(lengths))
+    n = len(lengths)
+    return Plan(
+        sequence=np.arange(n, dtype=np.int64),
+        offset=np.zeros(n, dtype=np.int64),
+        length=kept.astype(np.int32),
+        reset=np.ones(n, dtype=np.uint8),
+        lead=lead.astype(np.int32),
+        window=window,
+        batch_size=recommended,
+        stateful=False,
+        attrs={"pad_side": params.pad_side},
+        warnings=tuple(warnings),
+    )
+
+
+def plan_split(data: SequenceSet, params: SplitParams) -> Plan:
+    """Chunks of K steps laid out for a stateful RNN."""
+    if params.length is None:
+        raise UsageError("split needs --length K (the chunk length)")
+    if params.jitter < 0 or not 0 <= params.p_half <= 1:
+        raise UsageError("--jitter must be >= 0 and --p-half between 0 and 1")
+    chunking = Chunking(params.length, params.jitter, params.p_half, params.seed)
+    return stateful_plan(data.lengths, data.ids, chunking, params)
+
+
+def plan_stepwise(data: SequenceSet, params: StepwiseParams) -> Plan:
+    """TBPTT(1,1): one timestep per sample, state carried across every step."""
+    return stateful_plan(data.lengths, data.ids, Chunking(1), params)
