@@ -9,22 +9,22 @@ from collections.abc import Callable
 from typing import TextIO
 
 
-def wanted(flag: bool | None, stream: TextIO = sys.stderr) -> bool:
+def wanted(flag: bool | None, stream: TextIO | None = None) -> bool:
     """``--progress`` forces it; by default only a real terminal that is not ``dumb``."""
     if flag is not None:
         return flag
-    return stream.isatty() and os.environ.get("TERM", "") != "dumb"
+    return (stream or sys.stderr).isatty() and os.environ.get("TERM", "") != "dumb"
 
 
-def use_color(stream: TextIO = sys.stderr) -> bool:
-    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+def use_color(stream: TextIO | None = None) -> bool:
+    return (stream or sys.stderr).isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
 class Bar:
     """``samples 4200/10000  42%  1.2 GB/s  ETA 3s`` redrawn with a carriage return."""
 
-    def __init__(self, total: int, label: str, stream: TextIO = sys.stderr, delay: float = 1.0):
-        self.total, self.label, self.stream = max(total, 1), label, stream
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, delay: float = 1.0):
+        self.total, self.label, self.stream = max(total, 1), label, stream or sys.stderr
         self.done = 0
         self.start = time.monotonic()
         self.delay = delay

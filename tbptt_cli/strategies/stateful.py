@@ -141,8 +141,8 @@ def stateful_plan(
         batch_size = choose_batch_size(counts[live], params.packing)
         if batch_size == 1 and len(live) > 1:
             warnings.append(
-                "--batch-size auto chose 1: every larger batch needs filler rows; pass "
-                "--batch-size B (or --packing lanes) to train faster"
+                "--batch-size auto chose 1, the only size without filler rows; pass "
+                "--batch-size B to train faster (--packing lanes needs the fewest fillers)"
             )
     else:
         batch_size = requested
