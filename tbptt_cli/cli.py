@@ -33,6 +33,7 @@ def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
     choices = field.metadata.get("choices")
     click_type: Any = (
         click.Choice(choices) if choices
+        else click.STRING if field.metadata.get("auto_or_int")
         else click.INT if kind.startswith("int")
         else click.FLOAT if kind.startswith("float")
         else click.STRING
@@ -114,6 +115,9 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
 
 def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
     """One line for people on stderr; with --json one object on stdout."""
+    if isinstance(summary.get("plan", summary), dict) and "grid" in summary.get("plan", summary):
+        report_grid(summary, kwargs)
+        return
     quiet = kwargs["quiet"]
     timings = summary.pop("timings", {})
     targets = summary["plan"] if "plan" in summary else [summary]
@@ -140,6 +144,28 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
             click.echo("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), err=True)
     if kwargs["as_json"]:
         emit_json(summary if "plan" in summary else {k: v for k, v in summary.items() if k != "outputs"})
+
+
+def report_grid(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """grid: the table of lengths, then one line for the output directory."""
+    timings = summary.pop("timings", {})
+    body = summary.get("plan", summary)
+    text = body.pop("text", "")
+    if not kwargs["quiet"]:
+        if text and not kwargs["as_json"]:
+            click.echo(text, err=True)
+        for warning in body["warnings"]:
+            click.echo(f"tbptt: warning: {warning}", err=True)
+        count = len(body["grid"])
+        if "plan" in summary:
+            click.echo(f"plan for {body['output']}: {count} length(s); nothing written", err=True)
+        else:
+            click.echo(f"wrote {body['output']}: {count} file(s) + manifests, grid.json", err=True)
+        if kwargs["verbose"]:
+            spent = ", ".join(f"{k} {v:.3f} s" for k, v in timings.items())
+            click.echo(f"timings: {spent}", err=True)
+    if kwargs["as_json"]:
+        emit_json(summary)
 
 
 def emit_json(document: dict[str, Any]) -> None:
@@ -222,8 +248,9 @@ def run(ctx: click.Context, config_file: str) -> None:
 
     name = cfg.strategy_of(cfg.load_file(config_file), config_file)
     command = strategy_command(name, name)
-    with command.make_context(f"tbptt run {config_file}", [*ctx.args, "--config", config_file],
-                              parent=ctx) as sub:
+    # No parent: usage errors then point at `tbptt split --help`, where the options are.
+    with command.make_context(f"tbptt {name.replace('-', ' ')}",
+                              [*ctx.args, "--config", config_file]) as sub:
         command.invoke(sub)
 
 
@@ -300,7 +327,7 @@ def run_main(args: list[str]) -> int:
         return e.exit_code
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx else "tbptt"
-        message = " ".join(e.format_message().split())
+        message = " ".join(e.format_message().split()).rstrip(".")
         click.echo(f"tbptt: error: {message}; see '{where} --help'", err=True)
         return 2
     except click.exceptions.Abort:

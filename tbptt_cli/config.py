@@ -138,6 +138,14 @@ def convert(field: dataclasses.Field[Any], value: Any) -> Any:
         if "None" in kind:
             return None
         raise UsageError("may not be empty")
+    if field.metadata.get("auto_or_int"):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if str(value).strip().lower() == "auto":
+            return "auto"
+        if str(value).strip().isdigit() and int(value) >= 1:
+            return int(value)
+        raise UsageError(f"must be auto or a positive integer, not {value!r}")
     if kind.startswith("bool"):
         if not isinstance(value, bool):
             raise UsageError(f"must be true or false, not {value!r}")

@@ -12,7 +12,9 @@ from tbptt_cli.options import opt
 
 @dataclass(frozen=True)
 class StatefulParams:
-    batch_size: str = opt("auto", "rows per batch: auto or an integer (the file is laid out for it)")
+    batch_size: int | str = opt(
+        "auto", "rows per batch: auto or an integer (the file is laid out for it)", auto_or_int=True
+    )
     remainder: str = opt(
         "pad", "the tail shorter than one chunk: pad+mask, drop, or error", ("pad", "drop", "error")
     )
@@ -86,7 +88,7 @@ class GridParams:
     factors: bool = opt(False, "every divisor of the (equal) sequence length")
     min_length: int | None = opt(None, "with --factors: smallest length")
     max_length: int | None = opt(None, "with --factors: largest length")
-    batch_size: str = opt("auto", "rows per batch: auto or an integer")
+    batch_size: int | str = opt("auto", "rows per batch: auto or an integer", auto_or_int=True)
     packing: str = opt("block", "block or lanes, as in split", ("block", "lanes"))
     order: str = opt("interleaved", "as in split", ("interleaved", "sequential"))
     seed: int = opt(0, "random seed")

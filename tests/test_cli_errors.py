@@ -1,0 +1,116 @@
+"""Every bad input: its documented exit code, one line on stderr, the old output untouched."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tbptt_cli.cli import run_main
+
+OLD = b"previous output, must survive\n"
+
+
+def write(path: Path, content: bytes | str) -> Path:
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def make_case(name: str, tmp: Path) -> tuple[list[str], int, str]:
+    """(arguments before -o, expected exit code, a phrase the error line must contain)."""
+    csv_path, npy = tmp / "in.csv", tmp / "in.npy"
+
+    def csv(text: str | bytes) -> str:
+        return str(write(csv_path, text))
+
+    if name == "missing file":
+        return [str(tmp / "nope.csv")], 66, "nope.csv"
+    if name == "pickled npy":
+        header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }".ljust(117) + b"\n"
+        write(npy, b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + pickle.dumps([1]))
+        return [str(npy)], 65, "object"
+    if name == "truncated npy":
+        np.save(npy, np.zeros((10, 100)))
+        npy.write_bytes(npy.read_bytes()[:500])
+        return [str(npy)], 65, "in.npy"
+    if name == "4-D npy":
+        np.save(npy, np.zeros((2, 2, 2, 2)))
+        return [str(npy)], 65, "in.npy"
+    if name == "string npy":
+        np.save(npy, np.array(["a", "b"]))
+        return [str(npy)], 65, "in.npy"
+    if name == "negative npz length":
+        np.savez(tmp / "in.npz", values=np.zeros(4), lengths=np.array([5, -1]))
+        return [str(tmp / "in.npz")], 65, "in.npz"
+    cases: dict[str, tuple[str | bytes, list[str], int, str]] = {
+        "empty file": ("", [], 65, "empty file"),
+        "header only": ("id,x\n", [], 65, "header but no data rows"),
+        "ragged row": ("id,x\na,1\na,2,3\n", ["--id-col", "id"], 65, "in.csv:3"),
+        "non-numeric cell": ("id,x\na,1\na,abc\n", ["--id-col", "id"], 65, "in.csv:3:2"),
+        "nan cell": ("id,x\na,1\na,nan\n", ["--id-col", "id"], 65, "in.csv:3:2"),
+        "1e999 cell": ("id,x\na,1e999\na,2\n", ["--id-col", "id"], 65, "in.csv:2:2"),
+        "binary junk": (b"\x00\xff\xfe junk\x00\n\x89PNG", [], 65, "in.csv"),
+        "unknown column": ("id,x\na,1\n", ["--id-col", "sensor"], 65, "sensor"),
+        "stdin without format": ("", ["-"], 2, "--format"),
+        "zero length": ("id,x\na,1\n", ["--length", "0"], 2, "at least 1"),
+        "negative length": ("id,x\na,1\n", ["--length", "-3"], 2, "at least 1"),
+        "unknown dtype": ("id,x\na,1\n", ["--dtype", "float8"], 2, "float8"),
+        "missing output dir": ("id,x\na,1\n", [], 73, "does not exist"),
+    }
+    text, args, code, phrase = cases[name]
+    path = csv(text)
+    return ([] if args[:1] == ["-"] else [path]) + args, code, phrase
+
+
+CASES = [
+    "missing file", "empty file", "header only", "ragged row", "non-numeric cell", "nan cell",
+    "1e999 cell", "binary junk", "unknown column", "stdin without format", "zero length",
+    "negative length", "unknown dtype", "missing output dir", "pickled npy", "truncated npy",
+    "4-D npy", "string npy", "negative npz length",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_bad_input(case, dry_run, tmp_path, capsys):
+    args, code, phrase = make_case(case, tmp_path)
+    output = tmp_path / ("no-such-dir/out.h5" if case == "missing output dir" else "out.h5")
+    if output.parent.exists():
+        output.write_bytes(OLD)
+    if "--length" not in args:
+        args += ["--length", "2"]
+    extra = ["-n"] if dry_run else []
+    if dry_run and case == "missing output dir":
+        code = 0  # a dry run never touches the output
+    capsys.readouterr()
+    assert run_main(["split", *args, "-o", str(output), *extra]) == code
+    err = capsys.readouterr().err
+    if code:
+        assert err.count("\n") == 1 and err.startswith("tbptt: error: "), err
+        assert phrase in err and "Traceback" not in err
+    if output.parent.exists():
+        assert output.read_bytes() == OLD
+        leftovers = sorted(p.name for p in output.parent.iterdir() if ".tmp." in p.name)
+        assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "phrase"),
+    [
+        ("strategy: split\ninput: !!python/object/apply:os.system ['touch PWNED']\n", "invalid YAML"),
+        ("strategy: split\nsplit:\n  lenght: 5\n", "split.lenght: unknown key; did you mean 'split.length'?"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("strategy: splitt\n", "did you mean 'split'?"),
+        ("strategy: split\nsplit: {length: five}\n", "split.length: must be an integer"),
+        ("strategy: split\ninput: [1, 2\n", "invalid YAML"),
+    ],
+)
+def test_bad_config_exits_78(yaml_text, phrase, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml_text)
+    assert run_main(["run", "c.yaml"]) == 78
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and phrase in err and err.startswith("tbptt: error: c.yaml")
+    assert not (tmp_path / "PWNED").exists()
