@@ -97,14 +97,14 @@ def resolve(
 ) -> Config:
     """Defaults, then the file's sections, then flags and environment (``overrides``)."""
     classes = {"input": InputOptions, "output": OutputOptions, strategy: STRATEGIES[strategy].params}
-    for key in raw:
-        if key != "strategy" and key not in classes:
-            raise ConfigError(f"{source}: {unknown(str(key), ['strategy', *classes])}")
     if raw.get("strategy", strategy) != strategy:
         raise ConfigError(
             f"{source}: strategy is {raw['strategy']!r} but the command is {strategy!r}; "
             f"use `tbptt run {source}`"
         )
+    for key in raw:
+        if key != "strategy" and key not in classes:
+            raise ConfigError(f"{source}: {unknown(str(key), ['strategy', *classes])}")
     built = {}
     for section, cls in classes.items():
         values = raw.get(section) or {}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,8 @@ def manifest_path(output: Path, given: str | None) -> Path:
 
 def execute(config: Config, run: RunOptions) -> dict[str, Any]:
     """Run one strategy end to end; returns the summary that ``--json`` prints."""
+    if config.strategy == "grid":
+        return execute_grid(config, run)
     timings: dict[str, float] = {}
     output = Path(config.output.path) if config.output.path else None
     if output is None and not run.dry_run:
@@ -135,7 +141,10 @@ def write_targets(targets: list[Target], config: Config, source: SourceInfo, run
 
 
 def _write_one(temp: Path, target: Target, config: Config, run: RunOptions) -> dict[str, Any]:
-    attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, config.as_dict())
+    # Where the file lives is not part of it: the same data gives the same bytes anywhere.
+    params = config.as_dict()
+    params["output"] = {k: v for k, v in params["output"].items() if k not in ("path", "manifest")}
+    attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, params)
     tick = run.progress(target.plan.samples, 0) if run.progress else None
     try:
         datasets = hdf5.write_h5(
@@ -197,3 +206,179 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     yield
     timings[name] = round(time.perf_counter() - start, 4)
 
+
+
+# --- grid: one file per chunk length in an output directory, replaced whole ------------
+#
+# Everything is built in a staging directory beside OUTDIR (same file system), fsynced,
+# then swapped in with two renames: OUTDIR -> .OUTDIR.old, staging -> OUTDIR. A failed
+# run leaves the previous OUTDIR as it was; a run killed between the two renames is
+# repaired by the next run, which holds the same lock.
+
+GRID_INDEX = "grid.json"
+
+
+def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
+    """Write ``OUTDIR/len_<K>.h5`` (+ manifest) per length and ``OUTDIR/grid.json``."""
+    from tbptt_cli.readers import read_input
+    from tbptt_cli.strategies.grid import grid_table
+
+    if config.output.manifest is not None:
+        raise UsageError("grid writes len_<K>.manifest.json beside each file; drop --manifest")
+    if config.output.path is None and not run.dry_run:
+        raise UsageError("no output: pass -o/--output OUTDIR (a directory) or -n/--dry-run")
+    outdir = Path(config.output.path or "dry-run")
+    timings: dict[str, float] = {}
+    with atomic.signals_raise(), contextlib.ExitStack() as stack:
+        if not run.dry_run:
+            _check_grid_dir(outdir, config.output.no_clobber)
+            stack.enter_context(atomic.output_lock(outdir, run.wait))
+            _recover_grid_dir(outdir)
+        with _timed(timings, "read"):
+            data, source = read_input(config.input)
+        with _timed(timings, "plan"):
+            plans: list[tuple[int, Plan]] = STRATEGIES["grid"].plan(data, config.params)
+        if not run.dry_run:
+            with _timed(timings, "write"):
+                _write_grid(outdir, _grid_targets(outdir, plans, data), config, source, run)
+    entries = _grid_entries(_grid_targets(outdir, plans, data), config, not run.dry_run)
+    warnings = [f"length {k}: {w}" for k, plan in plans for w in plan.warnings]
+    body = {"output": str(outdir), "grid": entries, "warnings": warnings}
+    body["text"] = grid_table(entries)
+    return {"plan": body, "timings": timings} if run.dry_run else {**body, "timings": timings}
+
+
+def _grid_targets(
+    directory: Path, plans: list[tuple[int, Plan]], data: SequenceSet
+) -> list[Target]:
+    from tbptt_cli.strategies.grid import divides, padded_fraction
+
+    return [
+        Target(
+            directory / f"len_{k}.h5", directory / f"len_{k}.manifest.json", plan, data,
+            {"grid": {"length": k, "index": GRID_INDEX, "padded_fraction": padded_fraction(plan),
+                      "divides": divides(k, data.lengths)}},
+        )
+        for k, plan in plans
+    ]
+
+
+def _grid_entries(targets: list[Target], config: Config, written: bool) -> list[dict[str, Any]]:
+    """grid.json's entries; bytes are the file sizes, or estimates in a dry run."""
+    from tbptt_cli.strategies.grid import grid_entry
+
+    return [
+        grid_entry(
+            t.extra["grid"]["length"], t.plan, t.data.lengths, _summary(t, config, written)["bytes"]
+        )
+        for t in targets
+    ]
+
+
+def _write_grid(
+    outdir: Path, targets: list[Target], config: Config, source: SourceInfo, run: RunOptions
+) -> None:
+    """Stage every file and grid.json in a fresh directory, then swap it in for OUTDIR."""
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(outdir), dir=outdir.parent))
+    except OSError as e:
+        raise OutputError(
+            f"{outdir}: cannot create a directory in {outdir.parent} ({e.strerror})"
+        ) from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
+        staged = [
+            replace(t, path=staging / t.path.name, manifest=staging / t.manifest.name)
+            for t in targets
+        ]
+        write_targets(staged, config, source, run)
+        index = staging / GRID_INDEX
+        document = _grid_index(config, source, staged, _grid_entries(staged, config, True))
+        index.write_text(manifest.dumps(document), encoding="utf-8")
+        atomic.fsync_file(index)
+        atomic.fsync_directory(staging)
+        _swap_in(staging, outdir)
+    except OSError as e:
+        raise atomic.write_error(outdir, e) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once swapped in
+
+
+def _grid_index(
+    config: Config, source: SourceInfo, targets: list[Target], entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """grid.json: the input, the resolved params and one entry per length (no timestamps)."""
+    data = targets[0].data
+    return {
+        "schema_version": manifest.SCHEMA_VERSION,
+        "tool": manifest.tool_info(),
+        "strategy": "grid",
+        "params": config.as_dict(),
+        "input": {
+            "path": source.path, "format": source.format, "size": source.size,
+            "sha256": source.sha256, "sequences": data.count, "steps": data.steps,
+        },
+        "grid": entries,
+        "warnings": [f"length {t.plan.window}: {w}" for t in targets for w in t.plan.warnings],
+    }
+
+
+def _aside(outdir: Path) -> Path:
+    return outdir.with_name(f".{outdir.name}.old")
+
+
+def _check_grid_dir(outdir: Path, no_clobber: bool) -> None:
+    """Fail early (exit 73); never replace a directory that is not a previous grid output."""
+    if outdir.name in ("", ".", ".."):
+        raise OutputError(f"{outdir}: give the output directory a name, such as out/grid")
+    parent = outdir.parent
+    if not parent.is_dir():
+        raise OutputError(f"{outdir}: directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{outdir}: cannot write to directory {parent} (permission denied)")
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"{outdir}: exists and is not a directory; grid writes a directory")
+    if outdir.exists() and no_clobber:
+        raise OutputError(
+            f"{outdir}: exists and --no-clobber was given; remove it or drop the flag"
+        )
+    if outdir.is_dir() and any(outdir.iterdir()) and not (outdir / GRID_INDEX).is_file():
+        raise OutputError(
+            f"{outdir}: exists and holds no {GRID_INDEX}, so it is not a grid output this run "
+            f"may replace; choose a new directory"
+        )
+
+
+def _recover_grid_dir(outdir: Path) -> None:
+    """Under the lock: put back an OUTDIR left aside by a killed run, drop stale staging."""
+    aside = _aside(outdir)
+    if aside.is_dir():
+        if outdir.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(aside, outdir)
+    for orphan in outdir.parent.glob(atomic.temp_prefix(outdir) + "*"):
+        if orphan.is_dir():
+            shutil.rmtree(orphan, ignore_errors=True)
+
+
+def _swap_in(staging: Path, outdir: Path) -> None:
+    """Two renames with SIGINT/SIGTERM held back, so no signal lands between them."""
+    aside = _aside(outdir)
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        if outdir.exists():
+            os.rename(outdir, aside)
+        try:
+            os.rename(staging, outdir)
+        except OSError:
+            if aside.exists():
+                os.rename(aside, outdir)
+            raise
+        atomic.fsync_directory(outdir.parent)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""Config files: every example runs; flag > environment > file > default."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from tbptt_cli.config import load_file, resolve
+from tbptt_cli.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A scratch copy of configs/ and sample_data/ so outputs land in tmp_path/out."""
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    shutil.copytree(ROOT / "sample_data", tmp_path / "sample_data")
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_there_is_a_config_per_strategy():
+    from tbptt_cli.registry import STRATEGIES
+
+    names = {load_file(str(path))["strategy"] for path in CONFIGS}
+    assert names == set(STRATEGIES)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_example_config_runs(path, repo, tbptt):
+    result = tbptt("run", f"configs/{path.name}", "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    output = Path(summary["output"])
+    assert output.exists()
+    if output.is_file():
+        with h5py.File(output) as f:
+            assert f.attrs["format"] == "tbptt"
+            assert f.attrs["strategy"] == load_file(str(path))["strategy"]
+
+
+def test_precedence_flag_env_file_default(repo, tbptt, monkeypatch):
+    config = "configs/split.yaml"  # the file says length 100, batch_size 6
+    resolved = yaml.safe_load(tbptt("run", config, "--print-config").stdout)
+    assert resolved["split"]["length"] == 100 and resolved["output"]["dtype"] == "float32"
+    assert resolved["split"]["remainder"] == "pad"  # a default
+    monkeypatch.setenv("TBPTT_LENGTH", "40")
+    monkeypatch.setenv("TBPTT_DTYPE", "float16")
+    resolved = yaml.safe_load(tbptt("run", config, "--print-config").stdout)
+    assert resolved["split"]["length"] == 40 and resolved["output"]["dtype"] == "float16"
+    resolved = yaml.safe_load(tbptt("run", config, "--length", "25", "--print-config").stdout)
+    assert resolved["split"]["length"] == 25 and resolved["output"]["dtype"] == "float16"
+
+
+def test_print_config_round_trips(repo, tbptt):
+    printed = tbptt("run", "configs/split.yaml", "--batch-size", "3", "--print-config").stdout
+    Path("again.yaml").write_text(printed)
+    assert tbptt("run", "again.yaml", "--print-config").stdout == printed
+    result = tbptt("run", "again.yaml", "-o", "out/a.h5", "--json")
+    assert json.loads(result.stdout)["batch_size"] == 3
+
+
+def test_manifest_params_equal_the_printed_config(repo, tbptt):
+    printed = yaml.safe_load(tbptt("run", "configs/split.yaml", "--print-config").stdout)
+    assert tbptt("run", "configs/split.yaml").code == 0
+    manifest = json.loads(Path("out/sensors_split.manifest.json").read_text())
+    assert manifest["params"] == printed
+
+
+def test_strategy_command_with_config_of_another_strategy(repo, tbptt):
+    result = tbptt("asis", "-c", "configs/split.yaml")
+    assert result.code == 78 and "use `tbptt run configs/split.yaml`" in result.stderr
+
+
+def test_config_keys_are_typed():
+    with pytest.raises(ConfigError, match="output.dtype: must be one of float16, float32, float64"):
+        resolve("split", {"output": {"dtype": "int8"}}, {}, "c.yaml")
+    with pytest.raises(ConfigError, match="input.features: must be a list of names"):
+        resolve("split", {"input": {"features": {"a": 1}}}, {}, "c.yaml")
+    with pytest.raises(ConfigError, match="c.yaml: output: must be a mapping"):
+        resolve("split", {"output": "x.h5"}, {}, "c.yaml")
+    config = resolve("split", {"input": {"features": "a, b"}, "split": {"batch_size": 8}}, {}, "c")
+    assert config.input.features == ("a", "b") and config.params.batch_size == 8
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path):
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError):
+        resolve("split", load_file(str(tmp_path / "deep.yaml")), {}, "deep.yaml")
+
+
+def test_run_needs_an_input(tmp_path, tbptt, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("c.yaml").write_text("strategy: asis\n")
+    np.save("x.npy", np.zeros((2, 3)))
+    result = tbptt("run", "c.yaml", "-o", "o.h5")
+    assert result.code == 2 and "no input" in result.stderr
+    assert tbptt("run", "c.yaml", "x.npy", "-o", "o.h5").code == 0
