@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -18,7 +17,9 @@ from tbptt_cli.errors import EXIT_CODES, TbpttError, UsageError
 from tbptt_cli.options import InputOptions, OutputOptions
 from tbptt_cli.registry import STRATEGIES
 
-EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(
+    f"  {code:>3}  {text}" for code, text in EXIT_CODES.items()
+)
 
 
 def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
@@ -29,20 +30,28 @@ def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
     kind = str(field.type)
     help_text = f"{field.metadata['help']} [default: {field.default}; env {envvar}]"
     if kind.startswith("bool"):
-        return click.Option([f"{flag}/--no-{flag[2:]}", dest], default=None, help=help_text, envvar=envvar)
+        return click.Option(
+            [f"{flag}/--no-{flag[2:]}", dest], default=None, help=help_text, envvar=envvar
+        )
     choices = field.metadata.get("choices")
     click_type: Any = (
-        click.Choice(choices) if choices
-        else click.STRING if field.metadata.get("auto_or_int")
-        else click.INT if kind.startswith("int")
-        else click.FLOAT if kind.startswith("float")
+        click.Choice(choices)
+        if choices
+        else click.STRING
+        if field.metadata.get("auto_or_int")
+        else click.INT
+        if kind.startswith("int")
+        else click.FLOAT
+        if kind.startswith("float")
         else click.STRING
     )
     return click.Option([flag, dest], type=click_type, default=None, help=help_text, envvar=envvar)
 
 
 def section_options(section: str, cls: type) -> list[click.Option]:
-    return [field_option(section, f) for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+    return [
+        field_option(section, f) for f in dataclasses.fields(cls) if f.metadata.get("cli", True)
+    ]
 
 
 def run_options() -> list[click.Parameter]:
@@ -50,20 +59,32 @@ def run_options() -> list[click.Parameter]:
     return [
         click.Option(["-o", "--output", "output_path"], help="output .h5 file"),
         click.Option(["-c", "--config", "config_file"], help="YAML config; flags override it"),
-        click.Option(["-n", "--dry-run"], is_flag=True, help="validate and print the plan; write nothing"),
-        click.Option(["--json", "as_json"], is_flag=True, help="print one JSON summary object on stdout"),
+        click.Option(
+            ["-n", "--dry-run"], is_flag=True, help="validate and print the plan; write nothing"
+        ),
+        click.Option(
+            ["--json", "as_json"], is_flag=True, help="print one JSON summary object on stdout"
+        ),
         click.Option(["-q", "--quiet"], is_flag=True, help="print nothing on success"),
         click.Option(["-v", "--verbose"], is_flag=True, help="also print the time spent per stage"),
         click.Option(["--debug"], is_flag=True, help="show the traceback of an internal error"),
-        click.Option(["--progress/--no-progress"], default=None, help="progress bar (default: on a terminal)"),
-        click.Option(["--wait"], type=click.FLOAT, default=0.0, help="seconds to wait for another run's lock"),
-        click.Option(["--print-config"], is_flag=True, help="print the resolved config as YAML and exit"),
+        click.Option(
+            ["--progress/--no-progress"], default=None, help="progress bar (default: on a terminal)"
+        ),
+        click.Option(
+            ["--wait"], type=click.FLOAT, default=0.0, help="seconds to wait for another run's lock"
+        ),
+        click.Option(
+            ["--print-config"], is_flag=True, help="print the resolved config as YAML and exit"
+        ),
     ]
 
 
 def strategy_command(name: str, command_name: str) -> click.Command:
     strategy = STRATEGIES[name]
-    params: list[click.Parameter] = [click.Argument(["input_path"], required=False, metavar="INPUT")]
+    params: list[click.Parameter] = [
+        click.Argument(["input_path"], required=False, metavar="INPUT")
+    ]
     params += run_options()
     params += section_options("input", InputOptions) + section_options("output", OutputOptions)
     params += section_options(name, strategy.params)
@@ -72,7 +93,10 @@ def strategy_command(name: str, command_name: str) -> click.Command:
         run_strategy(name, kwargs)
 
     return click.Command(
-        command_name, params=params, callback=callback, epilog=EXIT_TABLE,
+        command_name,
+        params=params,
+        callback=callback,
+        epilog=EXIT_TABLE,
         help=f"{strategy.summary[0].upper()}{strategy.summary[1:]}.\n\n{EXAMPLES.get(name, '')}",
         short_help=strategy.summary,
     )
@@ -106,7 +130,9 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
         click.echo(yaml.safe_dump(config.as_dict(), sort_keys=False), nl=False)
         return
     if config.input.path is None:
-        raise UsageError("no input: give INPUT (a path, or - for stdin) or input.path in the config")
+        raise UsageError(
+            "no input: give INPUT (a path, or - for stdin) or input.path in the config"
+        )
     show_progress = progress.wanted(kwargs["progress"]) and not kwargs["quiet"]
     run = core.RunOptions(kwargs["dry_run"], kwargs["wait"], progress.factory(show_progress))
     summary = core.execute(config, run)
@@ -120,7 +146,7 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
         return
     quiet = kwargs["quiet"]
     timings = summary.pop("timings", {})
-    targets = summary["plan"] if "plan" in summary else [summary]
+    targets = summary.get("plan", [summary])
     if not quiet and not kwargs["as_json"]:
         for text in dict.fromkeys(t.pop("text", "") for t in targets):
             if text:
@@ -135,15 +161,23 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
             layout = f"batch {t['batch_size']}, {t['resets']} resets"
             size = f"{t['bytes'] / 1e6:.1f} MB"
             if "plan" in summary:
-                click.echo(f"plan for {t['output']}: {shape}, {layout}, ~{size}; nothing written", err=True)
+                click.echo(
+                    f"plan for {t['output']}: {shape}, {layout}, ~{size}; nothing written", err=True
+                )
             else:
-                click.echo(f"wrote {t['output']}: {shape}, {layout}, {size} (+ {t['manifest']})", err=True)
+                click.echo(
+                    f"wrote {t['output']}: {shape}, {layout}, {size} (+ {t['manifest']})", err=True
+                )
                 for extra in t["outputs"][2:]:
                     click.echo(f"wrote {extra} (validation, + its manifest)", err=True)
         if kwargs["verbose"]:
-            click.echo("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), err=True)
+            click.echo(
+                "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), err=True
+            )
     if kwargs["as_json"]:
-        emit_json(summary if "plan" in summary else {k: v for k, v in summary.items() if k != "outputs"})
+        emit_json(
+            summary if "plan" in summary else {k: v for k, v in summary.items() if k != "outputs"}
+        )
 
 
 def report_grid(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
@@ -204,8 +238,14 @@ def print_version(ctx: click.Context, _: Any, value: bool) -> None:
 
 
 @click.group(cls=Group, epilog=EXIT_TABLE)
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=print_version,
-              help="print the tool, numpy, h5py and HDF5 versions")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="print the tool, numpy, h5py and HDF5 versions",
+)
 def cli() -> None:
     """Prepare sequence data for RNNs trained with truncated backpropagation through time.
 
@@ -232,8 +272,9 @@ def add_strategy_commands() -> None:
 add_strategy_commands()
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-             epilog=EXIT_TABLE)
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, epilog=EXIT_TABLE
+)
 @click.argument("config_file", metavar="CONFIG.yaml")
 @click.pass_context
 def run(ctx: click.Context, config_file: str) -> None:
@@ -249,8 +290,9 @@ def run(ctx: click.Context, config_file: str) -> None:
     name = cfg.strategy_of(cfg.load_file(config_file), config_file)
     command = strategy_command(name, name)
     # No parent: usage errors then point at `tbptt split --help`, where the options are.
-    with command.make_context(f"tbptt {name.replace('-', ' ')}",
-                              [*ctx.args, "--config", config_file]) as sub:
+    with command.make_context(
+        f"tbptt {name.replace('-', ' ')}", [*ctx.args, "--config", config_file]
+    ) as sub:
         command.invoke(sub)
 
 
@@ -259,7 +301,9 @@ def run(ctx: click.Context, config_file: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 @click.option("--debug", is_flag=True, help="show the traceback of an internal error")
 @click.option("--progress/--no-progress", default=None, hidden=True)
-def inspect_command(path: str, as_json: bool, debug: bool, progress: bool | None, **reader: Any) -> None:
+def inspect_command(
+    path: str, as_json: bool, debug: bool, progress: bool | None, **reader: Any
+) -> None:
     """Describe an input file (or an output .h5) in words or --json.
 
     \b
@@ -290,7 +334,9 @@ for _option in reversed(section_options("input", InputOptions)):
 @click.option("--against", help="the input file: rebuild every sequence and compare exactly")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 @click.option("--debug", is_flag=True, help="show the traceback of an internal error")
-def validate(path: str, manifest: str | None, against: str | None, as_json: bool, debug: bool) -> None:
+def validate(
+    path: str, manifest: str | None, against: str | None, as_json: bool, debug: bool
+) -> None:
     """Check an output .h5 against its manifest (and, with --against, the input).
 
     Exit 0 when every check passes, 65 when any fails (each failure printed).
@@ -328,7 +374,7 @@ def run_main(args: list[str]) -> int:
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx else "tbptt"
         message = " ".join(e.format_message().split()).rstrip(".")
-        click.echo(f"tbptt: error: {message}; see '{where} --help'", err=True)
+        click.echo(f"tbptt: error: {message} (see '{where} --help')", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("tbptt: interrupted", err=True)
@@ -369,5 +415,3 @@ def _silence_stdout() -> None:
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-
-

@@ -37,9 +37,7 @@ class Config:
 
 
 def _plain(obj: Any) -> dict[str, Any]:
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()
-    }
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -96,7 +94,11 @@ def resolve(
     source: str = "config",
 ) -> Config:
     """Defaults, then the file's sections, then flags and environment (``overrides``)."""
-    classes = {"input": InputOptions, "output": OutputOptions, strategy: STRATEGIES[strategy].params}
+    classes = {
+        "input": InputOptions,
+        "output": OutputOptions,
+        strategy: STRATEGIES[strategy].params,
+    }
     if raw.get("strategy", strategy) != strategy:
         raise ConfigError(
             f"{source}: strategy is {raw['strategy']!r} but the command is {strategy!r}; "

@@ -61,7 +61,9 @@ class DomainAcfParams(StatefulParams):
         "pacf: last significant PACF lag; acf: first lag inside the band; season: ACF peak",
         ("pacf", "acf", "season"),
     )
-    max_lag: int = opt(200, "largest lag examined")
+    max_lag: int | None = opt(
+        None, "largest lag examined (default 10*log10(steps), below the longest sequence)"
+    )
     alpha: float = opt(0.05, "significance level of the band +-z(1-alpha/2)/sqrt(n)")
     multiple: int = opt(1, "chunk length = chosen lag x this")
     min_length: int = opt(2, "smallest chunk length accepted")
@@ -76,9 +78,7 @@ class DomainSegmentsParams:
     boundary_value: float | None = opt(None, "with --boundary-feature: the boundary value")
     max_gap: float | None = opt(None, "a gap in --time-col larger than this starts a segment")
     pad_to: str = opt("max", "window: max, mean, median, pNN (percentile) or an integer")
-    overflow: str = opt(
-        "split", "segments longer than the window", ("split", "truncate", "drop")
-    )
+    overflow: str = opt("split", "segments longer than the window", ("split", "truncate", "drop"))
     pad_side: str = opt("post", "where the padding goes", ("post", "pre"))
 
 
@@ -97,5 +97,7 @@ class GridParams:
 @dataclass(frozen=True)
 class DecoupledParams(StatefulParams):
     k1: int | None = opt(None, "forward window: steps per sample", required=True)
-    k2: int | None = opt(None, "gradient window: the last k2 steps of a window train", required=True)
+    k2: int | None = opt(
+        None, "gradient window: the last k2 steps of a window train", required=True
+    )
     stride: int | None = opt(None, "steps between window starts (default k1: no overlap)")

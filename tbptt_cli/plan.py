@@ -74,7 +74,9 @@ def parse_batch_size(value: str | int) -> int | None:
     try:
         size = int(value)
     except (TypeError, ValueError):
-        raise UsageError(f"--batch-size must be auto or a positive integer, not {value!r}") from None
+        raise UsageError(
+            f"--batch-size must be auto or a positive integer, not {value!r}"
+        ) from None
     if size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {size}")
     return size

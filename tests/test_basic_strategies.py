@@ -30,7 +30,9 @@ def test_asis_pads_to_the_longest(side, lead):
 
 
 def test_asis_pad_to_and_truncate():
-    with pytest.raises(InputDataError, match=r"sequence '1' has 5 steps, more than --pad-to 4; pass --truncate"):
+    with pytest.raises(
+        InputDataError, match=r"sequence '1' has 5 steps, more than --pad-to 4; pass --truncate"
+    ):
         plan_asis(ragged([3, 5]), AsisParams(pad_to=4))
     plan = plan_asis(ragged([3, 5]), AsisParams(pad_to=4, truncate=True))
     assert plan.length.tolist() == [3, 4] and plan.window == 4
@@ -87,8 +89,18 @@ def test_worked_example_stepwise(tmp_path, tbptt):
 def test_split_ragged_masks_and_targets(tmp_path, tbptt):
     values = np.arange(10, dtype=np.float32)
     np.savez(tmp_path / "in.npz", values=values, lengths=np.array([7, 3]))
-    result = tbptt("split", tmp_path / "in.npz", "--length", 3, "--batch-size", 2,
-                   "--target", "next", "-o", tmp_path / "out.h5")
+    result = tbptt(
+        "split",
+        tmp_path / "in.npz",
+        "--length",
+        3,
+        "--batch-size",
+        2,
+        "--target",
+        "next",
+        "-o",
+        tmp_path / "out.h5",
+    )
     assert result.code == 0, result.stderr
     with h5py.File(tmp_path / "out.h5") as f:
         # Sequence 0 is 0..6 (loses its last step to the target), sequence 1 is 7..9.
@@ -100,21 +112,44 @@ def test_split_ragged_masks_and_targets(tmp_path, tbptt):
 
 def test_jitter_writes_batch_length(tmp_path, tbptt):
     np.save(tmp_path / "in.npy", np.zeros((4, 400), dtype=np.float32))
-    result = tbptt("split", tmp_path / "in.npy", "--length", 30, "--jitter", 5, "--seed", 3,
-                   "-o", tmp_path / "out.h5")
+    result = tbptt(
+        "split",
+        tmp_path / "in.npy",
+        "--length",
+        30,
+        "--jitter",
+        5,
+        "--seed",
+        3,
+        "-o",
+        tmp_path / "out.h5",
+    )
     assert result.code == 0, result.stderr
     with h5py.File(tmp_path / "out.h5") as f:
         lengths = f["batch_length"][:]
         assert lengths.sum() >= 400 and f["X"].shape[1] == lengths.max()
-        assert f["mask"][:].reshape(-1, 4, lengths.max()).sum(axis=2).max(axis=1).tolist() == \
-            np.minimum(lengths, 400 - np.concatenate([[0], np.cumsum(lengths)[:-1]])).tolist()
+        assert (
+            f["mask"][:].reshape(-1, 4, lengths.max()).sum(axis=2).max(axis=1).tolist()
+            == np.minimum(lengths, 400 - np.concatenate([[0], np.cumsum(lengths)[:-1]])).tolist()
+        )
 
 
 @pytest.mark.parametrize("by", ["sequence", "time"])
 def test_validation_split(tmp_path, tbptt, by):
     np.save(tmp_path / "in.npy", np.arange(10 * 100, dtype=np.float32).reshape(10, 100))
-    result = tbptt("split", tmp_path / "in.npy", "--length", 10, "--val-fraction", 0.2,
-                   "--val-by", by, "-o", tmp_path / "train.h5", "--json")
+    result = tbptt(
+        "split",
+        tmp_path / "in.npy",
+        "--length",
+        10,
+        "--val-fraction",
+        0.2,
+        "--val-by",
+        by,
+        "-o",
+        tmp_path / "train.h5",
+        "--json",
+    )
     assert result.code == 0, result.stderr
     manifest = json.loads((tmp_path / "train.manifest.json").read_text())
     val = json.loads((tmp_path / "train.val.manifest.json").read_text())

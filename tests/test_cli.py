@@ -29,7 +29,17 @@ def test_help_lists_every_command_without_importing_numpy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    for command in ("asis", "split", "stepwise", "domain", "grid", "decoupled", "run", "inspect", "validate"):
+    for command in (
+        "asis",
+        "split",
+        "stepwise",
+        "domain",
+        "grid",
+        "decoupled",
+        "run",
+        "inspect",
+        "validate",
+    ):
         assert f"\n  {command} " in result.stdout
     assert "75  another run holds the output's lock" in result.stdout
 
@@ -37,11 +47,17 @@ def test_help_lists_every_command_without_importing_numpy():
 def test_version_names_the_libraries(tbptt):
     result = tbptt("--version")
     assert result.code == 0
-    assert result.stdout.startswith("tbptt 0.1.0 (numpy ") and "h5py" in result.stdout and "HDF5" in result.stdout
+    assert (
+        result.stdout.startswith("tbptt 0.1.0 (numpy ")
+        and "h5py" in result.stdout
+        and "HDF5" in result.stdout
+    )
 
 
 def test_python_dash_m_works():
-    result = subprocess.run([sys.executable, "-m", "tbptt_cli", "--version"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tbptt_cli", "--version"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and result.stdout.startswith("tbptt ")
 
 
@@ -76,16 +92,27 @@ def test_dry_run_writes_nothing_and_reports_the_plan(npy, tmp_path, tbptt):
 
 def test_verbose_prints_stage_timings(npy, tmp_path, tbptt):
     result = tbptt("split", npy, "--length", 10, "-o", tmp_path / "o.h5", "-v")
-    assert "timings: read " in result.stderr and " plan " in result.stderr and " write " in result.stderr
+    assert (
+        "timings: read " in result.stderr
+        and " plan " in result.stderr
+        and " write " in result.stderr
+    )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "npy"])
 def test_stdin(fmt, tmp_path, npy):
-    if fmt == "csv":
-        data = b"id,x\na,1\na,2\nb,3\nb,4\n"
-    else:
-        data = npy.read_bytes()
-    command = [sys.executable, "-m", "tbptt_cli", "asis", "-", "--format", fmt, "-o", str(tmp_path / "o.h5")]
+    data = b"id,x\na,1\na,2\nb,3\nb,4\n" if fmt == "csv" else npy.read_bytes()
+    command = [
+        sys.executable,
+        "-m",
+        "tbptt_cli",
+        "asis",
+        "-",
+        "--format",
+        fmt,
+        "-o",
+        str(tmp_path / "o.h5"),
+    ]
     if fmt == "csv":
         command += ["--id-col", "id"]
     result = subprocess.run(command, input=data, capture_output=True)
@@ -96,7 +123,17 @@ def test_stdin(fmt, tmp_path, npy):
 
 def test_progress_only_when_asked_or_on_a_terminal(npy, tmp_path, monkeypatch):
     monkeypatch.setattr("tbptt_cli.progress.Bar.__init__.__defaults__", (None, 0.0))
-    command = [sys.executable, "-m", "tbptt_cli", "split", str(npy), "--length", "1", "-o", str(tmp_path / "o.h5")]
+    command = [
+        sys.executable,
+        "-m",
+        "tbptt_cli",
+        "split",
+        str(npy),
+        "--length",
+        "1",
+        "-o",
+        str(tmp_path / "o.h5"),
+    ]
     piped = subprocess.run(command, capture_output=True, text=True)
     assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
 
@@ -109,7 +146,10 @@ def test_internal_error_exits_70_with_a_hint(npy, tmp_path, capsys, monkeypatch)
     assert run_main(["split", str(npy), "--length", "3", "-o", str(tmp_path / "o.h5")]) == 70
     err = capsys.readouterr().err
     assert err == "tbptt: internal error: RuntimeError: bug; re-run with --debug and report it\n"
-    assert run_main(["split", str(npy), "--length", "3", "-o", str(tmp_path / "o.h5"), "--debug"]) == 70
+    assert (
+        run_main(["split", str(npy), "--length", "3", "-o", str(tmp_path / "o.h5"), "--debug"])
+        == 70
+    )
     assert "Traceback" in capsys.readouterr().err
 
 
@@ -126,7 +166,8 @@ def test_unknown_option_suggests_and_exits_2(npy, tbptt):
     result = tbptt("split", npy, "--lenght", 3)
     assert result.code == 2
     assert result.stderr == (
-        "tbptt: error: No such option '--lenght'. Did you mean '--length'?; see 'tbptt split --help'\n"
+        "tbptt: error: No such option '--lenght'. Did you mean '--length'? "
+        "(see 'tbptt split --help')\n"
     )
 
 

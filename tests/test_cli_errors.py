@@ -29,7 +29,10 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], int, str]:
         return [str(tmp / "nope.csv")], 66, "nope.csv"
     if name == "pickled npy":
         header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }".ljust(117) + b"\n"
-        write(npy, b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + pickle.dumps([1]))
+        write(
+            npy,
+            b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + pickle.dumps([1]),
+        )
         return [str(npy)], 65, "object"
     if name == "truncated npy":
         np.save(npy, np.zeros((10, 100)))
@@ -65,10 +68,25 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], int, str]:
 
 
 CASES = [
-    "missing file", "empty file", "header only", "ragged row", "non-numeric cell", "nan cell",
-    "1e999 cell", "binary junk", "unknown column", "stdin without format", "zero length",
-    "negative length", "unknown dtype", "missing output dir", "pickled npy", "truncated npy",
-    "4-D npy", "string npy", "negative npz length",
+    "missing file",
+    "empty file",
+    "header only",
+    "ragged row",
+    "non-numeric cell",
+    "nan cell",
+    "1e999 cell",
+    "binary junk",
+    "unknown column",
+    "stdin without format",
+    "zero length",
+    "negative length",
+    "unknown dtype",
+    "missing output dir",
+    "pickled npy",
+    "truncated npy",
+    "4-D npy",
+    "string npy",
+    "negative npz length",
 ]
 
 
@@ -99,8 +117,14 @@ def test_bad_input(case, dry_run, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("yaml_text", "phrase"),
     [
-        ("strategy: split\ninput: !!python/object/apply:os.system ['touch PWNED']\n", "invalid YAML"),
-        ("strategy: split\nsplit:\n  lenght: 5\n", "split.lenght: unknown key; did you mean 'split.length'?"),
+        (
+            "strategy: split\ninput: !!python/object/apply:os.system ['touch PWNED']\n",
+            "invalid YAML",
+        ),
+        (
+            "strategy: split\nsplit:\n  lenght: 5\n",
+            "split.lenght: unknown key; did you mean 'split.length'?",
+        ),
         ("- just\n- a list\n", "must be a mapping"),
         ("strategy: splitt\n", "did you mean 'split'?"),
         ("strategy: split\nsplit: {length: five}\n", "split.length: must be an integer"),

@@ -58,8 +58,13 @@ def naive_layout(lengths: list[int], k: int, b: int, packing: str, remainder: st
 
 def plan_rows(plan) -> list[tuple]:
     return list(
-        zip(plan.sequence.tolist(), plan.offset.tolist(), plan.length.tolist(),
-            plan.reset.tolist(), strict=True)
+        zip(
+            plan.sequence.tolist(),
+            plan.offset.tolist(),
+            plan.length.tolist(),
+            plan.reset.tolist(),
+            strict=True,
+        )
     )
 
 
@@ -80,10 +85,24 @@ def test_interleaved_not_sequence_major():
 def test_block_fills_short_sequences_and_last_block_with_filler():
     plan = make([10, 4, 7], 3, 2)
     assert plan.sequence.reshape(-1, 2).tolist() == [
-        [0, 1], [0, 1], [0, -1], [0, -1], [2, -1], [2, -1], [2, -1],
+        [0, 1],
+        [0, 1],
+        [0, -1],
+        [0, -1],
+        [2, -1],
+        [2, -1],
+        [2, -1],
     ]
     assert plan.length.reshape(-1, 2)[:, 0].tolist() == [3, 3, 3, 1, 3, 3, 1]
-    assert plan.reset.reshape(-1, 2).tolist() == [[1, 1], [0, 0], [0, 0], [0, 0], [1, 1], [0, 0], [0, 0]]
+    assert plan.reset.reshape(-1, 2).tolist() == [
+        [1, 1],
+        [0, 0],
+        [0, 0],
+        [0, 0],
+        [1, 1],
+        [0, 0],
+        [0, 0],
+    ]
 
 
 def test_lanes_take_the_next_sequence_with_a_row_reset():
@@ -134,7 +153,13 @@ def test_every_step_once_and_state_continuity(lengths, k, b, packing):
 
 @pytest.mark.parametrize(
     ("lengths", "k", "expected"),
-    [([50] * 100, 5, 100), ([12] * 7, 4, 7), ([8, 8, 8, 8, 4, 4], 4, 2), ([5, 9, 13], 4, 1), ([20], 5, 1)],
+    [
+        ([50] * 100, 5, 100),
+        ([12] * 7, 4, 7),
+        ([8, 8, 8, 8, 4, 4], 4, 2),
+        ([5, 9, 13], 4, 1),
+        ([20], 5, 1),
+    ],
 )
 def test_auto_batch_size_is_largest_without_filler(lengths, k, expected):
     plan = make(lengths, k, "auto")
@@ -156,7 +181,9 @@ def test_lanes_need_fewer_samples_than_block_for_ragged_input():
 
 
 def test_remainder_error_names_the_sequence():
-    with pytest.raises(InputDataError, match="sequence 's1' has 7 steps, not a multiple of the chunk length 3"):
+    with pytest.raises(
+        InputDataError, match="sequence 's1' has 7 steps, not a multiple of the chunk length 3"
+    ):
         make([6, 7], 3, 1, remainder="error")
 
 
@@ -178,7 +205,9 @@ def test_sequential_order_needs_batch_size_one():
 def test_jitter_is_seeded_and_continuous(packing):
     def jittered(seed):
         params = StatefulParams(batch_size="3", packing=packing, seed=seed)
-        return stateful_plan(np.array([300, 180, 240, 90]), list("abcd"), Chunking(20, 4.0, 0.2, seed), params)
+        return stateful_plan(
+            np.array([300, 180, 240, 90]), list("abcd"), Chunking(20, 4.0, 0.2, seed), params
+        )
 
     plan, again, other = jittered(7), jittered(7), jittered(8)
     assert plan.batch_length is not None and plan.window == plan.batch_length.max()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -48,10 +49,17 @@ def test_rewrite_is_byte_identical_too(npy, tmp_path, tbptt):
     assert out.read_bytes() == first
 
 
-@pytest.mark.parametrize(("dtype", "compression"), [("float16", "lzf"), ("float64", "gzip:9"), ("float32", "none")])
+@pytest.mark.parametrize(
+    ("dtype", "compression"), [("float16", "lzf"), ("float64", "gzip:9"), ("float32", "none")]
+)
 def test_dtype_compression_and_labels(npy, tmp_path, tbptt, dtype, compression):
     out = tmp_path / "out.h5"
-    assert tbptt("split", npy, "--length", 100, "--dtype", dtype, "--compression", compression, "-o", out).code == 0
+    assert (
+        tbptt(
+            "split", npy, "--length", 100, "--dtype", dtype, "--compression", compression, "-o", out
+        ).code
+        == 0
+    )
     with h5py.File(out) as f:
         assert f["X"].dtype == np.dtype(dtype)
         assert f["X"].compression == (None if compression == "none" else compression.split(":")[0])
@@ -69,12 +77,16 @@ def _umask() -> int:
 
 
 def test_bad_compression_is_a_usage_error(npy, tmp_path, tbptt):
-    result = tbptt("split", npy, "--length", 10, "--compression", "gzip:12", "-o", tmp_path / "o.h5")
+    result = tbptt(
+        "split", npy, "--length", 10, "--compression", "gzip:12", "-o", tmp_path / "o.h5"
+    )
     assert result.code == 2 and "gzip[:0-9]" in result.stderr
     assert parse_compression("gzip") == ("gzip", 4)
 
 
-@pytest.mark.parametrize(("batch", "row_bytes"), [(1, 10), (100, 2000), (128, 200_000), (7, 3 << 20)])
+@pytest.mark.parametrize(
+    ("batch", "row_bytes"), [(1, 10), (100, 2000), (128, 200_000), (7, 3 << 20)]
+)
 def test_chunks_hold_whole_batches(batch, row_bytes):
     rows = chunk_rows(batch, row_bytes)
     if batch * row_bytes <= CHUNK_MAX:
@@ -105,10 +117,8 @@ def test_lock_held_exits_75_or_waits(npy, tmp_path, tbptt):
         threading.Timer(0.3, lambda: os.close(fd)).start()
         assert tbptt("split", npy, "--length", 10, "-o", out, "--wait", 5).code == 0
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     assert out.exists()
 
 
@@ -128,7 +138,12 @@ def test_full_disk_exits_74_and_keeps_the_old_output(npy, tmp_path, tbptt, monke
     assert result.code == 74
     assert "No space left on device" in result.stderr and str(out) in result.stderr
     assert out.read_bytes() == b"old" and (tmp_path / "out.manifest.json").read_text() == "{}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.h5.lock", "in.npy", "out.h5", "out.manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".out.h5.lock",
+        "in.npy",
+        "out.h5",
+        "out.manifest.json",
+    ]
 
 
 def test_sigterm_mid_write_leaves_old_output(tmp_path):
@@ -136,8 +151,19 @@ def test_sigterm_mid_write_leaves_old_output(tmp_path):
     np.save(big, np.random.default_rng(0).normal(size=(64, 400_000)).astype(np.float32))
     out = tmp_path / "out.h5"
     out.write_bytes(b"old output")
-    command = [sys.executable, "-m", "tbptt_cli", "split", str(big), "--length", "100",
-               "--compression", "gzip:9", "-o", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "tbptt_cli",
+        "split",
+        str(big),
+        "--length",
+        "100",
+        "--compression",
+        "gzip:9",
+        "-o",
+        str(out),
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob(".out.h5.tmp.*")) and time.monotonic() < deadline:
