@@ -1,0 +1,113 @@
+"""decoupled: TBPTT(k1, k2), a forward window of k1 steps whose last k2 steps train.
+
+Without overlap (stride = k1) this is ``split --length k1`` with a loss mask: the state
+runs on from window to window and only the last k2 steps of each window train. With
+overlap (stride S < k1) every window is independent (stateless, reset = 1): its first
+k1 - S steps only warm the state up and its last S steps train, so every target of a
+sequence is trained exactly once. Windows end at S, 2S, ...; the part of a window
+before step 0 is left padding, the part after the end of the sequence right padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from tbptt_cli.errors import InputDataError, UsageError
+from tbptt_cli.params import DecoupledParams
+from tbptt_cli.plan import Plan, parse_batch_size, ragged_arange, stateless_hints
+from tbptt_cli.sequences import SequenceSet
+from tbptt_cli.strategies.stateful import Chunking, stateful_plan
+
+
+def plan_decoupled(data: SequenceSet, params: DecoupledParams) -> Plan:
+    """Windows of k1 steps every ``stride`` steps, with a loss mask over the trained steps."""
+    k1, k2, stride = check_windows(params)
+    attrs = {"k1": k1, "k2": k2, "stride": stride, "grad_start": k1 - k2}
+    if stride == k1:
+        plan = stateful_plan(data.lengths, data.ids, Chunking(k1), params)
+        loss_from = k1 - k2
+    else:
+        plan = overlapping_plan(data.lengths, data.ids, k1, stride, params)
+        loss_from = k1 - stride
+    report = {"decoupled": {**attrs, "loss_from": loss_from, "overlap": stride < k1}}
+    return replace(plan, loss_from=loss_from, attrs=attrs, report=report)
+
+
+def check_windows(params: DecoupledParams) -> tuple[int, int, int]:
+    """(k1, k2, stride) once they make sense together, else a UsageError (exit 2)."""
+    k1, k2 = params.k1, params.k2
+    if k1 is None or k2 is None:
+        raise UsageError("decoupled needs --k1 K1 (forward window) and --k2 K2 (gradient window)")
+    stride = k1 if params.stride is None else params.stride
+    for name, value in (("--k1", k1), ("--k2", k2), ("--stride", stride)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, not {value}")
+    if k2 > k1:
+        raise UsageError(
+            f"--k2 {k2} is longer than --k1 {k1}: the gradient cannot flow through more steps "
+            f"than the forward window holds; pass --k2 <= {k1}"
+        )
+    if stride > k1:
+        raise UsageError(
+            f"--stride {stride} is longer than --k1 {k1}: the steps between windows would "
+            f"never be seen; pass --stride <= {k1}"
+        )
+    if stride < k1 and stride > k2:
+        raise UsageError(
+            f"--stride {stride} with overlapping windows trains the last {stride} steps of "
+            f"each window, more than --k2 {k2}; pass --stride <= {k2} or --stride {k1}"
+        )
+    return k1, k2, stride
+
+
+def window_counts(lengths: np.ndarray, stride: int, remainder: str, ids: list[str]) -> np.ndarray:
+    """Windows per sequence: one per ``stride`` steps; the last one partial unless dropped."""
+    if remainder == "error":
+        bad = np.flatnonzero(lengths % stride)
+        if len(bad):
+            i = int(bad[0])
+            raise InputDataError(
+                f"sequence {ids[i]!r} has {int(lengths[i])} steps, not a multiple of the "
+                f"stride {stride}; pass --remainder pad or --remainder drop"
+            )
+    if remainder == "drop":
+        return lengths // stride
+    return -(-lengths // stride)
+
+
+def overlapping_plan(
+    lengths: np.ndarray, ids: list[str], k1: int, stride: int, params: DecoupledParams
+) -> Plan:
+    """Stateless windows ``[e - k1, e)`` for ``e = stride, 2 stride, ...``; sequences in order."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    counts = window_counts(lengths, stride, params.remainder, ids)
+    sequence = np.repeat(np.arange(len(lengths), dtype=np.int64), counts)
+    end = (ragged_arange(counts) + 1) * stride
+    start = end - k1
+    offset = np.maximum(start, 0)
+    length = np.minimum(end, lengths[sequence]) - offset
+    samples = len(sequence)
+    requested = parse_batch_size(params.batch_size)
+    batch_size = requested if requested is not None else stateless_hints(samples)[0]
+    warnings = []
+    if params.packing != "block" or params.order != "interleaved":
+        warnings.append(
+            "--packing and --order apply to stateful layouts only; overlapping windows are "
+            "independent samples, so they were ignored"
+        )
+    empty = int(np.count_nonzero(counts == 0))
+    if empty:
+        warnings.append(f"{empty} sequence(s) shorter than one stride produced no sample")
+    return Plan(
+        sequence=sequence,
+        offset=offset,
+        length=length.astype(np.int32),
+        reset=np.ones(samples, dtype=np.uint8),
+        lead=np.maximum(-start, 0).astype(np.int32),
+        window=k1,
+        batch_size=batch_size,
+        stateful=False,
+        warnings=tuple(warnings),
+    )
