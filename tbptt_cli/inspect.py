@@ -1,0 +1,331 @@
+"""``tbptt inspect``: describe an input file (and suggest a strategy) or one of our outputs.
+
+Returns the same facts twice: a few aligned lines for people and a JSON-able dict
+(plain ints, floats, strings and lists only) for ``--json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from tbptt_cli.errors import InputDataError
+from tbptt_cli.options import InputOptions
+from tbptt_cli.sequences import SequenceSet, SourceInfo
+from tbptt_cli.validate import HDF5_SIGNATURE, attr, default_manifest, open_output
+
+OUTPUT_SUFFIXES = (".h5", ".hdf5")
+PRACTICAL_WINDOW = 400  # as strategies.basic: past this asis warns and split is the answer
+SUGGESTED_CHUNK = 200
+LANES_BATCH = 32
+MIN_USEFUL_BATCH = 8
+
+
+def inspect_path(options: InputOptions) -> tuple[str, dict[str, Any]]:
+    """Describe ``options.path``: one of our .h5 outputs, or an input read with ``options``."""
+    path = str(options.path)
+    if path != "-" and is_output(path):
+        return inspect_output(path)
+    return inspect_input(options)
+
+
+def is_output(path: str) -> bool:
+    """An HDF5 suffix or signature; the file is then opened only if it is one of ours."""
+    if Path(path).suffix.lower() in OUTPUT_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    except OSError:
+        return False  # the reader names the problem
+
+
+def lines(rows: list[tuple[str, str]]) -> str:
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+
+
+def human(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""  # unreachable
+
+
+# --- inputs ----------------------------------------------------------------------------
+
+
+def inspect_input(
+    options: InputOptions, stdin: BinaryIO | None = None
+) -> tuple[str, dict[str, Any]]:
+    read = reader(options, stdin)
+    data, source, repaired = read_described(options, read)
+    missing = count_missing(options, data, read) if options.nan != "error" or repaired else {}
+    doc = describe_input(data, source, missing)
+    used = repaired[0] if repaired else options.nan
+    if repaired:
+        doc["nan_error"] = repaired[1]
+    doc["nan"] = used
+    doc["suggestion"] = suggest(data, dataclasses.replace(options, nan=used))
+    return input_text(doc), doc
+
+
+Read = Callable[[InputOptions], tuple[SequenceSet, SourceInfo]]
+
+
+def reader(options: InputOptions, stdin: BinaryIO | None) -> Read:
+    """``read_input``; stdin is read once and replayed, since counting reads it again."""
+    from tbptt_cli.readers import read_input
+
+    if options.path != "-":
+        return read_input
+    content = (stdin or sys.stdin.buffer).read()
+    return lambda opts: read_input(opts, stdin=io.BytesIO(content))
+
+
+def read_described(
+    options: InputOptions, read_input: Read
+) -> tuple[SequenceSet, SourceInfo, tuple[str, str] | None]:
+    """Read as the strategy commands would. If ``--nan error`` refuses the file, read it
+    again with ``ffill`` (else ``zero``) so it can still be described; a failure that
+    repair does not cure is not about missing values and is raised as it was."""
+    try:
+        data, source = read_input(options)
+        return data, source, None
+    except InputDataError as refused:
+        if options.nan != "error":
+            raise
+        for mode in ("ffill", "zero"):
+            try:
+                data, source = read_input(dataclasses.replace(options, nan=mode))
+            except InputDataError:
+                continue
+            return data, source, (mode, str(refused))
+        raise
+
+
+def count_missing(options: InputOptions, data: SequenceSet, read_input: Read) -> dict[str, int]:
+    """Non-finite cells per feature and target column of the raw file.
+
+    A repaired read no longer shows them, so they are counted as the steps that
+    ``--nan drop`` removes when the file is read with one column as its only feature
+    (one read per column, done only when a first read with every column drops any).
+    """
+    columns = [*data.feature_names, *(data.target_names if options.target != "next" else [])]
+    counting = dataclasses.replace(options, target="none")
+    total = read_input(dataclasses.replace(counting, nan="zero"))[0].steps
+    if options.layout == "wide" and options.format not in ("npy", "npz"):
+        kept = read_input(dataclasses.replace(counting, nan="drop"))[0].steps
+        return {columns[0]: total - kept}
+    every = dataclasses.replace(counting, nan="drop", features=tuple(columns))
+    if read_input(every)[0].steps == total:
+        return dict.fromkeys(columns, 0)
+    return {
+        name: total - read_input(dataclasses.replace(every, features=(name,)))[0].steps
+        for name in columns
+    }
+
+
+def length_stats(lengths: np.ndarray) -> dict[str, Any]:
+    median = float(np.median(lengths)) if len(lengths) else 0.0
+    return {
+        "min": int(lengths.min()) if len(lengths) else 0,
+        "median": int(median) if median.is_integer() else median,
+        "max": int(lengths.max(initial=0)),
+        "total": int(lengths.sum()),
+    }
+
+
+def describe_input(
+    data: SequenceSet, source: SourceInfo, missing: dict[str, int]
+) -> dict[str, Any]:
+    lengths = data.lengths
+    stats = length_stats(lengths)
+    dense = data.count * stats["max"] * data.features * 4
+    return {
+        "kind": "input",
+        "path": source.path,
+        "format": source.format,
+        "bytes": source.size,
+        "sha256": source.sha256,
+        "sequences": data.count,
+        "length": stats,
+        "steps": stats["total"],
+        "equal_lengths": bool(len(lengths) and np.all(lengths == lengths[0])),
+        "features": list(data.feature_names),
+        "targets": list(data.target_names),
+        "missing": missing or dict.fromkeys([*data.feature_names, *data.target_names], 0),
+        "memory": {
+            "dense_float32_bytes": dense,
+            "data_float32_bytes": stats["total"] * data.features * 4,
+            "padded_fraction": round(1 - stats["total"] / (data.count * stats["max"]), 4)
+            if stats["max"]
+            else 0.0,
+        },
+    }
+
+
+def suggest(data: SequenceSet, options: InputOptions) -> dict[str, Any]:
+    """A strategy and the command line that runs it, from the length profile."""
+    stats = length_stats(data.lengths)
+    longest, count = stats["max"], data.count
+    args: list[str] = []
+    if count == 1 and longest > 1:
+        name = "domain acf"
+        reason = "one long series: let its ACF/PACF choose the chunk length"
+    elif longest > PRACTICAL_WINDOW:
+        name = "split"
+        length = min(SUGGESTED_CHUNK, longest)
+        batch, packing = split_batch(data.lengths, length)
+        args = ["--length", str(length), "--batch-size", str(batch)]
+        args += ["--packing", packing] if packing != "block" else []
+        reason = (f"sequences up to {longest} steps are past the ~{PRACTICAL_WINDOW} steps "
+                  f"TBPTT learns through; cut them into chunks of {length} for a stateful RNN")
+    else:
+        name = "asis"
+        reason = (
+            "equal sequences that fit one window: no padding"
+            if np.all(data.lengths == longest)
+            else f"{count} short sequences of {stats['min']}..{longest} steps: one padded, "
+            "masked sample each"
+        )
+    stem = "out" if options.path == "-" else Path(str(options.path)).stem
+    words = ["tbptt", *name.split(), str(options.path), *input_flags(options), *args,
+             "-o", f"{stem}.h5"]
+    return {"strategy": name.replace(" ", "-"), "reason": reason,
+            "command": " ".join(shlex.quote(w) for w in words)}
+
+
+def split_batch(lengths: np.ndarray, length: int) -> tuple[int, str]:
+    """What ``--batch-size auto`` would pick; lanes when block packing only fits tiny batches."""
+    from tbptt_cli.strategies.stateful import choose_batch_size
+
+    counts = -(-lengths[lengths > 0] // length)
+    batch = choose_batch_size(counts, "block")
+    if batch < min(len(counts), MIN_USEFUL_BATCH):
+        return min(len(counts), LANES_BATCH), "lanes"
+    return batch, "block"
+
+
+def input_flags(options: InputOptions) -> list[str]:
+    """The reading options that differ from the defaults, as flags."""
+    flags: list[str] = []
+    for field in dataclasses.fields(InputOptions):
+        value = getattr(options, field.name)
+        if field.name == "path" or value == field.default:
+            continue
+        shown = ",".join(value) if isinstance(value, tuple) else str(value)
+        flags += ["--" + field.name.replace("_", "-"), shown]
+    return flags
+
+
+def input_text(doc: dict[str, Any]) -> str:
+    stats, memory = doc["length"], doc["memory"]
+    missing = {k: v for k, v in doc["missing"].items() if v}
+    shape = f"[{doc['sequences']}, {stats['max']}, {len(doc['features'])}]"
+    rows = [
+        ("file", f"{doc['path']} ({doc['format']}, {human(doc['bytes'])})"),
+        ("sequences", str(doc["sequences"])),
+        ("length", f"min {stats['min']}, median {stats['median']}, max {stats['max']} "
+                   f"({stats['total']} steps)"),
+        ("features", ", ".join(doc["features"])),
+        ("targets", ", ".join(doc["targets"]) or "none"),
+        ("missing", ", ".join(f"{k} {v}" for k, v in missing.items()) or "none"),
+        ("memory", f"dense float32 {shape}: {human(memory['dense_float32_bytes'])} "
+                   f"({memory['padded_fraction']:.0%} padding); data alone "
+                   f"{human(memory['data_float32_bytes'])}"),
+    ]
+    if "nan_error" in doc:
+        rows.append(("note", f"--nan error refuses this file; described as read with "
+                             f"--nan {doc['nan']}"))
+    rows += [("suggestion", f"{doc['suggestion']['strategy']}: {doc['suggestion']['reason']}"),
+             ("", doc["suggestion"]["command"])]
+    return lines(rows)
+
+
+# --- our outputs -----------------------------------------------------------------------
+
+
+def inspect_output(path: str) -> tuple[str, dict[str, Any]]:
+    from tbptt_cli.manifest import sha256_file
+
+    with open_output(path) as f:
+        doc = describe_output(f, path)
+    manifest = default_manifest(path)
+    doc["manifest"] = {"path": str(manifest), "present": manifest.exists(), "hash_matches": None}
+    if manifest.exists():
+        try:
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))["output"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None
+        doc["manifest"]["hash_matches"] = recorded == sha256_file(Path(path))
+    return output_text(doc), doc
+
+
+def describe_output(f: Any, path: str) -> dict[str, Any]:
+    datasets = {name: {"shape": [int(n) for n in ds.shape], "dtype": str(ds.dtype)}
+                for name, ds in f.items() if hasattr(ds, "shape")}
+    samples, window = (int(n) for n in f["X"].shape[:2]) if "X" in datasets else (0, 0)
+    sequence = f["sequence"][()] if "sequence" in f else np.zeros(0, dtype=np.int64)
+    real = int(f["length"][()].astype(np.int64).sum()) if "length" in f else 0
+    batch_size = int(attr(f, "batch_size", 1) or 1)
+    extra = {key: attr(f, key) for key in ("k1", "k2", "stride", "grad_start", "pad_side")
+             if key in f.attrs}
+    return {
+        "kind": "output",
+        "path": path,
+        "bytes": Path(path).stat().st_size,
+        "strategy": attr(f, "strategy"),
+        "datasets": datasets,
+        "samples": samples,
+        "window": int(attr(f, "window", window)),
+        "batch_size": batch_size,
+        "batches": -(-samples // batch_size),
+        "stateful": bool(attr(f, "stateful", 0)),
+        "packing": attr(f, "packing") or None,
+        "order": attr(f, "order") or None,
+        "features": json.loads(attr(f, "features", "[]")),
+        "targets": json.loads(attr(f, "targets", "[]")),
+        "sequences": int(len(np.unique(sequence[sequence >= 0]))),
+        "filler_rows": int((sequence < 0).sum()),
+        "resets": int(f["reset"][()].astype(np.int64).sum()) if "reset" in f else 0,
+        "padded_fraction": round(1 - real / (samples * window), 4) if samples * window else 0.0,
+        "attributes": extra,
+    }
+
+
+def output_text(doc: dict[str, Any]) -> str:
+    manifest = doc["manifest"]
+    hashed = {True: "hash matches", False: "HASH DIFFERS (run tbptt validate)", None: "unreadable"}
+    shapes = ", ".join(f"{name} {'x'.join(map(str, d['shape']))} {d['dtype']}"
+                       for name, d in doc["datasets"].items() if name in ("X", "y", "loss_mask"))
+    layout = "stateful" if doc["stateful"] else "stateless"
+    if doc["packing"]:
+        layout += f", {doc['packing']} packing, {doc['order']} order"
+    rows = [
+        ("file", f"{doc['path']} ({human(doc['bytes'])}), strategy {doc['strategy']}"),
+        ("shapes", shapes),
+        ("window", str(doc["window"])),
+        ("batch size", f"{doc['batch_size']} ({doc['batches']} batches)"),
+        ("layout", layout),
+        ("samples", f"{doc['samples']} from {doc['sequences']} sequences, "
+                    f"{doc['filler_rows']} filler rows"),
+        ("resets", str(doc["resets"])),
+        ("padded", f"{doc['padded_fraction']:.1%} of steps"),
+        ("features", ", ".join(doc["features"])),
+        ("targets", ", ".join(doc["targets"]) or "none"),
+    ]
+    if doc["attributes"]:
+        rows.append(("attributes", ", ".join(f"{k} {v}" for k, v in doc["attributes"].items())))
+    state = hashed[manifest["hash_matches"]] if manifest["present"] else "missing"
+    rows.append(("manifest", f"{manifest['path']}, {state}"))
+    return lines(rows)

@@ -1,0 +1,195 @@
+"""tbptt inspect: inputs are described and given a runnable suggestion; outputs are summarised."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tbptt_cli.errors import InputDataError, InputMissingError
+from tbptt_cli.inspect import inspect_path
+from tbptt_cli.options import InputOptions
+
+GAPPY_CSV = """id,t,a,b,label
+s1,0,1.0,2.0,0
+s1,1,,3.0,1
+s1,2,NA,4.0,
+s2,0,5.0,,1
+s2,1,6.0,7.0,0
+s2,2,7.0,8.0,1
+s2,3,8.0,9.0,0
+"""
+
+
+def inspect(path: Path, **options: object) -> tuple[str, dict]:
+    text, doc = inspect_path(InputOptions(path=str(path), **options))  # type: ignore[arg-type]
+    assert json.loads(json.dumps(doc)) == doc  # plain JSON types only
+    return text, doc
+
+
+def test_equal_short_sequences_suggest_asis(tmp_path: Path) -> None:
+    path = tmp_path / "short.npy"
+    np.save(path, np.ones((100, 25, 3), dtype=np.float32))
+    text, doc = inspect(path)
+    assert doc["kind"] == "input"
+    assert (doc["sequences"], doc["steps"], doc["equal_lengths"]) == (100, 2500, True)
+    assert doc["length"] == {"min": 25, "median": 25, "max": 25, "total": 2500}
+    assert doc["features"] == ["x0", "x1", "x2"] and doc["targets"] == []
+    assert doc["missing"] == {"x0": 0, "x1": 0, "x2": 0}
+    assert doc["memory"] == {"dense_float32_bytes": 100 * 25 * 3 * 4,
+                             "data_float32_bytes": 2500 * 3 * 4, "padded_fraction": 0.0}
+    assert doc["suggestion"]["strategy"] == "asis"
+    assert doc["suggestion"]["command"] == f"tbptt asis {path} -o short.h5"
+    assert text.splitlines()[:3] == [
+        f"file        {path} (npy, {path.stat().st_size / 1000:.1f} kB)",
+        "sequences   100",
+        "length      min 25, median 25, max 25 (2500 steps)",
+    ]
+
+
+def test_long_ragged_sequences_suggest_a_split_that_runs(tbptt, tmp_path: Path) -> None:
+    lengths = np.array([900, 500, 1200, 700])
+    path = tmp_path / "long.npz"
+    values = np.random.default_rng(0).normal(size=(int(lengths.sum()), 2))
+    np.savez(path, values=values, lengths=lengths, ids=np.array(["a", "b", "c", "d"]))
+    _, doc = inspect(path, target="next")
+    assert doc["length"] == {"min": 499, "median": 799, "max": 1199, "total": 3296}
+    assert doc["targets"] == ["next_x0", "next_x1"]
+    assert doc["memory"]["dense_float32_bytes"] == 4 * 1199 * 2 * 4
+    assert doc["memory"]["padded_fraction"] == round(1 - 3296 / (4 * 1199), 4)
+    suggestion = doc["suggestion"]
+    assert suggestion["strategy"] == "split"
+    assert "--target next --length 200 --batch-size 4 --packing lanes" in suggestion["command"]
+    words = shlex.split(suggestion["command"])
+    words[-1] = str(tmp_path / words[-1])
+    result = tbptt(*words[1:])
+    assert result.code == 0, result.stderr
+    assert tbptt("validate", words[-1]).code == 0
+
+
+def test_one_long_series_suggests_domain_acf(tmp_path: Path) -> None:
+    path = tmp_path / "series.npy"
+    np.save(path, np.sin(np.arange(3000) / 7.0))
+    _, doc = inspect(path)
+    assert (doc["sequences"], doc["steps"]) == (1, 3000)
+    assert doc["suggestion"]["strategy"] == "domain-acf"
+    assert doc["suggestion"]["command"] == f"tbptt domain acf {path} -o series.h5"
+
+
+def test_many_ragged_short_sequences_suggest_asis(tbptt, tmp_path: Path) -> None:
+    rows = ["user,t,clicks"] + [f"u{i},{t},{t * i}" for i in range(30) for t in range(5 + i)]
+    path = tmp_path / "sessions.csv"
+    path.write_text("\n".join(rows) + "\n")
+    _, doc = inspect(path, id_col="user", time_col="t")
+    assert doc["equal_lengths"] is False
+    assert doc["length"] == {"min": 5, "median": 19.5, "max": 34, "total": 585}
+    command = doc["suggestion"]["command"]
+    assert command == f"tbptt asis {path} --id-col user --time-col t -o sessions.h5"
+    assert "30 short sequences of 5..34 steps" in doc["suggestion"]["reason"]
+
+
+def test_missing_values_are_counted_even_when_nan_error_refuses_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "gappy.csv"
+    path.write_text(GAPPY_CSV)
+    text, doc = inspect(path, id_col="id", time_col="t", target="label")
+    assert doc["missing"] == {"a": 2, "b": 1, "label": 1}
+    assert doc["nan"] == "ffill"
+    assert doc["nan_error"].startswith(f"{path}:3:3: empty cell in column 'a'")
+    assert doc["steps"] == 7  # ffill keeps every step
+    assert doc["suggestion"]["command"].endswith("--target label --nan ffill -o gappy.h5")
+    assert "note        --nan error refuses this file; described as read with --nan ffill" in text
+    assert "missing     a 2, b 1, label 1" in text
+
+
+def test_missing_values_are_counted_from_the_raw_file_under_drop(tmp_path: Path) -> None:
+    path = tmp_path / "gappy.csv"
+    path.write_text(GAPPY_CSV)
+    _, doc = inspect(path, id_col="id", time_col="t", features=("a", "b"), nan="drop")
+    assert doc["missing"] == {"a": 2, "b": 1}
+    assert doc["length"]["total"] == 4  # drop removed the 3 steps with a gap
+    assert "nan_error" not in doc
+
+
+def test_stdin_is_read_once_and_replayed_for_counting() -> None:
+    from tbptt_cli.inspect import inspect_input
+
+    options = InputOptions(path="-", format="csv", id_col="id", time_col="t", target="label")
+    _, doc = inspect_input(options, stdin=io.BytesIO(GAPPY_CSV.encode()))
+    assert doc["missing"] == {"a": 2, "b": 1, "label": 1}
+    assert doc["suggestion"]["command"] == (
+        "tbptt asis - --format csv --id-col id --time-col t --target label --nan ffill -o out.h5"
+    )
+
+
+def test_a_wide_csv_counts_na_cells(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("t0,t1,t2,t3\n1,NA,3,4\n5,6,,\n")
+    _, doc = inspect(path, layout="wide", nan="zero")
+    assert doc["missing"] == {"value": 1}
+    assert doc["length"] == {"min": 2, "median": 3, "max": 4, "total": 6}
+
+
+def test_a_file_no_repair_can_read_raises_the_original_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,2\nx,3\n")
+    with pytest.raises(InputDataError, match="'x' is not a number"):
+        inspect(path)
+
+
+@pytest.fixture
+def output(tbptt, tmp_path: Path) -> Path:
+    npy = tmp_path / "walks.npy"
+    np.save(npy, np.random.default_rng(1).normal(size=(5, 23)))
+    out = tmp_path / "walks.h5"
+    assert tbptt("split", npy, "--length", "7", "--target", "next", "-o", out).code == 0
+    return out
+
+
+def test_an_output_is_summarised(output: Path) -> None:
+    text, doc = inspect(output)
+    assert doc["kind"] == "output"
+    assert doc["strategy"] == "split"
+    assert doc["datasets"]["X"] == {"shape": [20, 7, 1], "dtype": "float32"}
+    assert doc["datasets"]["y"] == {"shape": [20, 7, 1], "dtype": "float32"}
+    assert (doc["samples"], doc["window"], doc["batch_size"], doc["batches"]) == (20, 7, 5, 4)
+    assert (doc["stateful"], doc["packing"], doc["order"]) == (True, "block", "interleaved")
+    assert (doc["sequences"], doc["filler_rows"], doc["resets"]) == (5, 0, 5)
+    assert doc["padded_fraction"] == round(1 - 5 * 22 / (20 * 7), 4)
+    assert doc["targets"] == ["next_x0"]
+    assert doc["manifest"] == {"path": str(output.with_name("walks.manifest.json")),
+                               "present": True, "hash_matches": True}
+    assert "layout      stateful, block packing, interleaved order" in text
+    assert text.splitlines()[-1] == f"manifest    {doc['manifest']['path']}, hash matches"
+
+
+def test_an_output_whose_hash_differs_or_manifest_is_gone(output: Path) -> None:
+    with h5py.File(output, "r+") as f:
+        f["X"][0, 0, 0] += 1
+    _, doc = inspect(output)
+    assert doc["manifest"]["hash_matches"] is False
+    output.with_name("walks.manifest.json").unlink()
+    text, doc = inspect(output)
+    assert doc["manifest"]["present"] is False and doc["manifest"]["hash_matches"] is None
+    assert text.endswith(", missing")
+
+
+def test_cli_json_out_text_err_and_exit_codes(tbptt, output: Path, tmp_path: Path) -> None:
+    as_json = tbptt("inspect", output, "--json")
+    assert as_json.code == 0 and as_json.stderr == ""
+    assert json.loads(as_json.stdout)["samples"] == 20
+    words = tbptt("inspect", output)
+    assert words.stdout == "" and words.stderr.startswith(f"file        {output} (")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.zeros(3)
+    refused = tbptt("inspect", foreign)
+    assert refused.code == 65 and "not a tbptt output" in refused.stderr
+    assert tbptt("inspect", tmp_path / "absent.h5").code == 66
+    assert tbptt("inspect", tmp_path / "absent.csv").code == 66
+    with pytest.raises(InputMissingError):
+        inspect(tmp_path / "absent.h5")
