@@ -83,8 +83,10 @@ def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target
     train, held_out = hold_out(data, fraction, params.val_by, params.seed)
     val_path = Path(params.val_output) if params.val_output else output.with_name(output.stem + ".val.h5")
     val_manifest = val_path.with_name(val_path.stem + ".manifest.json")
-    train_target = Target(output, main, strategy.plan(train, params), train)
-    val_target = Target(val_path, val_manifest, strategy.plan(held_out, params), held_out)
+    train_plan = strategy.plan(train, params)
+    train_target = Target(output, main, train_plan, train)
+    val_plan = strategy.plan_validation(held_out, params, train_plan)
+    val_target = Target(val_path, val_manifest, val_plan, held_out)
     train_target.extra["val"] = {
         "output": str(val_path),
         "manifest": str(val_manifest),

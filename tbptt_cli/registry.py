@@ -23,10 +23,21 @@ class Strategy:
     stateful: bool  # takes --batch-size, --packing ... and the validation split
     # Columns the reader keeps beside the features, from the resolved params.
     keep_columns: Callable[[Any], tuple[str, ...]] = lambda params: ()
+    # Plans the validation part from the training plan (default: plan it afresh).
+    validation_planner: str | None = None
 
     def plan(self, data: Any, resolved: Any) -> Any:
-        module, function = self.planner.split(":")
-        return getattr(importlib.import_module(module), function)(data, resolved)
+        return _load(self.planner)(data, resolved)
+
+    def plan_validation(self, data: Any, resolved: Any, train: Any) -> Any:
+        if self.validation_planner is None:
+            return self.plan(data, resolved)
+        return _load(self.validation_planner)(data, resolved, train)
+
+
+def _load(name: str) -> Callable[..., Any]:
+    module, function = name.split(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -59,6 +70,7 @@ STRATEGIES: dict[str, Strategy] = {
             "tbptt_cli.strategies.acf:plan_domain_acf",
             "choose the chunk length from ACF/PACF, then split",
             True,
+            validation_planner="tbptt_cli.strategies.acf:plan_validation",
         ),
         Strategy(
             "domain-segments",

@@ -249,7 +249,7 @@ def test_exit_codes_and_messages(tbptt, npy: Path, tmp_path: Path) -> None:
     assert bad.code == 65
     assert json.loads(bad.stdout)["ok"] is False
     assert "tbptt: sample 5 (batch 1, row 0): sequence '0' continues at step 8" in bad.stderr
-    assert bad.stderr.endswith(f"tbptt: error: {out}: 4 check(s) failed\n")
+    assert bad.stderr.endswith(f"tbptt: error: {out}: 4 problem(s) found\n")
     assert tbptt("validate", npy).code == 65
     missing = tbptt("validate", tmp_path / "absent.h5")
     assert missing.code == 66
