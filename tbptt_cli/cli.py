@@ -5,8 +5,10 @@ Imports numpy and h5py only inside commands, so ``tbptt --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -25,7 +27,7 @@ EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(
 def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
     """One dataclass field as ``--field-name`` with ``TBPTT_FIELD_NAME`` as its env var."""
     flag = "--" + field.name.replace("_", "-")
-    dest = f"{section}__{field.name}"
+    dest = f"{section.replace('-', '_')}__{field.name}"
     envvar = "TBPTT_" + field.name.upper()
     kind = str(field.type)
     help_text = f"{field.metadata['help']} [default: {field.default}; env {envvar}]"
@@ -57,7 +59,7 @@ def section_options(section: str, cls: type) -> list[click.Option]:
 def run_options() -> list[click.Parameter]:
     """Options about this run, not about the data: never part of a config file."""
     return [
-        click.Option(["-o", "--output", "output_path"], help="output .h5 file"),
+        click.Option(["-o", "--output", "output_path"], help="output .h5 file (grid: an output directory)"),
         click.Option(["-c", "--config", "config_file"], help="YAML config; flags override it"),
         click.Option(
             ["-n", "--dry-run"], is_flag=True, help="validate and print the plan; write nothing"
@@ -83,7 +85,7 @@ def run_options() -> list[click.Parameter]:
 def strategy_command(name: str, command_name: str) -> click.Command:
     strategy = STRATEGIES[name]
     params: list[click.Parameter] = [
-        click.Argument(["input_path"], required=False, metavar="INPUT")
+        click.Argument(["input_path"], required=False, metavar="[INPUT]")
     ]
     params += run_options()
     params += section_options("input", InputOptions) + section_options("output", OutputOptions)
@@ -113,7 +115,7 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
     classes = {"input": InputOptions, "output": OutputOptions, name: STRATEGIES[name].params}
     for section, cls in classes.items():
         for field in dataclasses.fields(cls):
-            value = kwargs.get(f"{section}__{field.name}")
+            value = kwargs.get(f"{section.replace('-', '_')}__{field.name}")
             if value is not None:
                 try:
                     overrides.setdefault(section, {})[field.name] = cfg.convert(field, value)
@@ -203,8 +205,23 @@ def report_grid(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
 
 
 def emit_json(document: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(document, sort_keys=True) + "\n")
-    sys.stdout.flush()
+    """One line on stdout; a closed pipe or a full device is exit 74, never a traceback.
+
+    Click turns EPIPE into a silent exit 1 and other OS errors escape it, so both are
+    caught here. The outputs were committed before this line is printed.
+    """
+    from tbptt_cli.errors import WriteError
+
+    try:
+        sys.stdout.write(json.dumps(document, sort_keys=True) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        raise WriteError("stdout: broken pipe (the reader went away); the outputs were "
+                         "written") from None
+    except OSError as e:
+        _silence_stdout()
+        raise WriteError(f"stdout: {e.strerror or e}; the outputs were written") from None
 
 
 EXAMPLES = {
@@ -214,6 +231,22 @@ EXAMPLES = {
         "      --target next --length 100 --batch-size 6 -o out/sensors.h5"
     ),
     "stepwise": "\b\nExample:\n  tbptt stepwise sample_data/short.npy -o out/steps.h5",
+    "domain-acf": (
+        "\b\nExample:\n  tbptt domain acf sample_data/load.csv --id-col site --time-col hour \\\n"
+        "      --rule season -o out/load.h5"
+    ),
+    "domain-segments": (
+        "\b\nExample:\n  tbptt domain segments sample_data/sentences.csv --id-col doc --time-col t \\\n"
+        "      --boundary-col eos -o out/sentences.h5"
+    ),
+    "grid": (
+        "\b\nExample:\n  tbptt grid sample_data/sensors.csv --id-col sensor --time-col t --target next \\\n"
+        "      --lengths 50,100,200 --batch-size 6 -o out/sensors_grid"
+    ),
+    "decoupled": (
+        "\b\nExample:\n  tbptt decoupled sample_data/sensors.csv --id-col sensor --time-col t \\\n"
+        "      --target next --k1 100 --k2 50 --stride 25 -o out/dec.h5"
+    ),
 }
 
 
@@ -355,14 +388,23 @@ def validate(
     if report_doc["problems"]:
         from tbptt_cli.errors import InputDataError
 
-        raise InputDataError(f"{path}: {len(report_doc['problems'])} check(s) failed")
+        raise InputDataError(f"{path}: {len(report_doc['problems'])} problem(s) found")
     click.echo(f"{path}: ok ({', '.join(report_doc['checked'])})", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Map every outcome to its exit code; tracebacks only with --debug."""
     args = sys.argv[1:] if argv is None else argv
-    sys.exit(run_main(args))
+    code = run_main(args)
+    from tbptt_cli import atomic
+
+    if atomic.hdf5_broken():
+        # HDF5's own teardown would crash on the file a full disk broke: skip it.
+        sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def run_main(args: list[str]) -> int:
