@@ -62,7 +62,8 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
         with _timed(timings, "read"):
             from tbptt_cli.readers import read_input
 
-            data, source = read_input(config.input, keep=strategy.keep_columns(config.params))
+            data, source = read_input(config.input, keep=strategy.keep_columns(config.params),
+                                      spill_dir=output.parent if output else None, progress=run.progress)
         with _timed(timings, "plan"):
             targets = plan_targets(config, data, output or Path("dry-run.h5"))
         if run.dry_run:

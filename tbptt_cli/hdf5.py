@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,8 +13,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tbptt_cli import atomic
 from tbptt_cli.errors import InternalError, UsageError
-from tbptt_cli.materialize import gather
+from tbptt_cli.materialize import gather, release
 from tbptt_cli.plan import Plan
 from tbptt_cli.sequences import SequenceSet
 
@@ -19,6 +23,7 @@ FORMAT_VERSION = 1
 CHUNK_TARGET = 1 << 20  # bytes: aim for 1 MiB chunks ...
 CHUNK_MAX = 4 << 20  # ... and never more than 4 MiB unless a single row is bigger
 SLAB_TARGET = 64 << 20  # bytes of X gathered and written per h5py call
+WRITEBACK_BYTES = 256 << 20  # start pushing dirty pages to the disk every this many bytes
 
 
 def parse_compression(text: str) -> tuple[str | None, int | None]:
@@ -45,6 +50,13 @@ def chunk_rows(batch_size: int, row_bytes: int) -> int:
     return fitting[-1] if fitting else 1
 
 
+def mask_chunk_rows(rows_per_chunk: int, window: int) -> int:
+    """A multiple of X's chunk rows that makes a uint8 ``[rows, K]`` chunk about 1 MiB too,
+    so masks are not cut into thousands of tiny chunks and slabs stay aligned to both."""
+    chunk_bytes = rows_per_chunk * max(window, 1)
+    return rows_per_chunk * max(1, CHUNK_TARGET // chunk_bytes)
+
+
 def write_h5(
     path: Path,
     plan: Plan,
@@ -60,12 +72,18 @@ def write_h5(
     samples, window = plan.samples, plan.window
     row_bytes = max(1, window * data.features * np_dtype.itemsize)
     rows_per_chunk = min(max(samples, 1), chunk_rows(plan.batch_size, row_bytes))
+    mask_rows = min(max(samples, 1), mask_chunk_rows(rows_per_chunk, window))
     storage = {"compression": comp, "compression_opts": level, "shuffle": comp is not None}
 
-    with h5py.File(path, "w", libver="earliest", track_order=False) as f:
+    with (
+        atomic.hdf5_file(path, libver="earliest", track_order=False) as f,
+        Writeback(path) as flush,
+    ):
 
-        def dataset(name: str, shape: tuple[int, ...], dt: Any, labels: tuple[str, ...]) -> Any:
-            chunks = (rows_per_chunk, *shape[1:]) if samples else None
+        def dataset(
+            name: str, shape: tuple[int, ...], dt: Any, labels: tuple[str, ...], rows: int
+        ) -> Any:
+            chunks = (rows, *shape[1:]) if samples else None
             ds = f.create_dataset(
                 name, shape=shape, dtype=dt, chunks=chunks, track_times=False,
                 **(storage if chunks else {}),
@@ -74,15 +92,16 @@ def write_h5(
                 ds.dims[axis].label = label
             return ds
 
-        X = dataset("X", (samples, window, data.features), np_dtype, ("sample", "time", "feature"))
+        sample_time = ("sample", "time", "feature")
+        X = dataset("X", (samples, window, data.features), np_dtype, sample_time, rows_per_chunk)
         y = None
         if data.targets is not None:
             ft = data.targets.shape[1]
-            y = dataset("y", (samples, window, ft), np_dtype, ("sample", "time", "feature"))
-        mask = dataset("mask", (samples, window), np.uint8, ("sample", "time"))
+            y = dataset("y", (samples, window, ft), np_dtype, sample_time, rows_per_chunk)
+        mask = dataset("mask", (samples, window), np.uint8, ("sample", "time"), mask_rows)
         loss = None
         if plan.loss_from is not None:
-            loss = dataset("loss_mask", (samples, window), np.uint8, ("sample", "time"))
+            loss = dataset("loss_mask", (samples, window), np.uint8, ("sample", "time"), mask_rows)
         for name, values in (
             ("sequence", plan.sequence.astype(np.int64)),
             ("offset", plan.offset.astype(np.int64)),
@@ -95,7 +114,8 @@ def write_h5(
             f.create_dataset("batch_length", data=plan.batch_length, track_times=False)
             f["batch_length"].dims[0].label = "batch"
 
-        slab = max(rows_per_chunk, SLAB_TARGET // row_bytes // rows_per_chunk * rows_per_chunk)
+        # Slabs are whole chunks of every dataset, so each chunk is written exactly once.
+        slab = max(mask_rows, SLAB_TARGET // row_bytes // mask_rows * mask_rows)
         for start in range(0, samples, slab):
             stop = min(samples, start + slab)
             part = gather(plan, data, start, stop, np_dtype)
@@ -105,11 +125,52 @@ def write_h5(
                 y[start:stop] = part.y
             if loss is not None and part.loss_mask is not None:
                 loss[start:stop] = part.loss_mask
+            release(data.values, data.targets)
+            flush.wrote((stop - start) * row_bytes)
             if progress:
                 progress(stop - start)
         for key, value in attrs.items():
             f.attrs[key] = value
         return {name: describe(f[name]) for name in sorted(f)}
+
+
+class Writeback:
+    """Push written pages to the disk in the background while the next slab is gathered.
+
+    Without it the kernel may hold gigabytes of dirty pages until the final fsync, and
+    the disk sits idle while we compute, then the CPU idles while the disk catches up.
+    """
+
+    def __init__(self, path: Path, every: int = WRITEBACK_BYTES) -> None:
+        self.path, self.every, self.pending = path, every, 0
+        self.fd: int | None = None
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Writeback:
+        with contextlib.suppress(OSError):
+            self.fd = os.open(self.path, os.O_RDONLY)
+        return self
+
+    def wrote(self, count: int) -> None:
+        self.pending += count
+        if self.fd is None or self.pending < self.every:
+            return
+        if self.thread is not None and self.thread.is_alive():
+            return  # the disk is still busy with the last push; the next one takes both
+        self.pending = 0
+        self.thread = threading.Thread(target=self._sync, daemon=True)
+        self.thread.start()
+
+    def _sync(self) -> None:
+        # Errors here are found again by the final fsync, which the caller checks.
+        with contextlib.suppress(OSError):
+            os.fdatasync(self.fd)  # type: ignore[arg-type]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def describe(ds: h5py.Dataset) -> dict[str, Any]:

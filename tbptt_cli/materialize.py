@@ -1,7 +1,13 @@
-"""Gather the rows of a Plan from a SequenceSet, one slab of samples at a time."""
+"""Gather the rows of a Plan from a SequenceSet, one slab of samples at a time.
+
+Most rows of a split are full windows: ``K`` consecutive steps of one sequence with no
+padding. Those are copied as whole blocks of ``K * F`` values (one ``memcpy`` each, see
+`_windows`); only padded, offset or filler rows take the per-step scatter path.
+"""
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,19 +28,24 @@ def gather(plan: Plan, data: SequenceSet, start: int, stop: int, dtype: np.dtype
     """Rows ``start:stop`` of the output; padded steps hold 0 in X, y and mask."""
     rows = slice(start, stop)
     n, window = stop - start, plan.window
-    counts = plan.length[rows].astype(np.int64)
-    step = ragged_arange(counts)
-    local_row = np.repeat(np.arange(n), counts)
-    source = np.repeat(data.starts[np.maximum(plan.sequence[rows], 0)] + plan.offset[rows], counts)
-    source += step
-    column = np.repeat(plan.lead[rows].astype(np.int64), counts) + step
-    X = np.zeros((n, window, data.features), dtype=dtype)
-    X[local_row, column] = _take(data.values, source)
+    sequence, length, lead = plan.sequence[rows], plan.length[rows], plan.lead[rows]
+    first_step = data.starts[np.maximum(sequence, 0)] + plan.offset[rows]
+    is_full = (length == window) & (lead == 0) & (sequence >= 0)
+    full, partial = np.flatnonzero(is_full), np.flatnonzero(~is_full & (length > 0))
+    X = _filled(data.values, first_step, full, n, window, dtype)
     mask = np.zeros((n, window), dtype=np.uint8)
+    mask[full] = 1
+    # The scatter path: one index per real step of the rows that are not full windows.
+    counts = length[partial].astype(np.int64)
+    step = ragged_arange(counts)
+    local_row = np.repeat(partial, counts)
+    column = np.repeat(lead[partial].astype(np.int64), counts) + step
+    source = np.repeat(first_step[partial], counts) + step
+    X[local_row, column] = _take(data.values, source)
     mask[local_row, column] = 1
     y = None
     if data.targets is not None:
-        y = np.zeros((n, window, data.targets.shape[1]), dtype=dtype)
+        y = _filled(data.targets, first_step + data.target_shift, full, n, window, dtype)
         y[local_row, column] = _take(data.targets, source + data.target_shift)
     loss_mask = None
     if plan.loss_from is not None:
@@ -43,8 +54,53 @@ def gather(plan: Plan, data: SequenceSet, start: int, stop: int, dtype: np.dtype
     return Slab(X, y, mask, loss_mask)
 
 
+def _filled(
+    values: np.ndarray, first: np.ndarray, full: np.ndarray, n: int, window: int, dtype: np.dtype
+) -> np.ndarray:
+    """``[n, window, F]`` zeros with the full rows' windows copied in."""
+    if len(full) == n:  # the common case: no zeroed buffer, no second copy
+        return _windows(values, first, window).astype(dtype, copy=False)
+    out = np.zeros((n, window, values.shape[1]), dtype=dtype)
+    out[full] = _windows(values, first[full], window)
+    return out
+
+
+def _windows(values: np.ndarray, first: np.ndarray, window: int) -> np.ndarray:
+    """``values[first[i] : first[i] + window]`` for every i, as ``[len(first), window, F]``."""
+    features = values.shape[1]
+    if not len(first):
+        return np.zeros((0, window, features), dtype=values.dtype)
+    row_bytes = features * values.itemsize
+    contiguous = values.strides == (row_bytes, values.itemsize) and values.flags.c_contiguous
+    if contiguous and int(first.max()) + window <= len(values):
+        # Every window as one opaque item of window * F values starting at any row: fancy
+        # indexing then copies each window with one memcpy instead of value by value.
+        blocks = np.ndarray(
+            shape=(len(values) - window + 1,),
+            dtype=np.dtype((np.void, window * row_bytes)),
+            buffer=values,
+            strides=(row_bytes,),
+        )
+        return blocks[first].view(values.dtype).reshape(len(first), window, features)
+    return np.asarray(values[first[:, None] + np.arange(window)])
+
+
 def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     """``values[index]`` that reads a memory map in one pass when the index is one run."""
     if len(index) and index[-1] - index[0] + 1 == len(index) and np.all(np.diff(index) == 1):
         return np.asarray(values[int(index[0]) : int(index[-1]) + 1])
     return np.asarray(values[index])
+
+
+def release(*arrays: np.ndarray | None) -> None:
+    """Drop the pages of memory-mapped inputs from this process (the page cache keeps them).
+
+    Reading a mapped file maps every page it touches, and those pages count towards the
+    resident memory until the map is closed; after a slab is written none is needed again.
+    """
+    for array in arrays:
+        base: object = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        if isinstance(base, mmap.mmap) and not base.closed:
+            base.madvise(mmap.MADV_DONTNEED)

@@ -30,6 +30,9 @@ class InputOptions:
     axes: str = opt("NT", "2-D NPY: [sequences, time] or one [time, features]", ("NT", "TF"))
     target: str = opt("none", "none, next (y[t] = x[t+1]) or a column name")
     nan: str = opt("error", "what to do with NaN/inf cells", ("error", "ffill", "zero", "drop"))
+    memory_limit: str = opt(
+        "256M", "CSV: parsed data held in memory; beyond it rows spill to a temp file (512M, 2G)"
+    )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import io
 import itertools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -28,16 +28,24 @@ __all__ = ["read_input"]
 FORMATS = ("csv", "tsv", "npy", "npz")
 BLOCK = 1 << 20  # 1 MiB: the read and hash unit
 BOM = b"\xef\xbb\xbf"
+MAX_LINE = 256 << 20  # bytes: one CSV line may hold a 10-million-step wide row
 NAN_FIX = "clean the data or pass --nan ffill|zero|drop"
 
 
 def read_input(
-    opts: InputOptions, keep: Sequence[str] = (), stdin: BinaryIO | None = None
+    opts: InputOptions,
+    keep: Sequence[str] = (),
+    stdin: BinaryIO | None = None,
+    spill_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int], Callable[[int], None]] | None = None,
 ) -> tuple[SequenceSet, SourceInfo]:
     """Read ``opts.path`` (or stdin for ``-``) into a `SequenceSet` and describe the source.
 
     ``keep`` names extra columns read as float64 into ``SequenceSet.extra`` (and left out
-    of the features); the ``--time-col`` values always land there too.
+    of the features); the ``--time-col`` values always land there too. A CSV larger than
+    ``--memory-limit`` is spilled to an unnamed temporary file in ``spill_dir`` (the
+    output's directory; default the system's temporary directory). ``progress`` is the
+    CLI's bar factory, called as ``progress(total_bytes, BYTES)``.
     """
     # Imported here: the submodules import the helpers below from this package.
     from tbptt_cli.readers import arrays, delimited
@@ -48,9 +56,32 @@ def read_input(
     if opts.nan not in ("error", "ffill", "zero", "drop"):
         raise UsageError(f"--nan {opts.nan!r} is not one of error, ffill, zero, drop")
     source = stdin if stdin is not None else sys.stdin.buffer
+    parse_size(opts.memory_limit)  # a bad --memory-limit fails before any work
     if fmt in ("csv", "tsv"):
-        return delimited.read_delimited(opts, fmt, keep, source)
+        tick = None
+        if progress is not None and opts.path != "-":
+            from tbptt_cli.progress import BYTES
+
+            tick = progress(os.path.getsize(opts.path) if os.path.isfile(opts.path) else 0, BYTES)
+        directory = os.fspath(spill_dir) if spill_dir is not None else None
+        return delimited.read_delimited(opts, fmt, keep, source, directory, tick)
     return arrays.read_array_file(opts, fmt, keep, source)
+
+
+SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``--memory-limit``: bytes, or a number with K, M, G or T (powers of 1024)."""
+    given = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = given.rstrip("KMGT"), given[len(given.rstrip("KMGT")):]
+    try:
+        size = float(number) * SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        size = -1
+    if size < 0 or number == "":
+        raise UsageError(f"--memory-limit {text!r} is not a size; write it like 512M or 2G")
+    return int(size)
 
 
 def input_format(opts: InputOptions) -> str:
@@ -110,20 +141,32 @@ def _text_blocks(
 ) -> Iterator[io.StringIO]:
     """Blocks cut after their last newline, which never splits a UTF-8 character, so a
     NUL byte or bad UTF-8 is found per block and its line number counted exactly."""
-    pending = b""
+    # A line's blocks are joined once, at its end: growing one bytes object per block
+    # would copy a long line over and over (minutes for a 1 GB line), and a line past
+    # MAX_LINE is refused before it can take the memory.
+    pending: list[bytes] = []
+    held = 0
     lines_before = 0
     for block in read_blocks(stream, path, digest):
-        data = pending + block
-        if size[0] == 0 and data.startswith(BOM):
-            data = data[len(BOM):]
         size[0] += len(block)
-        cut = data.rfind(b"\n") + 1
-        pending = data[cut:]
-        if cut:
-            yield _decode(data[:cut], path, lines_before)
-            lines_before += data.count(b"\n", 0, cut)
-    if pending:
-        yield _decode(pending, path, lines_before)
+        if size[0] == len(block) and block.startswith(BOM):
+            block = block[len(BOM):]
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            pending.append(block)
+            held += len(block)
+            if held > MAX_LINE:
+                raise InputDataError(
+                    f"{path}:{lines_before + 1}: line longer than {MAX_LINE >> 20} MiB; "
+                    "this is not CSV text with line breaks (for wide data put one "
+                    "sequence per line)")
+            continue
+        data = b"".join([*pending, block[:cut]])
+        pending, held = [block[cut:]], len(block) - cut
+        yield _decode(data, path, lines_before)
+        lines_before += data.count(b"\n")
+    if held:
+        yield _decode(b"".join(pending), path, lines_before)
 
 
 def _decode(chunk: bytes, path: str, lines_before: int) -> io.StringIO:

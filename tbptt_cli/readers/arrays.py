@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from tbptt_cli.errors import InputDataError, UsageError
+from tbptt_cli.materialize import release
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import NAN_FIX, finish, hash_file, no_such_column, read_blocks
 from tbptt_cli.sequences import SequenceSet, SourceInfo
@@ -27,7 +29,11 @@ from tbptt_cli.sequences import SequenceSet, SourceInfo
 SCAN_BYTES = 16 << 20  # NaN checks read a memmap in slabs of this size, not all at once
 NPY_MAGIC = b"\x93NUMPY"
 SHAPES = "expected 1-D [time], 2-D [sequences, time] or 3-D [sequences, time, features]"
-LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
+# zipfile raises NotImplementedError (unsupported method or flags) and RuntimeError
+# (an encrypted member), numpy's header parser TokenError or SyntaxError, for files
+# they cannot read: bad input, not a bug (found by tests/test_fuzz.py).
+LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+               NotImplementedError, RuntimeError, tokenize.TokenError, SyntaxError)
 
 
 def read_array_file(
@@ -171,6 +177,9 @@ def _load_npz(source: str | io.BytesIO, path: str) -> tuple[np.ndarray, np.ndarr
                 if "allow_pickle" in reason:
                     reason = "object arrays are refused (pickle is unsafe); save a numeric array"
                 raise InputDataError(f"{path}: member '{key}': {reason}") from None
+            if not isinstance(members[key], np.ndarray):  # numpy hands back non-NPY bytes
+                raise InputDataError(f"{path}: member '{key}' is not an NPY array; save the "
+                                     "archive with numpy.savez")
     if "values" not in members:
         held = ", ".join(names) or "nothing"
         raise InputDataError(f"{path}: no 'values' array (the archive has {held}); save it "
@@ -273,6 +282,7 @@ def _scan_finite(data: SequenceSet, path: str, offsets: np.ndarray, nan_error: b
     row_bytes = sum(array.shape[1] * array.dtype.itemsize for array, _ in columns)
     slab = max(1, SCAN_BYTES // row_bytes)
     for start in range(0, len(data.values), slab):
+        release(*(array for array, _ in columns))  # keep a scanned memmap out of our RSS
         for array, names in columns:
             bad = ~np.isfinite(array[start:start + slab])
             if not bad.any():

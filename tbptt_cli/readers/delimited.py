@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gc
 import hashlib
+import importlib.util
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -18,9 +19,17 @@ from typing import BinaryIO
 
 import numpy as np
 
-from tbptt_cli.errors import InputDataError, UsageError
+from tbptt_cli.errors import InputDataError, TbpttError, UsageError
 from tbptt_cli.options import InputOptions
-from tbptt_cli.readers import NAN_FIX, finish, no_such_column, open_input, text_lines
+from tbptt_cli.readers import (
+    NAN_FIX,
+    fast,
+    finish,
+    no_such_column,
+    open_input,
+    parse_size,
+    text_lines,
+)
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 
 MISSING = ("", "NA")  # cells that mean "no value", like nan
@@ -30,9 +39,17 @@ Locate = Callable[[int], tuple[str, str, str]]  # flat cell index -> (path:line:
 
 
 def read_delimited(
-    opts: InputOptions, fmt: str, keep: Sequence[str], stdin: BinaryIO
+    opts: InputOptions,
+    fmt: str,
+    keep: Sequence[str],
+    stdin: BinaryIO,
+    spill_dir: str | None = None,
+    tick: Callable[[int], None] | None = None,
 ) -> tuple[SequenceSet, SourceInfo]:
     path = str(opts.path)
+    fast_result = _read_fast(opts, fmt, keep, spill_dir, tick)
+    if fast_result is not None:
+        return fast_result
     digest = hashlib.sha256()
     size = [0]
     stream = stdin if path == "-" else open_input(path)
@@ -65,6 +82,61 @@ def read_delimited(
             stream.close()
     info = SourceInfo(path=path, format=fmt, size=size[0], sha256=digest.hexdigest())
     return finish(data, opts, path), info
+
+
+def _read_fast(
+    opts: InputOptions,
+    fmt: str,
+    keep: Sequence[str],
+    spill_dir: str | None,
+    tick: Callable[[int], None] | None,
+) -> tuple[SequenceSet, SourceInfo] | None:
+    """The pyarrow path for a plain long file, or None: then the precise reader runs and
+    reports whatever is wrong (a missing column, a bad cell) with its line and column."""
+    path = str(opts.path)
+    delimiter = _delimiter(opts, fmt)
+    if opts.layout != "long" or path == "-" or importlib.util.find_spec("pyarrow") is None:
+        return None
+    names = fast.header_columns(path, delimiter)
+    if names is None or len(set(names)) != len(names):
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    target = opts.target if opts.target not in ("none", "next") else None
+    wanted = [opts.id_col, opts.time_col, target, *keep, *(opts.features or ())]
+    if any(name is not None and name not in index for name in wanted):
+        return None
+    columns = fast.Columns(
+        names=names,
+        features=[index[name] for name in opts.features or ()],
+        target=index[target] if target else None,
+        time=index[opts.time_col] if opts.time_col else None,
+        keep=[index[name] for name in keep],
+        id=index[opts.id_col] if opts.id_col else None,
+    )
+    if opts.features is None:
+        skip = {columns.id, columns.time, columns.target, *columns.keep}
+        columns.features = _default_features(path, delimiter, [
+            i for i in range(len(names)) if i not in skip])
+    if not columns.features or columns.target in columns.features:
+        return None
+    try:
+        data, info = fast.read_long(
+            opts, path, fmt, delimiter, columns, parse_size(opts.memory_limit), spill_dir, tick
+        )
+    except fast.Rejected:
+        return None
+    return finish(data, opts, path), info
+
+
+def _default_features(path: str, delimiter: str, candidates: list[int]) -> list[int]:
+    """The precise reader's rule (numeric first non-empty cell), run on the first rows."""
+    try:
+        with open_input(path) as stream:
+            rows = _numbered_rows(text_lines(stream, path, hashlib.sha256(), [0]), delimiter, path)
+            next(rows, None)  # the header
+            return _numeric_columns(candidates, rows)[0]
+    except TbpttError:
+        return []  # the precise reader reports it
 
 
 def _delimiter(opts: InputOptions, fmt: str) -> str:

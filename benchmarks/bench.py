@@ -1,0 +1,174 @@
+"""Benchmarks: tbptt against hand-written baselines, measured side by side in one run.
+
+    python benchmarks/bench.py npy --gib 2          # split of a [1024*g/2, 65536, 8] float32 NPY
+    python benchmarks/bench.py csv --rows 10000000  # split of a long CSV (id, t, a, b, c)
+    python benchmarks/bench.py scaling              # CSV at 1x, 2x, 4x: time should be linear
+    python benchmarks/bench.py help                 # `tbptt --help` start-up time
+
+Inputs are generated in --workdir (default /tmp/tbptt-bench) and deleted afterwards
+unless --keep. Every run is a fresh process measured by /usr/bin/time -v (wall time and
+peak RSS). Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TBPTT = [sys.executable, "-m", "tbptt_cli"]
+BASELINE = [sys.executable, str(HERE / "baselines.py")]
+
+
+def measure(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one process."""
+    result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True,
+                            cwd=HERE.parent)
+    if result.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n{result.stderr}")
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
+    assert wall is not None
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
+    assert rss is not None
+    return hours * 3600 + minutes * 60 + seconds, int(rss.group(1)) / 1024
+
+
+def dd_bandwidth(directory: Path, size: int) -> float:
+    """MB/s of an fsync'd sequential write of ``size`` bytes, as dd measures it."""
+    target = directory / "dd.bin"
+    count = max(1, size // (16 << 20))
+    result = subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=16M", f"count={count}",
+                             "conv=fsync"], capture_output=True, text=True)
+    target.unlink(missing_ok=True)
+    seconds = float(re.search(r"copied, ([\d.]+) s", result.stderr).group(1))  # type: ignore[union-attr]
+    return count * (16 << 20) / seconds / 1e6
+
+
+def make_npy(path: Path, gib: float) -> None:
+    sequences = max(64, int(512 * gib) // 64 * 64)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                      shape=(sequences, 65536, 8))
+    block = np.random.default_rng(0).standard_normal((64, 65536, 8), dtype=np.float32)
+    for start in range(0, sequences, 64):
+        array[start:start + 64] = block + start
+    array.flush()
+    del array
+
+
+def make_csv(path: Path, rows: int, shuffled: bool = False) -> None:
+    """A long CSV: id, t, a, b, c; 1000 steps per sequence (rows interleaved if shuffled)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(0)
+    with pacsv.CSVWriter(path, pa.schema([("id", pa.string()), ("t", pa.int64()),
+                                          ("a", pa.float64()), ("b", pa.float64()),
+                                          ("c", pa.float64())]),
+                            write_options=pacsv.WriteOptions(quoting_style="none")) as writer:
+        for start in range(0, rows, 1_000_000):
+            index = np.arange(start, min(rows, start + 1_000_000))
+            if shuffled:  # rows of a sequence spread over the whole file
+                seq, t = index % (rows // 1000), index // (rows // 1000)
+            else:
+                seq, t = index // 1000, index % 1000
+            names = pa.array(np.char.add("s", seq.astype(str)))
+            cols = [np.round(rng.standard_normal(len(index)), 6) for _ in range(3)]
+            writer.write_table(pa.table({"id": names, "t": t, "a": cols[0], "b": cols[1],
+                                         "c": cols[2]}))
+
+
+def row(name: str, seconds: float, rss: float, size: int) -> None:
+    print(f"{name:<28} {seconds:8.2f} s  {size / seconds / 1e6:9.1f} MB/s  {rss:8.0f} MB peak")
+
+
+def bench_npy(work: Path, gib: float) -> None:
+    source = work / "in.npy"
+    make_npy(source, gib)
+    size = source.stat().st_size
+    subprocess.run(["cat", str(source)], stdout=subprocess.DEVNULL, check=True)  # warm cache
+    args = ["--length", "256", "--batch-size", "64"]
+    tool = measure([*TBPTT, "split", str(source), *args, "-o", str(work / "out.h5")])
+    out_size = (work / "out.h5").stat().st_size
+    (work / "out.h5").unlink()
+    base = measure([*BASELINE, "npy", str(source), str(work / "base.h5"), *args])
+    (work / "base.h5").unlink()
+    dd = dd_bandwidth(work, size)
+    print(f"NPY split: input {size / 2**30:.2f} GiB, output {out_size / 1e9:.2f} GB")
+    row("tbptt split", *tool, size)
+    row("baseline (mmap+numpy+h5py)", *base, size)
+    print(f"{'dd conv=fsync':<28} {dd:20.1f} MB/s")
+    print(f"ratio tbptt/baseline {tool[0] / base[0]:.2f} (target <= 1.25); "
+          f"tbptt output {out_size / tool[0] / 1e6:.0f} MB/s = {out_size / tool[0] / 1e6 / dd:.0%}"
+          f" of dd (target >= 70%); peak {tool[1]:.0f} MB")
+
+
+def bench_csv(work: Path, rows: int, shuffled: bool = False) -> tuple[float, float]:
+    source = work / "in.csv"
+    make_csv(source, rows, shuffled)
+    size = source.stat().st_size
+    args = ["--length", "100", "--batch-size", "64"]
+    tool = measure([*TBPTT, "split", str(source), "--id-col", "id", *args,
+                    "-o", str(work / "out.h5")])
+    (work / "out.h5").unlink()
+    kind = "shuffled " if shuffled else ""
+    print(f"CSV {kind}split: input {size / 1e6:.0f} MB, {rows} rows")
+    row("tbptt split", *tool, size)
+    if not shuffled:
+        base = measure([*BASELINE, "csv", str(source), str(work / "base.h5"), *args])
+        (work / "base.h5").unlink()
+        row("baseline (pandas+numpy+h5py)", *base, size)
+        print(f"ratio tbptt/baseline {tool[0] / base[0]:.2f} (target <= 1.3); "
+              f"peak {tool[1]:.0f} MB (target < 500 MB)")
+    source.unlink()
+    return tool[0], size
+
+
+def bench_scaling(work: Path, rows: int) -> None:
+    results = [(scale, *bench_csv(work, rows * scale)) for scale in (1, 2, 4)]
+    base_time = results[0][1]
+    for scale, seconds, size in results:
+        print(f"scaling {scale}x: {size / 1e6:.0f} MB in {seconds:.2f} s "
+              f"({seconds / base_time:.2f}x the 1x time)")
+
+
+def bench_help() -> None:
+    python = min(measure([sys.executable, "-c", "pass"])[0] for _ in range(5))
+    tool = min(measure([*TBPTT, "--help"])[0] for _ in range(5))
+    print(f"tbptt --help {tool * 1000:.0f} ms (python -c pass alone {python * 1000:.0f} ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["npy", "csv", "shuffled", "scaling", "help"])
+    parser.add_argument("--gib", type=float, default=2.0)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--workdir", default="/tmp/tbptt-bench")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}, numpy {np.__version__}")
+    try:
+        if args.what == "npy":
+            bench_npy(work, args.gib)
+        elif args.what in ("csv", "shuffled"):
+            bench_csv(work, args.rows, shuffled=args.what == "shuffled")
+        elif args.what == "scaling":
+            bench_scaling(work, args.rows // 4)
+        else:
+            bench_help()
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""The fast path for long CSV/TSV files: pyarrow's streaming reader, bounded memory.
+
+pyarrow parses 16 MiB blocks in C on every core and rounds every number correctly
+(``fast_float``), so its float64 values are bit for bit those of Python's ``float()``
+that the precise reader uses: the output does not depend on which reader ran. It
+cannot say on which line a bad cell sits, so whenever it rejects a block (a bad number,
+a wrong field count, a NaN under ``--nan error``, bytes that are not UTF-8) this reader
+gives up and `delimited` reads the file again with the precise reader, which names
+``path:line:col``. Errors cost a second read; clean files never pay for it.
+
+Parsed rows stay in memory up to ``--memory-limit``; beyond that they go to an
+anonymous temporary file beside the output (``spill_dir``), memory-mapped at the end.
+Rows of one sequence need not be contiguous: the rows are grouped (and sorted by
+``--time-col``) through a second spill file, block by block, never all in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+import numpy as np
+
+from tbptt_cli.materialize import release
+from tbptt_cli.options import InputOptions
+from tbptt_cli.sequences import SequenceSet, SourceInfo
+
+BLOCK_SIZE = 2 << 20  # pyarrow reads ahead many blocks: small ones bound the memory
+MISSING = ["", "NA"]  # the precise reader's missing cells, nothing more
+REORDER_ROWS = 1 << 20  # rows gathered per step when grouping through the spill file
+
+Tick = Callable[[int], None]
+
+
+class Rejected(Exception):
+    """pyarrow cannot read this file the way the precise reader would: use that one."""
+
+
+@dataclass
+class Columns:
+    """Physical column numbers by role; ``floats`` is the spill order: features first."""
+
+    names: list[str]
+    features: list[int]
+    target: int | None
+    time: int | None
+    keep: list[int]
+    id: int | None
+
+    @property
+    def others(self) -> list[int]:
+        return [c for c in (self.target, self.time) if c is not None] + self.keep
+
+
+class Tap:
+    """A binary file that hashes, counts and checks every byte pyarrow reads from it."""
+
+    def __init__(self, stream: IO[bytes], tick: Tick | None) -> None:
+        self.stream, self.tick = stream, tick
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, count: int = -1) -> bytes:
+        block = self.stream.read(count)
+        self.digest.update(block)
+        self.size += len(block)
+        if b"\0" in block or not block.isascii() and not _utf8(block):
+            raise Rejected("NUL byte or bad UTF-8")
+        if self.tick:
+            self.tick(len(block))
+        return block
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        self.stream.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+
+def _utf8(block: bytes) -> bool:
+    # A block may end inside a character: up to 3 trailing bytes are checked with the next.
+    for cut in range(4):
+        try:
+            block[: len(block) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
+@dataclass
+class Store:
+    """Float rows kept in memory until they pass the budget, then in a spill file."""
+
+    width: int
+    budget: int
+    spill_dir: str | None
+    parts: list[np.ndarray] = field(default_factory=list)
+    held: int = 0
+    file: IO[bytes] | None = None
+    rows: int = 0
+
+    def add(self, block: np.ndarray) -> None:
+        self.rows += len(block)
+        if self.file is None and self.held + block.nbytes > self.budget:
+            self.file = spill_file(self.spill_dir)
+            for part in self.parts:
+                part.tofile(self.file)
+            self.parts, self.held = [], 0
+        if self.file is not None:
+            block.tofile(self.file)
+        else:
+            self.parts.append(block)
+            self.held += block.nbytes
+
+    def array(self) -> np.ndarray:
+        if self.file is None:
+            if not self.parts:
+                return np.zeros((0, self.width))
+            return np.concatenate(self.parts)
+        return mapped(self.file, self.rows, self.width)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def spill_file(directory: str | None) -> IO[bytes]:
+    """An unnamed temporary file: nothing is left behind, whatever ends the run."""
+    return tempfile.TemporaryFile(dir=directory or None, prefix=".tbptt-spill-")
+
+
+def mapped(file: IO[bytes], rows: int, width: int) -> np.ndarray:
+    """The spill file as a read-only memmap; the map keeps the unnamed file alive."""
+    with file:
+        file.flush()
+        if rows == 0 or width == 0:
+            return np.zeros((rows, width))
+        return np.memmap(file, dtype=np.float64, mode="r", shape=(rows, width))
+
+
+def read_long(
+    opts: InputOptions,
+    path: str,
+    fmt: str,
+    delimiter: str,
+    columns: Columns,
+    budget: int,
+    spill_dir: str | None,
+    tick: Tick | None,
+) -> tuple[SequenceSet, SourceInfo]:
+    """Parse the file; raises `Rejected` where the precise reader must take over."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"c{i}" for i in range(len(columns.names))]
+    types: dict[str, Any] = {names[c]: pa.float64() for c in columns.features + columns.others}
+    if columns.id is not None:
+        types[names[columns.id]] = pa.string()
+    convert = pacsv.ConvertOptions(
+        column_types=types, include_columns=list(types), null_values=MISSING,
+        strings_can_be_null=False, quoted_strings_can_be_null=True,
+    )
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=BLOCK_SIZE)
+    parse = pacsv.ParseOptions(delimiter=delimiter)
+    features = Store(len(columns.features), budget // 2, spill_dir)
+    others = Store(len(columns.others), budget // 2, spill_dir)
+    codes: list[np.ndarray] = []
+    ids: dict[str, int] = {}
+    checked = len(columns.features) + (columns.target is not None)
+    with open(path, "rb") as stream:
+        tap = Tap(stream, tick)
+        try:
+            reader = pacsv.open_csv(tap, read_options=read, parse_options=parse,
+                                    convert_options=convert)
+            for batch in reader:
+                block = _floats(batch, [names[c] for c in columns.features + columns.others])
+                if opts.nan == "error" and not np.isfinite(block[:, :checked]).all():
+                    raise Rejected("a missing or non-finite value")
+                if columns.time is not None and not np.isfinite(block[:, checked]).all():
+                    raise Rejected("a missing time")
+                features.add(np.ascontiguousarray(block[:, : len(columns.features)]))
+                others.add(np.ascontiguousarray(block[:, len(columns.features):]))
+                if columns.id is not None:
+                    codes.append(_codes(batch.column(names[columns.id]), ids))
+        except (pa.ArrowException, UnicodeDecodeError) as exc:
+            features.close()
+            others.close()
+            raise Rejected(str(exc)) from None
+        except BaseException:
+            features.close()
+            others.close()
+            raise
+    if features.rows == 0:
+        raise Rejected("no data rows")  # the precise reader words this one
+    sequence = np.concatenate(codes) if codes else np.zeros(features.rows, dtype=np.int64)
+    values, rest = features.array(), others.array()  # closes the spill files (maps stay)
+    time_column = checked - len(columns.features)  # the time follows the target in ``rest``
+    order = _order(sequence, rest[:, time_column] if columns.time is not None else None)
+    if order is not None:
+        values = _reordered(values, order, spill_dir, budget)
+        rest = _reordered(rest, order, spill_dir, budget)
+        sequence = sequence[order]
+    lengths = np.bincount(sequence, minlength=max(len(ids), 1))
+    data = SequenceSet.from_offsets(
+        values=values,
+        offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        ids=list(ids) if columns.id is not None else ["0"],
+        feature_names=[columns.names[c] for c in columns.features],
+        targets=rest[:, :1] if columns.target is not None else None,
+        target_names=[columns.names[columns.target]] if columns.target is not None else (),
+    )
+    position = {c: j for j, c in enumerate(columns.others)}
+    extra_cols = columns.keep + ([columns.time] if columns.time is not None else [])
+    extra = {columns.names[c]: rest[:, position[c]] for c in extra_cols}
+    data = replace(data, extra=extra)
+    info = SourceInfo(path=path, format=fmt, size=tap.size, sha256=tap.digest.hexdigest())
+    return data, info
+
+
+def _floats(batch: Any, names: Sequence[str]) -> np.ndarray:
+    """The batch's float columns side by side; nulls (missing cells) become NaN."""
+    out = np.empty((batch.num_rows, len(names)))
+    for j, name in enumerate(names):
+        out[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _codes(column: Any, ids: dict[str, int]) -> np.ndarray:
+    """Sequence number of every row, numbered by first appearance across the whole file."""
+    encoded = column.dictionary_encode()  # the batch's ids in first-appearance order
+    local = encoded.dictionary.to_pylist()
+    table = np.array([ids.setdefault(text, len(ids)) for text in local], dtype=np.int64)
+    return table[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def _order(sequence: np.ndarray, time: np.ndarray | None) -> np.ndarray | None:
+    """The stable permutation that groups rows by sequence (then time), or None if sorted."""
+    steps = np.diff(sequence)
+    grouped = bool((steps >= 0).all())
+    if time is not None:
+        timed = np.asarray(time)
+        same = steps == 0
+        grouped = grouped and bool((np.diff(timed)[same] >= 0).all())
+        if not grouped:
+            return np.lexsort((timed, sequence))
+    if grouped:
+        return None
+    return np.argsort(sequence, kind="stable")
+
+
+def _reordered(
+    array: np.ndarray, order: np.ndarray, spill_dir: str | None, budget: int
+) -> np.ndarray:
+    """``array[order]``, through a second spill file when the first one is a memmap."""
+    if not isinstance(array, np.memmap):
+        return array[order]
+    file = spill_file(spill_dir)
+    rows = max(1, min(REORDER_ROWS, budget // max(array.itemsize * array.shape[1], 1)))
+    for start in range(0, len(order), rows):
+        np.ascontiguousarray(array[order[start:start + rows]]).tofile(file)
+        release(array)
+    return mapped(file, len(order), array.shape[1])
+
+
+def header_columns(path: str, delimiter: str) -> list[str] | None:
+    """The header's names when its first line is the whole header; None for the unusual
+    (a blank first line, a quoted name spanning lines), which the precise reader handles."""
+    try:
+        with open(path, "rb") as stream:
+            first = stream.readline()
+    except OSError:
+        return None
+    text = first.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
+    if not text.strip() or text.count('"') % 2:
+        return None
+    return [name.strip() for name in next(csv.reader([text], delimiter=delimiter))]
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

@@ -1,0 +1,169 @@
+"""Bounded memory and speed paths: the pyarrow CSV reader, spilling, chunk shapes, slabs."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from tbptt_cli import hdf5, materialize, progress
+from tbptt_cli.cli import run_main
+from tbptt_cli.errors import UsageError
+from tbptt_cli.options import InputOptions
+from tbptt_cli.params import SplitParams
+from tbptt_cli.readers import delimited, fast, parse_size, read_input
+from tbptt_cli.sequences import SequenceSet
+from tbptt_cli.strategies.basic import plan_split
+
+
+def long_csv(path, shuffled=False, sequences=7, steps=53):
+    rng = np.random.default_rng(1)
+    rows = [(f"s{i}", t, *np.round(rng.normal(size=2), 5)) for i in range(sequences)
+            for t in range(steps)]
+    if shuffled:
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+    path.write_text("id,t,a,b\n" + "".join(f"{r[0]},{r[1]},{r[2]},{r[3]}\n" for r in rows))
+    return path
+
+
+def precise(opts):
+    """The precise reader alone (the fast path switched off)."""
+    saved = delimited._read_fast
+    delimited._read_fast = lambda *args: None
+    try:
+        return read_input(opts)
+    finally:
+        delimited._read_fast = saved
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize("limit", ["256M", "1K"])
+def test_fast_reader_and_spill_equal_the_precise_reader(tmp_path, shuffled, limit):
+    path = long_csv(tmp_path / "in.csv", shuffled)
+    opts = InputOptions(path=str(path), id_col="id", time_col="t", memory_limit=limit,
+                        target="b", features=("a",))
+    got, info = read_input(opts, spill_dir=tmp_path)
+    want, want_info = precise(opts)
+    assert got.ids == want.ids and info == want_info
+    np.testing.assert_array_equal(got.lengths, want.lengths)
+    np.testing.assert_array_equal(np.asarray(got.values), want.values)
+    np.testing.assert_array_equal(np.asarray(got.targets), want.targets)
+    np.testing.assert_array_equal(np.asarray(got.extra["t"]), want.extra["t"])
+    assert isinstance(got.values, np.memmap) == (limit == "1K")
+    assert list(tmp_path.iterdir()) == [path]  # spill files are unnamed: nothing left
+
+
+def test_fast_path_is_taken_for_a_clean_file(tmp_path):
+    path = long_csv(tmp_path / "in.csv")
+    columns = fast.Columns(["id", "t", "a", "b"], [2, 3], None, None, [], 0)
+    data, _ = fast.read_long(InputOptions(path=str(path)), str(path), "csv", ",", columns,
+                             1 << 20, None, None)
+    assert data.count == 7 and data.features == 2
+
+
+def test_a_bad_cell_falls_back_to_the_line_accurate_message(tmp_path, capsys):
+    path = long_csv(tmp_path / "in.csv")
+    lines = path.read_text().splitlines()
+    lines[40] = "s0,39,oops,1"
+    path.write_text("\n".join(lines) + "\n")
+    code = run_main(["split", str(path), "--id-col", "id", "--length", "5", "-n"])
+    assert code == 65
+    assert f"{path}:41:3: 'oops' is not a number (column 'a')" in capsys.readouterr().err
+
+
+def test_output_is_identical_whatever_the_reader(tmp_path):
+    path = long_csv(tmp_path / "in.csv", shuffled=True)
+    outputs = []
+    for limit in ("256M", "1K", "precise"):
+        out = tmp_path / f"out{limit}.h5"
+        args = ["split", str(path), "--id-col", "id", "--time-col", "t", "--length", "10",
+                "-q", "-o", str(out)]
+        if limit == "precise":
+            saved, delimited._read_fast = delimited._read_fast, lambda *a: None
+            try:
+                assert run_main(args) == 0
+            finally:
+                delimited._read_fast = saved
+        else:
+            assert run_main([*args, "--memory-limit", limit]) == 0
+        with h5py.File(out) as f:
+            outputs.append({name: f[name][()].tobytes() for name in f})
+    assert outputs[0] == outputs[1] == outputs[2]
+    # Same options give the same bytes (--memory-limit is recorded among the params).
+    assert (tmp_path / "out256M.h5").read_bytes() == (tmp_path / "outprecise.h5").read_bytes()
+
+
+def test_memory_limit_parsing():
+    assert parse_size("512M") == 512 << 20 and parse_size("2G") == 2 << 30
+    assert parse_size("1024") == 1024 and parse_size("1.5k") == 1536
+    with pytest.raises(UsageError, match="write it like 512M"):
+        parse_size("lots")
+
+
+def test_bad_memory_limit_is_a_usage_error(tmp_path, capsys):
+    path = long_csv(tmp_path / "in.csv")
+    assert run_main(["split", str(path), "--length", "5", "--memory-limit", "x", "-n"]) == 2
+
+
+@pytest.mark.parametrize(("batch", "row_bytes"), [(1, 8), (64, 8192), (128, 400), (7, 3 << 20)])
+def test_chunks_are_whole_batches_of_01_to_4_mib(batch, row_bytes):
+    rows = hdf5.chunk_rows(batch, row_bytes)
+    assert rows % batch == 0 or batch * row_bytes > hdf5.CHUNK_MAX
+    assert 0.1 * 2**20 <= rows * row_bytes <= 4 * 2**20 or rows == 1
+
+
+def test_slabs_and_chunks_in_the_written_file(tmp_path):
+    values = np.arange(64 * 1000 * 2, dtype=np.float32).reshape(64 * 1000, 2)
+    data = SequenceSet.from_offsets(values, np.arange(65) * 1000)
+    plan = plan_split(data, SplitParams(length=100, batch_size="16"))
+    written = []
+    hdf5.write_h5(tmp_path / "o.h5", plan, data, "float32", "none", {}, written.append)
+    assert sum(written) == plan.samples
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert f["X"].chunks[0] % 16 == 0 and f["mask"].chunks[0] % f["X"].chunks[0] == 0
+        np.testing.assert_array_equal(f["X"][0, :, 0], values[:100, 0])
+        np.testing.assert_array_equal(f["X"][1, :, 0], values[1000:1100, 0])
+
+
+def test_gather_full_windows_equal_the_scatter_path():
+    values = np.random.default_rng(0).normal(size=(500, 3))
+    data = SequenceSet.from_offsets(values, [0, 230, 500])
+    plan = plan_split(data, SplitParams(length=50, batch_size="2"))
+    slab = materialize.gather(plan, data, 0, plan.samples, np.dtype("float64"))
+    for s in range(plan.samples):
+        n, seq, off = plan.length[s], plan.sequence[s], plan.offset[s]
+        if seq >= 0:
+            np.testing.assert_array_equal(slab.X[s, :n], data.sequence(seq)[off:off + n])
+        assert not slab.X[s, n:].any() and slab.mask[s].sum() == n
+
+
+def test_a_plan_for_a_million_sequences():
+    lengths = np.random.default_rng(0).integers(1, 60, size=1_000_000)
+    data = SequenceSet(values=np.zeros((1, 1)), starts=np.zeros(len(lengths), dtype=np.int64),
+                       lengths=lengths, ids=[], feature_names=["x"])
+    start = time.perf_counter()
+    plan = plan_split(data, SplitParams(length=20, batch_size="128"))
+    assert plan.samples % 128 == 0 and (plan.length > 0).sum() == (-(-lengths // 20)).sum()
+    assert time.perf_counter() - start < 30  # vectorized: seconds, not the hours of a loop
+
+
+def test_progress_bar_draws_bytes_and_samples():
+    stream = io.StringIO()
+    bar = progress.Bar(4_000_000, "reading", stream, delay=0, kind=progress.BYTES)
+    bar.tick(1_000_000)
+    assert "reading 1.0/4.0 MB  25%" in stream.getvalue() and "MB/s" in stream.getvalue()
+    samples = progress.Bar(10, "writing", stream, delay=0)
+    samples.tick(5)
+    assert "writing 5/10 samples  50%" in stream.getvalue()
+    samples.close()
+    assert stream.getvalue().endswith("\r")
+
+
+def test_no_bar_in_a_pipe(tmp_path, capsys):
+    path = long_csv(tmp_path / "in.csv")
+    assert run_main(["split", str(path), "--id-col", "id", "--length", "5", "-o",
+                     str(tmp_path / "o.h5")]) == 0
+    assert "\r" not in capsys.readouterr().err
