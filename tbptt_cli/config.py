@@ -73,7 +73,7 @@ def strategy_of(raw: dict[str, Any], source: str) -> str:
     name = raw.get("strategy")
     if name is None:
         raise ConfigError(f"{source}: no 'strategy' key; add e.g. 'strategy: split'")
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or name not in STRATEGIES:  # a mapping is unhashable
         close = difflib.get_close_matches(str(name), list(STRATEGIES), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(STRATEGIES)}"
         raise ConfigError(f"{source}: strategy: unknown strategy '{name}'; {hint}")

@@ -17,6 +17,7 @@ import numpy as np
 
 from tbptt_cli import atomic, hdf5, manifest
 from tbptt_cli.config import Config
+from tbptt_cli.digest import in_background, sha256_file
 from tbptt_cli.errors import OutputError, UsageError
 from tbptt_cli.plan import Plan
 from tbptt_cli.registry import STRATEGIES
@@ -125,10 +126,10 @@ def write_targets(targets: list[Target], config: Config, source: SourceInfo, run
         staged = [(t, _stage(txn, t.path)) for t in targets]
         manifests: list[tuple[Path, str]] = []
         for target, temp in staged:
-            datasets = _write_one(temp, target, config, run)
+            datasets, digest = _write_one(temp, target, config, run)
             doc = manifest.build(
                 target.plan, target.data, source, config.strategy, params,
-                temp, target.path.name, datasets, {**target.plan.report, **target.extra},
+                temp, target.path.name, digest, datasets, {**target.plan.report, **target.extra},
             )
             manifests.append((target.manifest, manifest.dumps(doc)))
         for path, text in manifests:
@@ -143,7 +144,10 @@ def write_targets(targets: list[Target], config: Config, source: SourceInfo, run
             raise atomic.write_error(targets[0].path, e) from None
 
 
-def _write_one(temp: Path, target: Target, config: Config, run: RunOptions) -> dict[str, Any]:
+def _write_one(
+    temp: Path, target: Target, config: Config, run: RunOptions
+) -> tuple[dict[str, Any], str]:
+    """Write, fsync and read back one file; returns its dataset table and sha256."""
     # Where the file lives is not part of it: the same data gives the same bytes anywhere.
     params = config.as_dict()
     params["output"] = {k: v for k, v in params["output"].items() if k not in ("path", "manifest")}
@@ -154,11 +158,12 @@ def _write_one(temp: Path, target: Target, config: Config, run: RunOptions) -> d
             temp, target.plan, target.data, config.output.dtype, config.output.compression,
             attrs, tick,
         )
+        digest = in_background(lambda: sha256_file(temp))  # overlaps the fsync and read-back
         atomic.fsync_file(temp)
         hdf5.verify(temp, target.plan, datasets, target.data, config.output.dtype)
+        return datasets, digest.result()
     except OSError as e:
         raise atomic.write_error(target.path, e) from None
-    return datasets
 
 
 def _stage(txn: atomic.Transaction, path: Path) -> Path:

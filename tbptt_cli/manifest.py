@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,11 @@ import h5py
 import numpy as np
 
 from tbptt_cli import __version__
+from tbptt_cli.digest import sha256_file  # noqa: F401  (re-exported for validate/inspect)
 from tbptt_cli.plan import Plan, stateless_hints
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 
 SCHEMA_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tool_info() -> dict[str, str]:
@@ -94,6 +86,7 @@ def build(
     params: dict[str, Any],
     output: Path,
     output_name: str,
+    output_sha256: str,
     datasets: dict[str, Any],
     extra: dict[str, Any],
 ) -> dict[str, Any]:
@@ -115,7 +108,7 @@ def build(
         "output": {
             "file": output_name,
             "size": output.stat().st_size,
-            "sha256": sha256_file(output),
+            "sha256": output_sha256,
             "datasets": datasets,
         },
         "layout": layout(plan),

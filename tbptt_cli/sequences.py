@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -106,9 +107,16 @@ class SequenceSet:
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """What the manifest records about the input: path as given, format, size, sha256."""
+    """What the manifest records about the input: path as given, format, size, sha256.
+
+    ``digest`` may still be computing on a background thread (see ``digest.py``).
+    """
 
     path: str
     format: str
     size: int
-    sha256: str
+    digest: str | Future[str]
+
+    @property
+    def sha256(self) -> str:
+        return self.digest if isinstance(self.digest, str) else self.digest.result()

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from tbptt_cli.digest import in_background, sha256_stream
 from tbptt_cli.errors import InputDataError, InputMissingError, UsageError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.sequences import SequenceSet, SourceInfo
@@ -186,13 +187,15 @@ def _decode(chunk: bytes, path: str, lines_before: int) -> io.StringIO:
 
 
 def hash_file(path: str, fmt: str) -> SourceInfo:
-    """Size and sha256 of a file read in 1 MiB blocks (NPY/NPZ are not read in order)."""
-    digest = hashlib.sha256()
-    size = 0
-    with open_input(path) as stream:
-        for block in read_blocks(stream, path, digest):
-            size += len(block)
-    return SourceInfo(path=path, format=fmt, size=size, sha256=digest.hexdigest())
+    """Size and sha256 of a file (NPY/NPZ are not read in order), hashed in the background."""
+    stream = open_input(path)  # errors (missing, unreadable) surface here, at once
+    size = os.fstat(stream.fileno()).st_size
+
+    def digest() -> str:
+        with stream:
+            return sha256_stream(stream)
+
+    return SourceInfo(path=path, format=fmt, size=size, digest=in_background(digest))
 
 
 def no_such_column(path: str, flag: str, name: str, available: Sequence[str]) -> InputDataError:

@@ -48,7 +48,7 @@ def read_array_file(
     if path == "-":
         digest = hashlib.sha256()
         content = b"".join(read_blocks(stdin, path, digest))
-        info = SourceInfo(path=path, format=fmt, size=len(content), sha256=digest.hexdigest())
+        info = SourceInfo(path=path, format=fmt, size=len(content), digest=digest.hexdigest())
         source = io.BytesIO(content)
     else:
         info = hash_file(path, fmt)  # also the check that the file exists and is readable

@@ -80,7 +80,7 @@ def read_delimited(
             gc.enable()
         if stream is not stdin:
             stream.close()
-    info = SourceInfo(path=path, format=fmt, size=size[0], sha256=digest.hexdigest())
+    info = SourceInfo(path=path, format=fmt, size=size[0], digest=digest.hexdigest())
     return finish(data, opts, path), info
 
 

@@ -229,7 +229,7 @@ def read_long(
     extra_cols = columns.keep + ([columns.time] if columns.time is not None else [])
     extra = {columns.names[c]: rest[:, position[c]] for c in extra_cols}
     data = replace(data, extra=extra)
-    info = SourceInfo(path=path, format=fmt, size=tap.size, sha256=tap.digest.hexdigest())
+    info = SourceInfo(path=path, format=fmt, size=tap.size, digest=tap.digest.hexdigest())
     return data, info
 
 

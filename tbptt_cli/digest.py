@@ -1,0 +1,44 @@
+"""sha256 of files, optionally on a background thread.
+
+hashlib releases the GIL on large blocks, so hashing the input while planning and
+writing, or the output while it is fsynced and read back, costs no wall time on a
+second core: at about 0.9 GB/s, hashing in the foreground doubled the time of a
+multi-gigabyte run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import BinaryIO
+
+BLOCK = 1 << 20
+
+
+def sha256_stream(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while block := stream.read(BLOCK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path | str) -> str:
+    with open(path, "rb") as f:
+        return sha256_stream(f)
+
+
+def in_background(function: Callable[[], str]) -> Future[str]:
+    """Run ``function`` on a daemon thread; its result (or exception) lands in the Future."""
+    future: Future[str] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function())
+        except BaseException as e:  # handed to whoever reads the result
+            future.set_exception(e)
+
+    threading.Thread(target=run, daemon=True, name="tbptt-sha256").start()
+    return future
