@@ -157,7 +157,7 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
         t.pop("text", None)
     if not quiet:
         for warning in sorted({w for t in targets for w in t["warnings"]}):
-            click.echo(f"tbptt: warning: {warning}", err=True)
+            click.echo(f"{label('warning')} {warning}", err=True)
         for t in targets:
             shape = f"{t['samples']} x {t['window']} x {t['features']} {t['dtype']}"
             layout = f"batch {t['batch_size']}, {t['resets']} resets"
@@ -191,7 +191,7 @@ def report_grid(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
         if text and not kwargs["as_json"]:
             click.echo(text, err=True)
         for warning in body["warnings"]:
-            click.echo(f"tbptt: warning: {warning}", err=True)
+            click.echo(f"{label('warning')} {warning}", err=True)
         count = len(body["grid"])
         if "plan" in summary:
             click.echo(f"plan for {body['output']}: {count} length(s); nothing written", err=True)
@@ -392,6 +392,14 @@ def validate(
     click.echo(f"{path}: ok ({', '.join(report_doc['checked'])})", err=True)
 
 
+def label(kind: str) -> str:
+    """``tbptt: error:``, in colour only on a terminal without NO_COLOR or TERM=dumb."""
+    from tbptt_cli.progress import use_color
+
+    text = f"tbptt: {kind}:"
+    return click.style(text, fg="red" if kind == "error" else "yellow", bold=True) if use_color() else text
+
+
 def main(argv: list[str] | None = None) -> None:
     """Map every outcome to its exit code; tracebacks only with --debug."""
     args = sys.argv[1:] if argv is None else argv
@@ -416,20 +424,20 @@ def run_main(args: list[str]) -> int:
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx else "tbptt"
         message = " ".join(e.format_message().split()).rstrip(".")
-        click.echo(f"tbptt: error: {message} (see '{where} --help')", err=True)
+        click.echo(f"{label('error')} {message} (see '{where} --help')", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("tbptt: interrupted", err=True)
         return 130
     except click.ClickException as e:
-        click.echo(f"tbptt: error: {e.format_message()}", err=True)
+        click.echo(f"{label('error')} {e.format_message()}", err=True)
         return e.exit_code
     except TbpttError as e:
         if debug:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"tbptt: error: {e}", err=True)
+        click.echo(f"{label('error')} {e}", err=True)
         return e.exit_code
     except KeyboardInterrupt:
         click.echo("tbptt: interrupted", err=True)

@@ -148,9 +148,11 @@ def _write_one(
     temp: Path, target: Target, config: Config, run: RunOptions
 ) -> tuple[dict[str, Any], str]:
     """Write, fsync and read back one file; returns its dataset table and sha256."""
-    # Where the file lives is not part of it: the same data gives the same bytes anywhere.
+    # Where the file lives and how much memory made it are not part of it: the same data
+    # gives the same bytes anywhere.
     params = config.as_dict()
     params["output"] = {k: v for k, v in params["output"].items() if k not in ("path", "manifest")}
+    params["input"] = {k: v for k, v in params["input"].items() if k != "memory_limit"}
     attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, params)
     tick = run.progress(target.plan.samples, 0) if run.progress else None
     try:

@@ -78,6 +78,18 @@ def test_terminal_that_asks_for_plain_output(slow, tmp_path, setting):
     assert "wrote " in text
 
 
+@pytest.mark.parametrize(
+    ("setting", "coloured"),
+    [({"TERM": "xterm"}, True), ({"TERM": "xterm", "NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)],
+)
+def test_error_label_is_coloured_only_when_allowed(tmp_path, setting, coloured):
+    argv = [sys.executable, "-m", "tbptt_cli", "split", str(tmp_path / "missing.csv"), "-n"]
+    code, text = on_a_terminal(argv, {**ENV, **setting})
+    assert code == 66
+    assert ("\x1b[" in text) is coloured
+    assert "error:" in text and "missing.csv: no such file" in text
+
+
 MAKEFILE = """\
 out.h5: in.npy
 \t{python} -m tbptt_cli split in.npy --length 5 -o $@

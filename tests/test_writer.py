@@ -177,3 +177,10 @@ def test_sigterm_mid_write_leaves_old_output(tmp_path):
     assert out.read_bytes() == b"old output"
     assert not list(tmp_path.glob(".out.h5.tmp.*"))
     assert not (tmp_path / "out.manifest.json").exists()
+
+
+def test_memory_limit_does_not_change_the_file(npy, tmp_path, tbptt):
+    for limit in ("1M", "2G"):
+        args = ["split", npy, "--length", 64, "--memory-limit", limit]
+        assert tbptt(*args, "-o", tmp_path / f"{limit}.h5").code == 0
+    assert (tmp_path / "1M.h5").read_bytes() == (tmp_path / "2G.h5").read_bytes()
