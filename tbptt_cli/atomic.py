@@ -110,13 +110,13 @@ class Transaction:
     def commit(self) -> None:
         """fsync every file, rename in staging order, then fsync the directories."""
         for temp, _ in self.staged:
-            fsync_file(temp)
+            fsync(temp)
         with signals_held():  # a signal between two renames would pair new data, old manifest
             for temp, final in self.staged:
                 os.replace(temp, final)
                 _STAGED.discard(temp)
         for directory in {final.parent for _, final in self.staged}:
-            fsync_directory(directory)
+            fsync(directory)
         self.staged.clear()
 
     def rollback(self) -> None:
@@ -137,16 +137,9 @@ def transaction() -> Iterator[Transaction]:
         txn.rollback()
 
 
-def fsync_file(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries (after a rename), to the disk."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -249,8 +242,10 @@ class _Watcher:
             return
         if not ready:  # the main thread is stuck in a long C call: clean up for it
             _remove_staged()
-            message = f"tbptt: error: interrupted by {signal.Signals(first).name}; partial " \
-                      "output removed\n"
+            message = (
+                f"tbptt: error: interrupted by {signal.Signals(first).name}; partial "
+                "output removed\n"
+            )
             with contextlib.suppress(OSError):
                 os.write(2, message.encode())
         os._exit(128 + first)  # a second signal skips the cleanup

@@ -64,8 +64,10 @@ class BatchFile:
             self.batch_length = np.asarray(f["batch_length"][:]) if "batch_length" in f else None
         self._batch_size = int(self.attrs["batch_size"])
         if self._batch_size < 1:
-            raise InputDataError(f"{self.path}: attribute batch_size is {self._batch_size}; "
-                                 "the file is damaged, write it again")
+            raise InputDataError(
+                f"{self.path}: attribute batch_size is {self._batch_size}; "
+                "the file is damaged, write it again"
+            )
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._data: dict[str, h5py.Dataset] = {}
@@ -177,15 +179,18 @@ def _check_format(f: h5py.File, path: Path) -> dict[str, Any]:
     missing = [name for name in ("X", "mask", *ROW_DATASETS) if name not in f]
     missing += [key for key in ("batch_size", "window", "stateful") if key not in attrs]
     if missing:
-        raise InputDataError(f"{path}: tbptt output without {', '.join(missing)}; "
-                             "the file is damaged, write it again")
+        raise InputDataError(
+            f"{path}: tbptt output without {', '.join(missing)}; "
+            "the file is damaged, write it again"
+        )
     for key in ("features", "targets", "params"):
         if isinstance(attrs.get(key), str):
             try:
                 attrs[key] = json.loads(attrs[key])
             except json.JSONDecodeError:
-                raise InputDataError(f"{path}: attribute {key} is not JSON; "
-                                     "the file is damaged, write it again") from None
+                raise InputDataError(
+                    f"{path}: attribute {key} is not JSON; the file is damaged, write it again"
+                ) from None
     return attrs
 
 

@@ -59,7 +59,9 @@ def section_options(section: str, cls: type) -> list[click.Option]:
 def run_options() -> list[click.Parameter]:
     """Options about this run, not about the data: never part of a config file."""
     return [
-        click.Option(["-o", "--output", "output_path"], help="output .h5 file (grid: an output directory)"),
+        click.Option(
+            ["-o", "--output", "output_path"], help="output .h5 file (grid: an output directory)"
+        ),
         click.Option(["-c", "--config", "config_file"], help="YAML config; flags override it"),
         click.Option(
             ["-n", "--dry-run"], is_flag=True, help="validate and print the plan; write nothing"
@@ -217,8 +219,9 @@ def emit_json(document: dict[str, Any]) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
-        raise WriteError("stdout: broken pipe (the reader went away); the outputs were "
-                         "written") from None
+        raise WriteError(
+            "stdout: broken pipe (the reader went away); the outputs were written"
+        ) from None
     except OSError as e:
         _silence_stdout()
         raise WriteError(f"stdout: {e.strerror or e}; the outputs were written") from None
@@ -397,7 +400,11 @@ def label(kind: str) -> str:
     from tbptt_cli.progress import use_color
 
     text = f"tbptt: {kind}:"
-    return click.style(text, fg="red" if kind == "error" else "yellow", bold=True) if use_color() else text
+    return (
+        click.style(text, fg="red" if kind == "error" else "yellow", bold=True)
+        if use_color()
+        else text
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -161,7 +161,7 @@ def _write_one(
             attrs, tick,
         )
         digest = in_background(lambda: sha256_file(temp))  # overlaps the fsync and read-back
-        atomic.fsync_file(temp)
+        atomic.fsync(temp)
         hdf5.verify(temp, target.plan, datasets, target.data, config.output.dtype)
         return datasets, digest.result()
     except OSError as e:
@@ -307,8 +307,8 @@ def _write_grid(
         index = staging / GRID_INDEX
         document = _grid_index(config, source, staged, _grid_entries(staged, config, True))
         index.write_text(manifest.dumps(document), encoding="utf-8")
-        atomic.fsync_file(index)
-        atomic.fsync_directory(staging)
+        atomic.fsync(index)
+        atomic.fsync(staging)
         _swap_in(staging, outdir)
     except OSError as e:
         raise atomic.write_error(outdir, e) from None
@@ -388,7 +388,7 @@ def _swap_in(staging: Path, outdir: Path) -> None:
             if aside.exists():
                 os.rename(aside, outdir)
             raise
-        atomic.fsync_directory(outdir.parent)
+        atomic.fsync(outdir.parent)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
     shutil.rmtree(aside, ignore_errors=True)

@@ -188,8 +188,10 @@ def suggest(data: SequenceSet, options: InputOptions) -> dict[str, Any]:
         batch, packing = split_batch(data.lengths, length)
         args = ["--length", str(length), "--batch-size", str(batch)]
         args += ["--packing", packing] if packing != "block" else []
-        reason = (f"sequences up to {longest} steps are past the ~{PRACTICAL_WINDOW} steps "
-                  f"TBPTT learns through; cut them into chunks of {length} for a stateful RNN")
+        reason = (
+            f"sequences up to {longest} steps are past the ~{PRACTICAL_WINDOW} steps "
+            f"TBPTT learns through; cut them into chunks of {length} for a stateful RNN"
+        )
     else:
         name = "asis"
         reason = (
@@ -199,10 +201,20 @@ def suggest(data: SequenceSet, options: InputOptions) -> dict[str, Any]:
             "masked sample each"
         )
     stem = "out" if options.path == "-" else Path(str(options.path)).stem
-    words = ["tbptt", *name.split(), str(options.path), *input_flags(options), *args,
-             "-o", f"{stem}.h5"]
-    return {"strategy": name.replace(" ", "-"), "reason": reason,
-            "command": " ".join(shlex.quote(w) for w in words)}
+    words = [
+        "tbptt",
+        *name.split(),
+        str(options.path),
+        *input_flags(options),
+        *args,
+        "-o",
+        f"{stem}.h5",
+    ]
+    return {
+        "strategy": name.replace(" ", "-"),
+        "reason": reason,
+        "command": " ".join(shlex.quote(w) for w in words),
+    }
 
 
 def split_batch(lengths: np.ndarray, length: int) -> tuple[int, str]:
@@ -235,20 +247,29 @@ def input_text(doc: dict[str, Any]) -> str:
     rows = [
         ("file", f"{doc['path']} ({doc['format']}, {human(doc['bytes'])})"),
         ("sequences", str(doc["sequences"])),
-        ("length", f"min {stats['min']}, median {stats['median']}, max {stats['max']} "
-                   f"({stats['total']} steps)"),
+        (
+            "length",
+            f"min {stats['min']}, median {stats['median']}, max {stats['max']} "
+            f"({stats['total']} steps)",
+        ),
         ("features", ", ".join(doc["features"])),
         ("targets", ", ".join(doc["targets"]) or "none"),
         ("missing", ", ".join(f"{k} {v}" for k, v in missing.items()) or "none"),
-        ("memory", f"dense float32 {shape}: {human(memory['dense_float32_bytes'])} "
-                   f"({memory['padded_fraction']:.0%} padding); data alone "
-                   f"{human(memory['data_float32_bytes'])}"),
+        (
+            "memory",
+            f"dense float32 {shape}: {human(memory['dense_float32_bytes'])} "
+            f"({memory['padded_fraction']:.0%} padding); data alone "
+            f"{human(memory['data_float32_bytes'])}",
+        ),
     ]
     if "nan_error" in doc:
-        rows.append(("note", f"--nan error refuses this file; described as read with "
-                             f"--nan {doc['nan']}"))
-    rows += [("suggestion", f"{doc['suggestion']['strategy']}: {doc['suggestion']['reason']}"),
-             ("", doc["suggestion"]["command"])]
+        rows.append(
+            ("note", f"--nan error refuses this file; described as read with --nan {doc['nan']}")
+        )
+    rows += [
+        ("suggestion", f"{doc['suggestion']['strategy']}: {doc['suggestion']['reason']}"),
+        ("", doc["suggestion"]["command"]),
+    ]
     return lines(rows)
 
 
@@ -272,14 +293,20 @@ def inspect_output(path: str) -> tuple[str, dict[str, Any]]:
 
 
 def describe_output(f: Any, path: str) -> dict[str, Any]:
-    datasets = {name: {"shape": [int(n) for n in ds.shape], "dtype": str(ds.dtype)}
-                for name, ds in f.items() if hasattr(ds, "shape")}
+    datasets = {
+        name: {"shape": [int(n) for n in ds.shape], "dtype": str(ds.dtype)}
+        for name, ds in f.items()
+        if hasattr(ds, "shape")
+    }
     samples, window = (int(n) for n in f["X"].shape[:2]) if "X" in datasets else (0, 0)
     sequence = f["sequence"][()] if "sequence" in f else np.zeros(0, dtype=np.int64)
     real = int(f["length"][()].astype(np.int64).sum()) if "length" in f else 0
     batch_size = int(attr(f, "batch_size", 1) or 1)
-    extra = {key: attr(f, key) for key in ("k1", "k2", "stride", "grad_start", "pad_side")
-             if key in f.attrs}
+    extra = {
+        key: attr(f, key)
+        for key in ("k1", "k2", "stride", "grad_start", "pad_side")
+        if key in f.attrs
+    }
     return {
         "kind": "output",
         "path": path,
@@ -306,8 +333,11 @@ def describe_output(f: Any, path: str) -> dict[str, Any]:
 def output_text(doc: dict[str, Any]) -> str:
     manifest = doc["manifest"]
     hashed = {True: "hash matches", False: "HASH DIFFERS (run tbptt validate)", None: "unreadable"}
-    shapes = ", ".join(f"{name} {'x'.join(map(str, d['shape']))} {d['dtype']}"
-                       for name, d in doc["datasets"].items() if name in ("X", "y", "loss_mask"))
+    shapes = ", ".join(
+        f"{name} {'x'.join(map(str, d['shape']))} {d['dtype']}"
+        for name, d in doc["datasets"].items()
+        if name in ("X", "y", "loss_mask")
+    )
     layout = "stateful" if doc["stateful"] else "stateless"
     if doc["packing"]:
         layout += f", {doc['packing']} packing, {doc['order']} order"
@@ -317,8 +347,10 @@ def output_text(doc: dict[str, Any]) -> str:
         ("window", str(doc["window"])),
         ("batch size", f"{doc['batch_size']} ({doc['batches']} batches)"),
         ("layout", layout),
-        ("samples", f"{doc['samples']} from {doc['sequences']} sequences, "
-                    f"{doc['filler_rows']} filler rows"),
+        (
+            "samples",
+            f"{doc['samples']} from {doc['sequences']} sequences, {doc['filler_rows']} filler rows",
+        ),
         ("resets", str(doc["resets"])),
         ("padded", f"{doc['padded_fraction']:.1%} of steps"),
         ("features", ", ".join(doc["features"])),

@@ -45,7 +45,7 @@ class Plan:
         return -(-self.samples // self.batch_size)
 
 
-def filler_rows(samples: int) -> dict[str, np.ndarray]:
+def filler_rows(samples: int) -> dict[str, Any]:
     """Index arrays for ``samples`` rows that are all filler (no real step)."""
     return {
         "sequence": np.full(samples, -1, dtype=np.int64),

@@ -20,15 +20,25 @@ def wanted(flag: bool | None, stream: TextIO | None = None) -> bool:
 
 
 def use_color(stream: TextIO | None = None) -> bool:
-    return (stream or sys.stderr).isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    return (
+        (stream or sys.stderr).isatty()
+        and "NO_COLOR" not in os.environ
+        and os.environ.get("TERM") != "dumb"
+    )
 
 
 class Bar:
     """``writing 4200/10000 samples  42%  3,500/s  ETA 3s`` redrawn with a carriage return;
     ``reading 120.0/400.0 MB  30%  150.0 MB/s  ETA 2s`` for bytes."""
 
-    def __init__(self, total: int, label: str, stream: TextIO | None = None, delay: float = 1.0,
-                 kind: int = SAMPLES):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        stream: TextIO | None = None,
+        delay: float = 1.0,
+        kind: int = SAMPLES,
+    ):
         self.total, self.label, self.stream = max(total, 1), label, stream or sys.stderr
         self.kind = kind
         self.done = 0

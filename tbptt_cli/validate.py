@@ -232,10 +232,14 @@ def contained(part: Any, whole: Any) -> bool:
 
 def check_datasets(f: h5py.File, expected: dict[str, Any]) -> list[str]:
     found = {name: describe(ds) for name, ds in f.items() if isinstance(ds, h5py.Dataset)}
-    problems = [f"dataset {name} is in the manifest, not in the file"
-                for name in sorted(set(expected) - set(found))]
-    problems += [f"dataset {name} is in the file, not in the manifest"
-                 for name in sorted(set(found) - set(expected))]
+    problems = [
+        f"dataset {name} is in the manifest, not in the file"
+        for name in sorted(set(expected) - set(found))
+    ]
+    problems += [
+        f"dataset {name} is in the file, not in the manifest"
+        for name in sorted(set(found) - set(expected))
+    ]
     for name in sorted(set(found) & set(expected)):
         want = expected[name] if isinstance(expected[name], dict) else {}
         problems += [
@@ -308,19 +312,28 @@ def read_index(f: h5py.File, doc: dict[str, Any] | None) -> tuple[Index, list[st
         lengths=np.asarray(lengths, dtype=np.int64) if isinstance(lengths, list) else None,
     )
     problems = bounds_problems(index)
-    problems += listed(~binary, lambda r: f"sample {r}: mask holds values other than 0 and 1",
-                       "samples with such a mask")
+    problems += listed(
+        ~binary,
+        lambda r: f"sample {r}: mask holds values other than 0 and 1",
+        "samples with such a mask",
+    )
     problems += listed(
         count != index.length,
         lambda r: f"sample {r}: mask has {count[r]} real steps but length says {index.length[r]}",
         "samples whose mask disagrees with length",
     )
-    problems += listed(~one_run, lambda r: f"sample {r}: mask is not one contiguous run",
-                       "samples with a broken mask")
+    problems += listed(
+        ~one_run,
+        lambda r: f"sample {r}: mask is not one contiguous run",
+        "samples with a broken mask",
+    )
     first_batch = slice(0, index.batch_size)
     no_reset = (index.sequence[first_batch] >= 0) & (index.reset[first_batch] == 0)
-    problems += listed(no_reset, lambda r: f"sample {r}: in the first batch but reset is 0",
-                       "first-batch rows without reset")
+    problems += listed(
+        no_reset,
+        lambda r: f"sample {r}: in the first batch but reset is 0",
+        "first-batch rows without reset",
+    )
     if isinstance(f.get("batch_length"), h5py.Dataset):
         problems += batch_length_problems(index, f["batch_length"][()].astype(np.int64))
     return index, problems
@@ -333,10 +346,14 @@ def bounds_problems(index: Index) -> list[str]:
     checks: list[tuple[np.ndarray, Callable[[int], str]]] = [
         (outside, lambda r: f"sample {r}: sequence {seq[r]} is not a sequence of the input"),
         (offset < 0, lambda r: f"sample {r}: offset {offset[r]} is negative"),
-        ((length < 0) | (length > index.window),
-         lambda r: f"sample {r}: length {length[r]} is outside the window of {index.window}"),
-        ((seq == -1) & (length != 0),
-         lambda r: f"sample {r}: a filler row (sequence -1) with length {length[r]}"),
+        (
+            (length < 0) | (length > index.window),
+            lambda r: f"sample {r}: length {length[r]} is outside the window of {index.window}",
+        ),
+        (
+            (seq == -1) & (length != 0),
+            lambda r: f"sample {r}: a filler row (sequence -1) with length {length[r]}",
+        ),
         ((reset != 0) & (reset != 1), lambda r: f"sample {r}: reset is {reset[r]}, not 0 or 1"),
     ]
     return [line for bad, say in checks for line in listed(bad, say, "samples like this")]
@@ -373,16 +390,21 @@ def check_state(index: Index) -> list[str]:
 
     def takes_over(i: int) -> str:
         s = row_of[i]
-        return (f"sample {s} (batch {s // size}, row {s % size}): {index.name(index.sequence[s])} "
-                f"starts without a reset but the row held {index.name(index.sequence[s - size])}")
+        return (
+            f"sample {s} (batch {s // size}, row {s % size}): {index.name(index.sequence[s])} "
+            f"starts without a reset but the row held {index.name(index.sequence[s - size])}"
+        )
 
     def skips(i: int) -> str:
         s = row_of[i]
-        return (f"sample {s} (batch {s // size}, row {s % size}): {index.name(index.sequence[s])} "
-                f"continues at step {index.offset[s]}, expected {expected[i]}")
+        return (
+            f"sample {s} (batch {s // size}, row {s % size}): {index.name(index.sequence[s])} "
+            f"continues at step {index.offset[s]}, expected {expected[i]}"
+        )
 
-    return (listed(foreign, takes_over, "rows that take over another row's state")
-            + listed(jump, skips, "rows that skip or repeat steps"))
+    return listed(foreign, takes_over, "rows that take over another row's state") + listed(
+        jump, skips, "rows that skip or repeat steps"
+    )
 
 
 # --- coverage: nothing overlaps, nothing is lost ---------------------------------------
@@ -412,12 +434,17 @@ def check_coverage(f: h5py.File, index: Index, doc: dict[str, Any] | None) -> li
     if not isinstance(f.get("loss_mask"), h5py.Dataset):
         return ["the windows overlap (stride < k1) but the file has no loss_mask"]
     count, first, one_run, binary = row_runs(f["loss_mask"])
-    problems = listed(~binary | ~one_run,
-                      lambda r: f"sample {r}: loss_mask is not one contiguous run of 1s",
-                      "samples with a broken loss_mask")
+    problems = listed(
+        ~binary | ~one_run,
+        lambda r: f"sample {r}: loss_mask is not one contiguous run of 1s",
+        "samples with a broken loss_mask",
+    )
     outside = (count > 0) & ((first < index.lead) | (first + count > index.lead + index.length))
-    problems += listed(outside, lambda r: f"sample {r}: loss_mask marks padded steps",
-                       "samples whose loss_mask marks padding")
+    problems += listed(
+        outside,
+        lambda r: f"sample {r}: loss_mask marks padded steps",
+        "samples whose loss_mask marks padding",
+    )
     start = index.offset + first - index.lead
     return problems + interval_problems(index, start, count, mode, "targets")
 
@@ -433,8 +460,10 @@ def interval_problems(
     same = seq[1:] == seq[:-1]
     problems = listed(
         same & (lo[1:] < hi[:-1]),
-        lambda i: (f"{index.name(seq[i])}: {what} {lo[i + 1]}..{min(hi[i], hi[i + 1]) - 1} are "
-                   f"in both sample {order[i]} and sample {order[i + 1]}"),
+        lambda i: (
+            f"{index.name(seq[i])}: {what} {lo[i + 1]}..{min(hi[i], hi[i + 1]) - 1} are "
+            f"in both sample {order[i]} and sample {order[i + 1]}"
+        ),
         "overlaps",
     )
     lengths = index.lengths
@@ -443,8 +472,10 @@ def interval_problems(
     total = np.append(lengths, 0)[np.minimum(seq, len(lengths))]
     problems += listed(
         hi > total,
-        lambda i: (f"{index.name(seq[i])}: sample {order[i]} covers {what} up to {hi[i] - 1}, "
-                   f"past its {total[i]} steps"),
+        lambda i: (
+            f"{index.name(seq[i])}: sample {order[i]} covers {what} up to {hi[i] - 1}, "
+            f"past its {total[i]} steps"
+        ),
         "samples past their sequence's end",
     )
     if mode == "partial":
@@ -456,20 +487,24 @@ def interval_problems(
         lambda i: f"{index.name(seq[i])}: {what} {hi[i - 1]}..{lo[i] - 1} are in no sample",
         "gaps",
     )
-    problems += listed(heads & (lo > 0),
-                       lambda i: f"{index.name(seq[i])}: {what} 0..{lo[i] - 1} are in no sample",
-                       "sequences that lose their first steps")
+    problems += listed(
+        heads & (lo > 0),
+        lambda i: f"{index.name(seq[i])}: {what} 0..{lo[i] - 1} are in no sample",
+        "sequences that lose their first steps",
+    )
     if mode == "exact":
-        problems += listed(tails & (hi < total),
-                           lambda i: f"{index.name(seq[i])}: {what} {hi[i]}..{total[i] - 1} are "
-                                     "in no sample",
-                           "sequences that lose their last steps")
+        problems += listed(
+            tails & (hi < total),
+            lambda i: f"{index.name(seq[i])}: {what} {hi[i]}..{total[i] - 1} are in no sample",
+            "sequences that lose their last steps",
+        )
         covered = np.zeros(len(lengths), dtype=bool)
         covered[seq[seq < len(lengths)]] = True
-        problems += listed(~covered & (lengths > 0),
-                           lambda i: f"{index.name(i)}: none of its {lengths[i]} {what} "
-                                     "is in any sample",
-                           "sequences in no sample")
+        problems += listed(
+            ~covered & (lengths > 0),
+            lambda i: f"{index.name(i)}: none of its {lengths[i]} {what} is in any sample",
+            "sequences in no sample",
+        )
     return problems
 
 
@@ -486,8 +521,10 @@ def check_sequence_table(index: Index, doc: dict[str, Any]) -> list[str]:
         return ["the manifest's sequences table lacks " + ", ".join(lacking)]
     n = len(table["id"])
     if any(len(table[c]) != n for c in TABLE):
-        return [f"the manifest's sequences columns differ in length: "
-                f"{', '.join(f'{c} {len(table[c])}' for c in TABLE)}"]
+        return [
+            f"the manifest's sequences columns differ in length: "
+            f"{', '.join(f'{c} {len(table[c])}' for c in TABLE)}"
+        ]
     first, samples, stride = (np.asarray(table[c], dtype=np.int64) for c in TABLE[2:])
     declared = (doc.get("input") or {}).get("sequences")
     problems = [] if declared == n else [f"the manifest lists {n} sequences, its input {declared}"]
@@ -507,8 +544,10 @@ def check_sequence_table(index: Index, doc: dict[str, Any]) -> list[str]:
     wrong[np.repeat(np.arange(n), samples)[rows != expected]] = True
     return listed(
         wrong,
-        lambda i: (f"{index.name(i)}: its samples are not first_sample {first[i]} + j * stride "
-                   f"{stride[i]} as the manifest says"),
+        lambda i: (
+            f"{index.name(i)}: its samples are not first_sample {first[i]} + j * stride "
+            f"{stride[i]} as the manifest says"
+        ),
         "sequences placed otherwise",
     )
 
@@ -562,14 +601,18 @@ def match_sequences(data: SequenceSet, index: Index) -> tuple[SequenceSet, np.nd
     found = np.array([position.get(name, -1) for name in names], dtype=np.int64)
     matched = data.subset(np.maximum(found, 0)) if len(data.ids) else data
     lengths = np.where(found >= 0, matched.lengths, -1)
-    problems = listed(found < 0, lambda i: f"{index.name(i)} is not in the input",
-                      "sequences missing from the input")
+    problems = listed(
+        found < 0,
+        lambda i: f"{index.name(i)} is not in the input",
+        "sequences missing from the input",
+    )
     recorded = index.lengths
     if recorded is not None and len(recorded) == len(lengths):
         problems += listed(
             (found >= 0) & (lengths != recorded),
-            lambda i: (f"{index.name(i)}: {lengths[i]} steps in the input, "
-                       f"{recorded[i]} in the manifest"),
+            lambda i: (
+                f"{index.name(i)}: {lengths[i]} steps in the input, {recorded[i]} in the manifest"
+            ),
             "sequences of another length",
         )
     return matched, lengths, problems
@@ -587,14 +630,18 @@ def check_against(f: h5py.File, index: Index, doc: dict[str, Any], against: str)
     fits = (seq == -1) | (index.offset + index.length <= known)
     problems += listed(
         ~fits,
-        lambda r: f"sample {r}: {index.name(seq[r])} has no steps {index.offset[r]}.."
-                  f"{index.offset[r] + index.length[r] - 1} in the input",
+        lambda r: (
+            f"sample {r}: {index.name(seq[r])} has no steps {index.offset[r]}.."
+            f"{index.offset[r] + index.length[r] - 1} in the input"
+        ),
         "samples the input cannot fill",
     )
     has_y = isinstance(f.get("y"), h5py.Dataset)
     if has_y != (data.targets is not None):
-        problems.append(f"the file {'has' if has_y else 'has no'} y but the input read with the "
-                        f"manifest's options {'has no' if has_y else 'has a'} target")
+        problems.append(
+            f"the file {'has' if has_y else 'has no'} y but the input read with the "
+            f"manifest's options {'has no' if has_y else 'has a'} target"
+        )
     plan = plan_of(index, np.where(fits, index.length, 0))
     names = {"X": json.loads(attr(f, "features", "[]")), "y": json.loads(attr(f, "targets", "[]"))}
     differs = Mismatches(index, len(lengths), names)
@@ -609,9 +656,14 @@ def check_against(f: h5py.File, index: Index, doc: dict[str, Any], against: str)
 def plan_of(index: Index, length: np.ndarray) -> Plan:
     """The file's rows as a Plan, so `materialize.gather` rebuilds them from the input."""
     return Plan(
-        sequence=index.sequence, offset=index.offset, length=length.astype(np.int32),
-        reset=index.reset.astype(np.uint8), lead=index.lead.astype(np.int32),
-        window=index.window, batch_size=index.batch_size, stateful=index.stateful,
+        sequence=index.sequence,
+        offset=index.offset,
+        length=length.astype(np.int32),
+        reset=index.reset.astype(np.uint8),
+        lead=index.lead.astype(np.int32),
+        window=index.window,
+        batch_size=index.batch_size,
+        stateful=index.stateful,
     )
 
 
@@ -623,8 +675,9 @@ class Mismatches:
         self.seen = np.zeros(sequences + 1, dtype=bool)  # last slot: filler rows
         self.shown: list[str] = []
 
-    def compare(self, name: str, got: np.ndarray, want: np.ndarray, start: int,
-                fits: np.ndarray) -> None:
+    def compare(
+        self, name: str, got: np.ndarray, want: np.ndarray, start: int, fits: np.ndarray
+    ) -> None:
         diff = got != want
         if got.dtype.kind == "f":
             diff &= ~(np.isnan(got) & np.isnan(want))
@@ -638,21 +691,32 @@ class Mismatches:
         for row in rows[np.sort(new)][: SHOWN - len(self.shown)].tolist():
             t = int(at_step[row].argmax())
             feature = int(diff[row, t].reshape(-1).argmax())
-            self.shown.append(self.line(name, start + row, t, feature,
-                                        got[row, t].reshape(-1)[feature],
-                                        want[row, t].reshape(-1)[feature]))
+            self.shown.append(
+                self.line(
+                    name,
+                    start + row,
+                    t,
+                    feature,
+                    got[row, t].reshape(-1)[feature],
+                    want[row, t].reshape(-1)[feature],
+                )
+            )
 
     def line(self, name: str, sample: int, t: int, feature: int, got: Any, want: Any) -> str:
         index = self.index
         column = self.names[name][feature] if feature < len(self.names[name]) else feature
         lead, length = index.lead[sample], index.length[sample]
         if not lead <= t < lead + length:
-            return (f"sample {sample}: {name} holds {got} at padded time {t} (feature {column}); "
-                    "padding must be 0")
+            return (
+                f"sample {sample}: {name} holds {got} at padded time {t} (feature {column}); "
+                "padding must be 0"
+            )
         step = index.offset[sample] + t - lead
-        return (f"{index.name(index.sequence[sample])}: {name} differs from the input at step "
-                f"{step} (sample {sample}, time {t}, feature {column}: {got} in the file, "
-                f"{want} in the input)")
+        return (
+            f"{index.name(index.sequence[sample])}: {name} differs from the input at step "
+            f"{step} (sample {sample}, time {t}, feature {column}: {got} in the file, "
+            f"{want} in the input)"
+        )
 
     def lines(self) -> list[str]:
         more = int(self.seen.sum()) - len(self.shown)

@@ -29,8 +29,19 @@ def slow(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def command(data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "tbptt_cli", "split", str(data), "--length", "100",
-            "--compression", "gzip:9", "-o", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "tbptt_cli",
+        "split",
+        str(data),
+        "--length",
+        "100",
+        "--compression",
+        "gzip:9",
+        "-o",
+        str(out),
+    ]
 
 
 def assert_plain(text: str) -> None:
@@ -41,8 +52,14 @@ def assert_plain(text: str) -> None:
 def test_log_file_under_cron(slow, tmp_path):
     log = tmp_path / "log"
     with open(log, "wb") as sink:
-        done = subprocess.run(command(slow, tmp_path / "o.h5"), stdin=subprocess.DEVNULL,
-                              stdout=sink, stderr=subprocess.STDOUT, env=ENV, timeout=120)
+        done = subprocess.run(
+            command(slow, tmp_path / "o.h5"),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            timeout=120,
+        )
     assert done.returncode == 0
     text = log.read_text()
     assert_plain(text)
@@ -80,7 +97,11 @@ def test_terminal_that_asks_for_plain_output(slow, tmp_path, setting):
 
 @pytest.mark.parametrize(
     ("setting", "coloured"),
-    [({"TERM": "xterm"}, True), ({"TERM": "xterm", "NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)],
+    [
+        ({"TERM": "xterm"}, True),
+        ({"TERM": "xterm", "NO_COLOR": "1"}, False),
+        ({"TERM": "dumb"}, False),
+    ],
 )
 def test_error_label_is_coloured_only_when_allowed(tmp_path, setting, coloured):
     argv = [sys.executable, "-m", "tbptt_cli", "split", str(tmp_path / "missing.csv"), "-n"]
@@ -97,8 +118,14 @@ out.h5: in.npy
 
 
 def make(folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "--no-print-directory"], cwd=folder, env=ENV,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["make", "--no-print-directory"],
+        cwd=folder,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def touch_later(path: Path, than: Path) -> None:

@@ -14,11 +14,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from tbptt_cli.errors import InputDataError, UsageError
+from tbptt_cli.errors import UsageError
 from tbptt_cli.params import DecoupledParams
 from tbptt_cli.plan import Plan, parse_batch_size, ragged_arange, stateless_hints
 from tbptt_cli.sequences import SequenceSet
-from tbptt_cli.strategies.stateful import Chunking, stateful_plan
+from tbptt_cli.strategies.stateful import Chunking, chunk_counts, stateful_plan
 
 
 def plan_decoupled(data: SequenceSet, params: DecoupledParams) -> Plan:
@@ -62,27 +62,12 @@ def check_windows(params: DecoupledParams) -> tuple[int, int, int]:
     return k1, k2, stride
 
 
-def window_counts(lengths: np.ndarray, stride: int, remainder: str, ids: list[str]) -> np.ndarray:
-    """Windows per sequence: one per ``stride`` steps; the last one partial unless dropped."""
-    if remainder == "error":
-        bad = np.flatnonzero(lengths % stride)
-        if len(bad):
-            i = int(bad[0])
-            raise InputDataError(
-                f"sequence {ids[i]!r} has {int(lengths[i])} steps, not a multiple of the "
-                f"stride {stride}; pass --remainder pad or --remainder drop"
-            )
-    if remainder == "drop":
-        return lengths // stride
-    return -(-lengths // stride)
-
-
 def overlapping_plan(
     lengths: np.ndarray, ids: list[str], k1: int, stride: int, params: DecoupledParams
 ) -> Plan:
     """Stateless windows ``[e - k1, e)`` for ``e = stride, 2 stride, ...``; sequences in order."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    counts = window_counts(lengths, stride, params.remainder, ids)
+    counts = chunk_counts(lengths, stride, params.remainder, ids, "stride")
     sequence = np.repeat(np.arange(len(lengths), dtype=np.int64), counts)
     end = (ragged_arange(counts) + 1) * stride
     start = end - k1

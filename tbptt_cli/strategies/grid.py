@@ -56,8 +56,7 @@ def parse_lengths(text: str) -> list[int]:
     valid = all(item.isascii() and item.isdigit() and int(item) >= 1 for item in items)
     if not valid:
         raise UsageError(
-            f"--lengths must be comma-separated positive integers such as 25,50,100, "
-            f"not {text!r}"
+            f"--lengths must be comma-separated positive integers such as 25,50,100, not {text!r}"
         )
     return sorted({int(item) for item in items})
 
@@ -76,9 +75,7 @@ def factor_lengths(data: SequenceSet, low: int | None, high: int | None) -> list
     low = DEFAULT_MIN_FACTOR if low is None else low
     high = total if high is None else high
     if low < 1 or high < low:
-        raise UsageError(
-            f"--min-length {low} and --max-length {high} must satisfy 1 <= min <= max"
-        )
+        raise UsageError(f"--min-length {low} and --max-length {high} must satisfy 1 <= min <= max")
     candidates = np.arange(low, min(high, total) + 1)
     found = candidates[total % candidates == 0]
     if len(found) == 0:

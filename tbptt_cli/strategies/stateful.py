@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -55,15 +56,17 @@ class BatchLengths:
         return np.maximum(MIN_JITTER_LENGTH, drawn)
 
 
-def chunk_counts(lengths: np.ndarray, length: int, remainder: str, ids: list[str]) -> np.ndarray:
-    """Chunks per sequence for a fixed chunk length."""
+def chunk_counts(
+    lengths: np.ndarray, length: int, remainder: str, ids: list[str], what: str = "chunk length"
+) -> np.ndarray:
+    """Chunks (or windows, one per ``what``) per sequence; the tail per ``remainder``."""
     if remainder == "error":
         bad = np.flatnonzero(lengths % length)
         if len(bad):
             i = int(bad[0])
             raise InputDataError(
-                f"sequence {ids[i]!r} has {int(lengths[i])} steps, not a multiple of the chunk "
-                f"length {length}; pass --remainder pad or --remainder drop"
+                f"sequence {ids[i]!r} has {int(lengths[i])} steps, not a multiple of the "
+                f"{what} {length}; pass --remainder pad or --remainder drop"
             )
     if remainder == "drop":
         return lengths // length
@@ -180,7 +183,7 @@ def _jittered_schedule(
     batch_lengths: BatchLengths,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-batch lengths: a sequence's chunk count depends on the batch it starts in."""
-    side = "right" if params.remainder == "drop" else "left"
+    side: Literal["left", "right"] = "right" if params.remainder == "drop" else "left"
     shift = 1 if params.remainder == "drop" else 0
 
     def count_from(start: int, steps: np.ndarray) -> np.ndarray:
