@@ -21,6 +21,7 @@ from tbptt_cli.plan import Plan, filler_rows, parse_batch_size, ragged_arange
 
 MAX_AUTO_BATCH = 128
 MIN_JITTER_LENGTH = 5
+DRAW = 4096  # batch lengths drawn at a time
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,13 @@ class BatchLengths:
         self.cum = np.zeros(1, dtype=np.int64)  # cum[k] = steps before batch k
 
     def cumulative(self, batches: int) -> np.ndarray:
-        while len(self.cum) <= batches:
-            self.cum = np.concatenate([self.cum, self.cum[-1] + np.cumsum(self._draw(4096))])
+        """``cum[k]`` for k up to ``batches`` at least."""
+        missing = batches + 1 - len(self.cum)
+        if missing > 0:
+            # Fixed-size draws keep the random stream independent of how much is asked for.
+            draws = [self._draw(DRAW) for _ in range(-(-missing // DRAW))]
+            steps = np.cumsum(np.concatenate(draws))
+            self.cum = np.concatenate([self.cum, self.cum[-1] + steps])
         return self.cum
 
     def _draw(self, count: int) -> np.ndarray:
@@ -71,14 +77,6 @@ def chunk_counts(
     if remainder == "drop":
         return lengths // length
     return -(-lengths // length)
-
-
-def block_waste(counts: np.ndarray, batch_size: int) -> int:
-    """Filler rows of block packing: each block of B rows spans its longest sequence."""
-    padded = np.zeros(-(-len(counts) // batch_size) * batch_size, dtype=np.int64)
-    padded[: len(counts)] = counts
-    longest = padded.reshape(-1, batch_size).max(axis=1)
-    return int(longest.sum() * batch_size - counts.sum())
 
 
 def lane_schedule(counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +110,11 @@ def choose_batch_size(counts: np.ndarray, packing: str) -> int:
     total, longest = int(counts.sum()), int(counts.max(initial=0))
     for size in range(limit, 1, -1):
         if packing == "block":
-            if block_waste(counts, size) == 0:
-                return size
+            # No filler: every block full (N a multiple of B) and even inside.
+            if total and len(counts) % size == 0:
+                blocks = counts.reshape(-1, size)
+                if (blocks == blocks[:, :1]).all():
+                    return size
         elif total % size == 0 and total // size >= longest and lane_waste(counts, size) == 0:
             return size
     return 1
@@ -238,9 +239,11 @@ def _emit(
     plan["length"][sample] = np.minimum(per_batch[batch], lengths[seq] - offset)
     plan["reset"][sample[chunk == 0]] = 1
     # Keras resets whole batches: the first batch of every block resets every row.
-    starts = np.unique(first) if params.packing == "block" else np.zeros(min(batches, 1), int)
-    for batch_start in starts.tolist():
-        plan["reset"][batch_start * batch_size : (batch_start + 1) * batch_size] = 1
+    if params.packing == "block":  # ``first`` is sorted: blocks start where it changes
+        starts = first[np.flatnonzero(np.diff(first, prepend=-1))]
+    else:
+        starts = np.zeros(min(batches, 1), dtype=np.int64)
+    plan["reset"][(starts[:, None] * batch_size + np.arange(batch_size)).ravel()] = 1
     jittered = batch_lengths.chunking.jitter > 0
     window = int(per_batch.max(initial=1)) if jittered else batch_lengths.chunking.length
     return Plan(
