@@ -92,12 +92,14 @@ def row(name: str, seconds: float, rss: float, size: int) -> None:
 def bench_npy(work: Path, gib: float) -> None:
     source = work / "in.npy"
     make_npy(source, gib)
+    os.sync()  # the input's writeback would otherwise slow whichever command runs first
     size = source.stat().st_size
     subprocess.run(["cat", str(source)], stdout=subprocess.DEVNULL, check=True)  # warm cache
     args = ["--length", "256", "--batch-size", "64"]
     tool = measure([*TBPTT, "split", str(source), *args, "-o", str(work / "out.h5")])
     out_size = (work / "out.h5").stat().st_size
     (work / "out.h5").unlink()
+    os.sync()
     base = measure([*BASELINE, "npy", str(source), str(work / "base.h5"), *args])
     (work / "base.h5").unlink()
     dd = dd_bandwidth(work, size)
@@ -113,6 +115,7 @@ def bench_npy(work: Path, gib: float) -> None:
 def bench_csv(work: Path, rows: int, shuffled: bool = False) -> tuple[float, float]:
     source = work / "in.csv"
     make_csv(source, rows, shuffled)
+    os.sync()
     size = source.stat().st_size
     args = ["--length", "100", "--batch-size", "64"]
     tool = measure([*TBPTT, "split", str(source), "--id-col", "id", *args,

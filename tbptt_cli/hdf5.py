@@ -46,7 +46,9 @@ def chunk_rows(batch_size: int, row_bytes: int) -> int:
     batch_bytes = batch_size * row_bytes
     if batch_bytes <= CHUNK_MAX:
         return batch_size * max(1, min(CHUNK_TARGET, CHUNK_MAX) // batch_bytes)
-    fitting = [d for d in range(1, batch_size + 1) if batch_size % d == 0 and d * row_bytes <= CHUNK_MAX]
+    fitting = [
+        d for d in range(1, batch_size + 1) if batch_size % d == 0 and d * row_bytes <= CHUNK_MAX
+    ]
     return fitting[-1] if fitting else 1
 
 
@@ -182,7 +184,9 @@ def describe(ds: h5py.Dataset) -> dict[str, Any]:
     }
 
 
-def root_attrs(plan: Plan, data: SequenceSet, strategy: str, params: dict[str, Any]) -> dict[str, Any]:
+def root_attrs(
+    plan: Plan, data: SequenceSet, strategy: str, params: dict[str, Any]
+) -> dict[str, Any]:
     from tbptt_cli import __version__
 
     attrs: dict[str, Any] = {
@@ -204,7 +208,9 @@ def root_attrs(plan: Plan, data: SequenceSet, strategy: str, params: dict[str, A
     return attrs
 
 
-def verify(path: Path, plan: Plan, expected: dict[str, dict[str, Any]], data: SequenceSet, dtype: str) -> None:
+def verify(
+    path: Path, plan: Plan, expected: dict[str, dict[str, Any]], data: SequenceSet, dtype: str
+) -> None:
     """Read the closed file back: every dataset present with its shape, and the last
     rows of X and mask equal to what was gathered (a short write reads back as zeros)."""
     with h5py.File(path, "r") as f:
@@ -214,5 +220,8 @@ def verify(path: Path, plan: Plan, expected: dict[str, dict[str, Any]], data: Se
         if plan.samples:
             start = max(0, plan.samples - plan.batch_size)
             again = gather(plan, data, start, plan.samples, np.dtype(dtype))
-            if not (np.array_equal(f["X"][start:], again.X) and np.array_equal(f["mask"][start:], again.mask)):
-                raise InternalError(f"{path}: read-back of the last batch differs from what was written")
+            same = np.array_equal(f["X"][start:], again.X)
+            if not (same and np.array_equal(f["mask"][start:], again.mask)):
+                raise InternalError(
+                    f"{path}: read-back of the last batch differs from what was written"
+                )

@@ -15,6 +15,8 @@ import numpy as np
 from tbptt_cli.plan import Plan, ragged_arange
 from tbptt_cli.sequences import SequenceSet
 
+CONVERT_BYTES = 16 << 20  # input bytes copied per piece when the dtype changes
+
 
 @dataclass(frozen=True)
 class Slab:
@@ -58,10 +60,18 @@ def _filled(
     values: np.ndarray, first: np.ndarray, full: np.ndarray, n: int, window: int, dtype: np.dtype
 ) -> np.ndarray:
     """``[n, window, F]`` zeros with the full rows' windows copied in."""
-    if len(full) == n:  # the common case: no zeroed buffer, no second copy
-        return _windows(values, first, window).astype(dtype, copy=False)
+    if len(full) == n and values.dtype == dtype:  # the common case: one copy, no zeroing
+        return _windows(values, first, window)
     out = np.zeros((n, window, values.shape[1]), dtype=dtype)
-    out[full] = _windows(values, first[full], window)
+    # Converting (float64 CSV values to float32) goes piece by piece: a whole slab copied
+    # at the input's width first would double the slab's memory, and the pages of a
+    # memory-mapped input are let go after each piece instead of after the slab.
+    step = max(1, CONVERT_BYTES // max(window * values.shape[1] * values.itemsize, 1))
+    for begin in range(0, len(full), step):
+        rows = full[begin:begin + step]
+        out[rows] = _windows(values, first[rows], window)
+        if values.dtype != dtype:
+            release(values)
     return out
 
 

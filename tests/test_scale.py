@@ -167,3 +167,22 @@ def test_no_bar_in_a_pipe(tmp_path, capsys):
     assert run_main(["split", str(path), "--id-col", "id", "--length", "5", "-o",
                      str(tmp_path / "o.h5")]) == 0
     assert "\r" not in capsys.readouterr().err
+
+
+def test_codes_count_lengths_and_grouping_across_blocks(tmp_path):
+    codes = fast.Codes(str(tmp_path))
+    codes.add(np.array([0, 0, 1], dtype=np.int32), np.array([1.0, 2.0, 1.0]))
+    codes.add(np.array([1, 2, 2], dtype=np.int32), np.array([2.0, 1.0, 3.0]))
+    assert codes.grouped
+    np.testing.assert_array_equal(codes.lengths[:3], [2, 2, 2])
+    codes.add(np.array([2], dtype=np.int32), np.array([0.5]))  # time goes back: regroup
+    assert not codes.grouped
+    np.testing.assert_array_equal(codes.array(), [0, 0, 1, 1, 2, 2, 2])
+    codes.close()
+
+
+def test_zero_width_store_keeps_no_block_alive():
+    store = fast.Store(0, 1 << 20, None)
+    block = np.ones((1000, 3))
+    store.add(np.ascontiguousarray(block[:, 3:]))
+    assert store.parts == [] and store.array().shape == (1000, 0)

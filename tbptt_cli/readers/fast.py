@@ -32,6 +32,7 @@ from tbptt_cli.sequences import SequenceSet, SourceInfo
 
 BLOCK_SIZE = 2 << 20  # pyarrow reads ahead many blocks: small ones bound the memory
 MISSING = ["", "NA"]  # the precise reader's missing cells, nothing more
+CODES_BUDGET = 16 << 20  # bytes of int32 sequence codes held before they spill
 REORDER_ROWS = 1 << 20  # rows gathered per step when grouping through the spill file
 
 Tick = Callable[[int], None]
@@ -117,6 +118,9 @@ class Store:
 
     def add(self, block: np.ndarray) -> None:
         self.rows += len(block)
+        if not self.width:
+            # A zero-width slice is a view that would keep the whole parsed block alive.
+            return
         if self.file is None and self.held + block.nbytes > self.budget:
             self.file = spill_file(self.spill_dir)
             for part in self.parts:
@@ -131,13 +135,86 @@ class Store:
     def array(self) -> np.ndarray:
         if self.file is None:
             if not self.parts:
-                return np.zeros((0, self.width))
+                return np.zeros((self.rows if not self.width else 0, self.width))
             return np.concatenate(self.parts)
         return mapped(self.file, self.rows, self.width)
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+class Codes:
+    """Every row's sequence number, spilled as int32, with what the end needs counted on
+    the way: rows per sequence and whether the rows already come grouped (and in time
+    order). A grouped file, the usual case, never reads the codes back, so memory does
+    not grow with the number of rows."""
+
+    def __init__(self, spill_dir: str | None, budget: int = CODES_BUDGET) -> None:
+        self.spill_dir, self.budget = spill_dir, budget
+        self.parts: list[np.ndarray] = []  # held until they pass the budget
+        self.file: IO[bytes] | None = None
+        self.rows = 0
+        self.lengths = np.zeros(0, dtype=np.int64)
+        self.grouped = True
+        self.last: tuple[int, float] | None = None  # (code, time) of the previous row
+
+    def add(self, codes: np.ndarray, time: np.ndarray | None) -> None:
+        if not len(codes):
+            return
+        self._keep(codes)
+        self.rows += len(codes)
+        self._count(codes)
+        if self.grouped:
+            self.grouped = _grouped(codes, time, self.last)
+            self.last = (int(codes[-1]), float(time[-1]) if time is not None else 0.0)
+
+    def _count(self, codes: np.ndarray) -> None:
+        low, high = int(codes.min()), int(codes.max())
+        if high >= len(self.lengths):
+            self.lengths = np.concatenate([self.lengths, np.zeros(
+                max(high + 1 - len(self.lengths), len(self.lengths)), dtype=np.int64)])
+        if high - low <= len(codes):  # a narrow range (grouped rows): one cheap bincount
+            self.lengths[low:high + 1] += np.bincount(codes - low, minlength=high - low + 1)
+        else:
+            used, counts = np.unique(codes, return_counts=True)
+            self.lengths[used] += counts
+
+    def _keep(self, codes: np.ndarray) -> None:
+        if self.file is None and (self.rows + len(codes)) * codes.itemsize > self.budget:
+            self.file = spill_file(self.spill_dir)
+            for part in self.parts:
+                part.tofile(self.file)
+            self.parts = []
+        if self.file is not None:
+            codes.tofile(self.file)
+        else:
+            self.parts.append(codes)
+
+    def array(self) -> np.ndarray:
+        """All the codes, read back (only for a file whose rows must be regrouped)."""
+        if self.file is None:
+            return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int32)
+        self.file.flush()
+        self.file.seek(0)
+        return np.fromfile(self.file, dtype=np.int32, count=self.rows)
+
+    def close(self) -> None:
+        self.parts = []
+        if self.file is not None:
+            self.file.close()
+
+
+def _grouped(codes: np.ndarray, time: np.ndarray | None, last: tuple[int, float] | None) -> bool:
+    """Rows of a sequence are contiguous (codes are numbered by first appearance, so that
+    is "never decreasing") and, with a time column, in time order within a sequence."""
+    if last is not None:
+        codes = np.concatenate([[last[0]], codes])
+        time = np.concatenate([[last[1]], time]) if time is not None else None
+    steps = np.diff(codes)
+    if not bool((steps >= 0).all()):
+        return False
+    return time is None or bool((np.diff(time)[steps == 0] >= 0).all())
 
 
 def spill_file(directory: str | None) -> IO[bytes]:
@@ -180,7 +257,7 @@ def read_long(
     parse = pacsv.ParseOptions(delimiter=delimiter)
     features = Store(len(columns.features), budget // 2, spill_dir)
     others = Store(len(columns.others), budget // 2, spill_dir)
-    codes: list[np.ndarray] = []
+    codes = Codes(spill_dir)
     ids: dict[str, int] = {}
     checked = len(columns.features) + (columns.target is not None)
     with open(path, "rb") as stream:
@@ -196,27 +273,31 @@ def read_long(
                     raise Rejected("a missing time")
                 features.add(np.ascontiguousarray(block[:, : len(columns.features)]))
                 others.add(np.ascontiguousarray(block[:, len(columns.features):]))
-                if columns.id is not None:
-                    codes.append(_codes(batch.column(names[columns.id]), ids))
+                codes.add(
+                    _codes(batch.column(names[columns.id]), ids) if columns.id is not None
+                    else np.zeros(len(block), dtype=np.int32),
+                    block[:, checked] if columns.time is not None else None,
+                )
+                del batch, block  # before pyarrow parses the next block
         except (pa.ArrowException, UnicodeDecodeError) as exc:
-            features.close()
-            others.close()
+            _close(features, others, codes)
             raise Rejected(str(exc)) from None
         except BaseException:
-            features.close()
-            others.close()
+            _close(features, others, codes)
             raise
     if features.rows == 0:
+        codes.close()
         raise Rejected("no data rows")  # the precise reader words this one
-    sequence = np.concatenate(codes) if codes else np.zeros(features.rows, dtype=np.int64)
+    lengths = codes.lengths[: max(len(ids), 1)]
     values, rest = features.array(), others.array()  # closes the spill files (maps stay)
     time_column = checked - len(columns.features)  # the time follows the target in ``rest``
-    order = _order(sequence, rest[:, time_column] if columns.time is not None else None)
-    if order is not None:
-        values = _reordered(values, order, spill_dir, budget)
-        rest = _reordered(rest, order, spill_dir, budget)
-        sequence = sequence[order]
-    lengths = np.bincount(sequence, minlength=max(len(ids), 1))
+    if not codes.grouped:
+        order = _order(codes.array(), rest[:, time_column] if columns.time is not None else None)
+        if order is not None:
+            values = _reordered(values, order, spill_dir, budget)
+            rest = _reordered(rest, order, spill_dir, budget)
+            del order
+    codes.close()
     data = SequenceSet.from_offsets(
         values=values,
         offsets=np.concatenate([[0], np.cumsum(lengths)]),
@@ -233,6 +314,11 @@ def read_long(
     return data, info
 
 
+def _close(*stores: Store | Codes) -> None:
+    for store in stores:
+        store.close()
+
+
 def _floats(batch: Any, names: Sequence[str]) -> np.ndarray:
     """The batch's float columns side by side; nulls (missing cells) become NaN."""
     out = np.empty((batch.num_rows, len(names)))
@@ -245,7 +331,7 @@ def _codes(column: Any, ids: dict[str, int]) -> np.ndarray:
     """Sequence number of every row, numbered by first appearance across the whole file."""
     encoded = column.dictionary_encode()  # the batch's ids in first-appearance order
     local = encoded.dictionary.to_pylist()
-    table = np.array([ids.setdefault(text, len(ids)) for text in local], dtype=np.int64)
+    table = np.array([ids.setdefault(text, len(ids)) for text in local], dtype=np.int32)
     return table[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
