@@ -30,39 +30,53 @@ def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
     dest = f"{section.replace('-', '_')}__{field.name}"
     envvar = "TBPTT_" + field.name.upper()
     kind = str(field.type)
-    help_text = f"{field.metadata['help']} [default: {field.default}; env {envvar}]"
+    default = "" if field.default is None else f"default: {field.default}; "
+    help_text = f"{field.metadata['help']} [{default}env {envvar}]"
     if kind.startswith("bool"):
+        # --no-clobber pairs with --clobber, --truncate with --no-truncate.
+        name = field.name.replace("_", "-")
+        opposite = f"--{name[3:]}" if name.startswith("no-") else f"--no-{name}"
         return click.Option(
-            [f"{flag}/--no-{flag[2:]}", dest], default=None, help=help_text, envvar=envvar
+            [f"{flag}/{opposite}", dest], default=None, help=help_text, envvar=envvar
         )
     choices = field.metadata.get("choices")
-    click_type: Any = (
-        click.Choice(choices)
-        if choices
-        else click.STRING
-        if field.metadata.get("auto_or_int")
-        else click.INT
-        if kind.startswith("int")
-        else click.FLOAT
-        if kind.startswith("float")
-        else click.STRING
+    click_type: Any
+    if choices:
+        click_type = click.Choice(choices)
+    elif field.metadata.get("auto_or_int") or not kind.startswith(("int", "float")):
+        click_type = click.STRING
+    else:
+        click_type = click.INT if kind.startswith("int") else click.FLOAT
+    return click.Option(
+        [flag, dest],
+        type=click_type,
+        default=None,
+        help=help_text,
+        envvar=envvar,
+        metavar=field.metadata.get("metavar"),
     )
-    return click.Option([flag, dest], type=click_type, default=None, help=help_text, envvar=envvar)
 
 
 def section_options(section: str, cls: type) -> list[click.Option]:
-    return [
-        field_option(section, f) for f in dataclasses.fields(cls) if f.metadata.get("cli", True)
-    ]
+    """A section's flags, the class's own fields first (``--length`` before the shared ones)."""
+    own = cls.__dict__.get("__annotations__", {})
+    fields = sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
+    return [field_option(section, f) for f in fields if f.metadata.get("cli", True)]
 
 
 def run_options() -> list[click.Parameter]:
     """Options about this run, not about the data: never part of a config file."""
     return [
         click.Option(
-            ["-o", "--output", "output_path"], help="output .h5 file (grid: an output directory)"
+            ["-o", "--output", "output_path"],
+            metavar="PATH",
+            help="output .h5 file (grid: an output directory)",
         ),
-        click.Option(["-c", "--config", "config_file"], help="YAML config; flags override it"),
+        click.Option(
+            ["-c", "--config", "config_file"],
+            metavar="FILE.yaml",
+            help="YAML config; flags override it",
+        ),
         click.Option(
             ["-n", "--dry-run"], is_flag=True, help="validate and print the plan; write nothing"
         ),
@@ -76,7 +90,11 @@ def run_options() -> list[click.Parameter]:
             ["--progress/--no-progress"], default=None, help="progress bar (default: on a terminal)"
         ),
         click.Option(
-            ["--wait"], type=click.FLOAT, default=0.0, help="seconds to wait for another run's lock"
+            ["--wait"],
+            type=click.FLOAT,
+            default=0.0,
+            metavar="SECONDS",
+            help="seconds to wait for another run's lock",
         ),
         click.Option(
             ["--print-config"], is_flag=True, help="print the resolved config as YAML and exit"
@@ -89,9 +107,10 @@ def strategy_command(name: str, command_name: str) -> click.Command:
     params: list[click.Parameter] = [
         click.Argument(["input_path"], required=False, metavar="[INPUT]")
     ]
-    params += run_options()
-    params += section_options("input", InputOptions) + section_options("output", OutputOptions)
+    # What the strategy needs first, then reading, writing and how the run behaves.
     params += section_options(name, strategy.params)
+    params += section_options("input", InputOptions) + section_options("output", OutputOptions)
+    params += run_options()
 
     def callback(**kwargs: Any) -> None:
         run_strategy(name, kwargs)
@@ -239,12 +258,12 @@ EXAMPLES = {
         "      --rule season -o out/load.h5"
     ),
     "domain-segments": (
-        "\b\nExample:\n  tbptt domain segments sample_data/sentences.csv --id-col doc --time-col t \\\n"
-        "      --boundary-col eos -o out/sentences.h5"
+        "\b\nExample:\n  tbptt domain segments sample_data/sentences.csv --id-col doc \\\n"
+        "      --time-col t --boundary-col eos -o out/sentences.h5"
     ),
     "grid": (
-        "\b\nExample:\n  tbptt grid sample_data/sensors.csv --id-col sensor --time-col t --target next \\\n"
-        "      --lengths 50,100,200 --batch-size 6 -o out/sensors_grid"
+        "\b\nExample:\n  tbptt grid sample_data/sensors.csv --id-col sensor --time-col t \\\n"
+        "      --target next --lengths 50,100,200 --batch-size 6 -o out/sensors_grid"
     ),
     "decoupled": (
         "\b\nExample:\n  tbptt decoupled sample_data/sensors.csv --id-col sensor --time-col t \\\n"
