@@ -87,3 +87,27 @@ def stateless_hints(samples: int) -> tuple[int, list[int]]:
     valid = [b for b in range(1, min(samples, 1024) + 1) if samples % b == 0]
     small = [b for b in valid if b <= 128]
     return (small[-1] if small else 1), valid
+
+
+def stateless_plan(
+    sequence: np.ndarray,
+    offset: np.ndarray,
+    length: np.ndarray,
+    lead: np.ndarray,
+    window: int,
+    batch_size: int | None = None,
+    **extra: Any,
+) -> Plan:
+    """Rows that each start from a zero state: ``reset = 1`` everywhere, any batch size."""
+    rows = len(sequence)
+    return Plan(
+        sequence=np.asarray(sequence, dtype=np.int64),
+        offset=np.asarray(offset, dtype=np.int64),
+        length=np.asarray(length, dtype=np.int32),
+        reset=np.ones(rows, dtype=np.uint8),
+        lead=np.asarray(lead, dtype=np.int32),
+        window=window,
+        batch_size=batch_size or stateless_hints(rows)[0],
+        stateful=False,
+        **extra,
+    )

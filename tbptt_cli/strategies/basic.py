@@ -6,7 +6,7 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import AsisParams, SplitParams, StepwiseParams
-from tbptt_cli.plan import Plan, stateless_hints
+from tbptt_cli.plan import Plan, stateless_plan
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies.stateful import Chunking, stateful_plan
 
@@ -36,17 +36,13 @@ def plan_asis(data: SequenceSet, params: AsisParams) -> Plan:
             f"window {window} is longer than {PRACTICAL_WINDOW} steps, beyond which TBPTT "
             f"rarely learns; consider `tbptt split --length K`"
         )
-    recommended, _ = stateless_hints(len(lengths))
     n = len(lengths)
-    return Plan(
-        sequence=np.arange(n, dtype=np.int64),
-        offset=np.zeros(n, dtype=np.int64),
-        length=kept.astype(np.int32),
-        reset=np.ones(n, dtype=np.uint8),
-        lead=lead.astype(np.int32),
-        window=window,
-        batch_size=recommended,
-        stateful=False,
+    return stateless_plan(
+        np.arange(n),
+        np.zeros(n),
+        kept,
+        lead,
+        window,
         attrs={"pad_side": params.pad_side},
         warnings=tuple(warnings),
     )

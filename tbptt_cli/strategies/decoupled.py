@@ -16,7 +16,7 @@ import numpy as np
 
 from tbptt_cli.errors import UsageError
 from tbptt_cli.params import DecoupledParams
-from tbptt_cli.plan import Plan, parse_batch_size, ragged_arange, stateless_hints
+from tbptt_cli.plan import Plan, parse_batch_size, ragged_arange, stateless_plan
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies.stateful import Chunking, chunk_counts, stateful_plan
 
@@ -73,9 +73,7 @@ def overlapping_plan(
     start = end - k1
     offset = np.maximum(start, 0)
     length = np.minimum(end, lengths[sequence]) - offset
-    samples = len(sequence)
     requested = parse_batch_size(params.batch_size)
-    batch_size = requested if requested is not None else stateless_hints(samples)[0]
     warnings = []
     if params.packing != "block" or params.order != "interleaved":
         warnings.append(
@@ -85,14 +83,6 @@ def overlapping_plan(
     empty = int(np.count_nonzero(counts == 0))
     if empty:
         warnings.append(f"{empty} sequence(s) shorter than one stride produced no sample")
-    return Plan(
-        sequence=sequence,
-        offset=offset,
-        length=length.astype(np.int32),
-        reset=np.ones(samples, dtype=np.uint8),
-        lead=np.maximum(-start, 0).astype(np.int32),
-        window=k1,
-        batch_size=batch_size,
-        stateful=False,
-        warnings=tuple(warnings),
+    return stateless_plan(
+        sequence, offset, length, np.maximum(-start, 0), k1, requested, warnings=tuple(warnings)
     )

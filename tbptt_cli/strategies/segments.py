@@ -19,7 +19,7 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import DomainSegmentsParams
-from tbptt_cli.plan import Plan, ragged_arange, stateless_hints
+from tbptt_cli.plan import Plan, ragged_arange, stateless_plan
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies.basic import PRACTICAL_WINDOW
 
@@ -180,7 +180,6 @@ def plan_domain_segments(data: SequenceSet, params: DomainSegmentsParams) -> Pla
     # Rows that come from segments longer than the window, when those are split.
     split_rows = int((-(-length[longer] // window)).sum()) if params.overflow == "split" else 0
     lead = window - row_length if params.pad_side == "pre" else np.zeros(rows, dtype=np.int64)
-    recommended, _ = stateless_hints(rows)
     report = {
         "count": len(length),
         "dropped": dropped,
@@ -192,15 +191,12 @@ def plan_domain_segments(data: SequenceSet, params: DomainSegmentsParams) -> Pla
         "length_before": length_stats(length),
         "length_after": length_stats(row_length),
     }
-    return Plan(
-        sequence=sequence.astype(np.int64),
-        offset=row_offset.astype(np.int64),
-        length=row_length.astype(np.int32),
-        reset=np.ones(rows, dtype=np.uint8),
-        lead=lead.astype(np.int32),
-        window=window,
-        batch_size=recommended,
-        stateful=False,
+    return stateless_plan(
+        sequence,
+        row_offset,
+        row_length,
+        lead,
+        window,
         attrs={"pad_side": params.pad_side, "overflow": params.overflow},
         report={"segments": report},
         warnings=tuple(warnings),
