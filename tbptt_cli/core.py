@@ -9,6 +9,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,25 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
         with _timed(timings, "read"):
             from tbptt_cli.readers import read_input
 
-            data, source = read_input(config.input, keep=strategy.keep_columns(config.params),
-                                      spill_dir=output.parent if output else None, progress=run.progress)
+            # Input checks left running in the background (the NaN scan of a mapped NPY)
+            # are joined before anything is reported or committed; they raise their error.
+            checks: list[Future[bool]] = []
+            data, source = read_input(
+                config.input, keep=strategy.keep_columns(config.params),
+                spill_dir=output.parent if output else None, progress=run.progress, checks=checks,
+            )
+
+        def join_checks() -> None:
+            for check in checks:
+                check.result()
+
         with _timed(timings, "plan"):
             targets = plan_targets(config, data, output or Path("dry-run.h5"))
         if run.dry_run:
+            join_checks()
             return {"plan": [_summary(t, config, False) for t in targets], "timings": timings}
         with _timed(timings, "write"):
-            write_targets(targets, config, source, run)
+            write_targets(targets, config, source, run, before_commit=join_checks)
         return {**_summary(targets[0], config, True), "timings": timings}
 
 
@@ -119,8 +131,11 @@ def hold_out(data: SequenceSet, fraction: float, by: str, seed: int) -> tuple[Se
     return data.subset(rest), data.subset(chosen)
 
 
-def write_targets(targets: list[Target], config: Config, source: SourceInfo, run: RunOptions) -> None:
-    """Every data file, then every manifest, staged and committed together."""
+def write_targets(targets: list[Target], config: Config, source: SourceInfo, run: RunOptions,
+                  before_commit: Callable[[], None] | None = None) -> None:
+    """Every data file, then every manifest, staged and committed together.
+
+    ``before_commit`` may raise to abort the commit (the staged files are removed)."""
     params = config.as_dict()
     with atomic.transaction() as txn:
         staged = [(t, _stage(txn, t.path)) for t in targets]
@@ -138,6 +153,8 @@ def write_targets(targets: list[Target], config: Config, source: SourceInfo, run
                 temp.write_text(text, encoding="utf-8")
             except OSError as e:
                 raise atomic.write_error(path, e) from None
+        if before_commit is not None:
+            before_commit()
         try:
             txn.commit()
         except OSError as e:
@@ -156,11 +173,14 @@ def _write_one(
     attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, params)
     tick = run.progress(target.plan.samples, 0) if run.progress else None
     try:
+        # An uncompressed file is hashed while it is written (hdf5.StreamHash); otherwise
+        # the hash runs in the background during the fsync and read-back.
+        streamed: list[Callable[[], str]] = []
         datasets = hdf5.write_h5(
             temp, target.plan, target.data, config.output.dtype, config.output.compression,
-            attrs, tick,
+            attrs, tick, streamed,
         )
-        digest = in_background(lambda: sha256_file(temp))  # overlaps the fsync and read-back
+        digest = in_background(streamed[0] if streamed else lambda: sha256_file(temp))
         atomic.fsync(temp)
         hdf5.verify(temp, target.plan, datasets, target.data, config.output.dtype)
         return datasets, digest.result()

@@ -13,7 +13,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 BLOCK = 1 << 20
 
@@ -30,9 +32,13 @@ def sha256_file(path: Path | str) -> str:
         return sha256_stream(f)
 
 
-def in_background(function: Callable[[], str]) -> Future[str]:
-    """Run ``function`` on a daemon thread; its result (or exception) lands in the Future."""
-    future: Future[str] = Future()
+def in_background(function: Callable[[], T], name: str = "tbptt-sha256") -> Future[T]:
+    """Run ``function`` on a daemon thread; its result (or exception) lands in the Future.
+
+    Daemon threads never hold up the exit after a signal or an error; whoever needs the
+    result calls ``future.result()``, which raises the thread's exception unchanged.
+    """
+    future: Future[T] = Future()
 
     def run() -> None:
         try:
@@ -40,5 +46,5 @@ def in_background(function: Callable[[], str]) -> Future[str]:
         except BaseException as e:  # handed to whoever reads the result
             future.set_exception(e)
 
-    threading.Thread(target=run, daemon=True, name="tbptt-sha256").start()
+    threading.Thread(target=run, daemon=True, name=name).start()
     return future

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,9 @@ import h5py
 import numpy as np
 
 from tbptt_cli import atomic
+from tbptt_cli.digest import in_background, sha256_file
 from tbptt_cli.errors import InternalError, UsageError
-from tbptt_cli.materialize import gather, release
+from tbptt_cli.materialize import Slab, gather, release
 from tbptt_cli.plan import Plan
 from tbptt_cli.sequences import SequenceSet
 
@@ -67,8 +71,13 @@ def write_h5(
     compression: str,
     attrs: dict[str, Any],
     progress: Callable[[int], None] | None = None,
+    digests: list[Callable[[], str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Write every dataset and root attribute; returns the manifest's dataset table."""
+    """Write every dataset and root attribute; returns the manifest's dataset table.
+
+    Given ``digests``, an uncompressed file is hashed while it is written and a function
+    that returns its sha256 (call it once the file is closed) is appended there.
+    """
     np_dtype = np.dtype(dtype)
     comp, level = parse_compression(compression)
     samples, window = plan.samples, plan.window
@@ -76,6 +85,8 @@ def write_h5(
     rows_per_chunk = min(max(samples, 1), chunk_rows(plan.batch_size, row_bytes))
     mask_rows = min(max(samples, 1), mask_chunk_rows(rows_per_chunk, window))
     storage = {"compression": comp, "compression_opts": level, "shuffle": comp is not None}
+    # Uncompressed chunks can be hashed as they are written (see StreamHash).
+    stream = digests is not None and comp is None and samples > 0
 
     with (
         atomic.hdf5_file(path, libver="earliest", track_order=False) as f,
@@ -86,9 +97,11 @@ def write_h5(
             name: str, shape: tuple[int, ...], dt: Any, labels: tuple[str, ...], rows: int
         ) -> Any:
             chunks = (rows, *shape[1:]) if samples else None
+            extra: dict[str, Any] = dict(storage) if chunks else {}
+            if chunks and stream:
+                extra["dcpl"] = _early_allocation()
             ds = f.create_dataset(
-                name, shape=shape, dtype=dt, chunks=chunks, track_times=False,
-                **(storage if chunks else {}),
+                name, shape=shape, dtype=dt, chunks=chunks, track_times=False, **extra
             )
             for axis, label in enumerate(labels):
                 ds.dims[axis].label = label
@@ -116,24 +129,184 @@ def write_h5(
             f.create_dataset("batch_length", data=plan.batch_length, track_times=False)
             f["batch_length"].dims[0].label = "batch"
 
-        # Slabs are whole chunks of every dataset, so each chunk is written exactly once.
-        slab = max(mask_rows, SLAB_TARGET // row_bytes // mask_rows * mask_rows)
-        for start in range(0, samples, slab):
-            stop = min(samples, start + slab)
-            part = gather(plan, data, start, stop, np_dtype)
-            X[start:stop] = part.X
-            mask[start:stop] = part.mask
-            if y is not None and part.y is not None:
-                y[start:stop] = part.y
-            if loss is not None and part.loss_mask is not None:
-                loss[start:stop] = part.loss_mask
-            release(data.values, data.targets)
-            flush.wrote((stop - start) * row_bytes)
-            if progress:
-                progress(stop - start)
         for key, value in attrs.items():
             f.attrs[key] = value
+        hasher = None
+        if stream:
+            big = [ds for ds in (X, y, mask, loss) if ds is not None]
+            hasher = StreamHash.start(f, path, big)
+        try:
+            _write_slabs(plan, data, np_dtype, (X, y, mask, loss), row_bytes, mask_rows,
+                         flush, progress, f if hasher else None, hasher)
+        except BaseException:
+            if hasher is not None:
+                hasher.abort()
+            raise
+        if hasher is not None and digests is not None:
+            digests.append(hasher.finish)
         return {name: describe(f[name]) for name in sorted(f)}
+
+
+def _write_slabs(
+    plan: Plan, data: SequenceSet, dtype: np.dtype, datasets: tuple[Any, ...], row_bytes: int,
+    mask_rows: int, flush: Writeback, progress: Callable[[int], None] | None,
+    f: Any, hasher: StreamHash | None,
+) -> None:
+    X, y, mask, loss = datasets
+    # Slabs are whole chunks of every dataset, so each chunk is written exactly once.
+    slab = max(mask_rows, SLAB_TARGET // row_bytes // mask_rows * mask_rows)
+    for start, stop, part in _gathered(plan, data, slab, dtype):
+        X[start:stop] = part.X
+        mask[start:stop] = part.mask
+        if y is not None and part.y is not None:
+            y[start:stop] = part.y
+        if loss is not None and part.loss_mask is not None:
+            loss[start:stop] = part.loss_mask
+        del part  # at most two slabs alive: this one is written, the next is gathered
+        if hasher is not None:
+            f.flush()  # HDF5's chunk cache emptied: these rows are in the file now
+            hasher.wrote(stop)
+        flush.wrote((stop - start) * row_bytes)
+        if progress:
+            progress(stop - start)
+
+
+def _gathered(
+    plan: Plan, data: SequenceSet, slab: int, dtype: np.dtype
+) -> Iterator[tuple[int, int, Slab]]:
+    """``(start, stop, rows)`` slab by slab; slab k+1 is gathered on a background thread
+    while the caller writes slab k (h5py and numpy's copies release the GIL, so the two
+    overlap on two cores). An error in the worker is raised here, unchanged."""
+
+    def work(start: int) -> Slab:
+        part = gather(plan, data, start, min(plan.samples, start + slab), dtype)
+        release(data.values, data.targets)  # here, so it never drops pages being gathered
+        return part
+
+    starts = range(0, plan.samples, slab)
+    pending: Future[Slab] | None = None
+    if starts:
+        pending = in_background(partial(work, 0), "tbptt-gather")
+    try:
+        for start in starts:
+            assert pending is not None
+            part = pending.result()
+            following = start + slab
+            pending = None
+            if following < plan.samples:
+                pending = in_background(partial(work, following), "tbptt-gather")
+            yield start, min(plan.samples, following), part
+            del part
+    finally:
+        if pending is not None:  # stopped early (an error or a signal): let the worker finish
+            with contextlib.suppress(BaseException):
+                pending.result()
+
+
+def _early_allocation() -> Any:
+    """A dataset creation property list that places every chunk in the file at creation, so
+    the file's layout (and every byte outside the chunks) is fixed before any data."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    # No fill values written at allocation (gigabytes of zeros, all overwritten anyway).
+    # The file is new, so a chunk's unwritten tail (past the last row) still reads as 0.
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+class StreamHash:
+    """sha256 of the output file, computed on a background thread while it is written.
+
+    The whole file is hashed in file order: the bytes outside the data chunks as they
+    will be after closing (predicted from a snapshot, see `_predicted`), and each chunk
+    read back from the file once the slab holding it is written and flushed. `finish`
+    checks the prediction against the closed file and re-hashes it whole if anything
+    differs, so a different HDF5 version can only cost time, never a wrong digest.
+    """
+
+    def __init__(self, path: Path, pieces: list[tuple[int, int, int]], gaps: dict[int, bytes]):
+        self.path, self.pieces, self.gaps = path, pieces, gaps
+        self.fd = os.open(path, os.O_RDONLY)
+        self.written, self.stopped = 0, False
+        self.ready = threading.Condition()
+        self.digest: Future[str] = in_background(self._run, "tbptt-sha256-out")
+
+    @classmethod
+    def start(cls, f: Any, path: Path, datasets: list[Any]) -> StreamHash | None:
+        """Flush the file's structure and start hashing; None if the layout is unusual."""
+        f.flush()
+        chunks: list[tuple[int, int, int]] = []  # (file offset, bytes, rows needed first)
+        for ds in datasets:
+            rows = ds.chunks[0]
+            for i in range(ds.id.get_num_chunks()):
+                info = ds.id.get_chunk_info(i)
+                end_row = min(ds.shape[0], int(info.chunk_offset[0]) + rows)
+                chunks.append((int(info.byte_offset), int(info.size), end_row))
+        chunks.sort()
+        size = os.path.getsize(path)
+        pieces: list[tuple[int, int, int]] = []
+        position = 0
+        for offset, length, end_row in [*chunks, (size, 0, 0)]:
+            if offset < position:
+                return None  # overlapping chunks: not a layout this class knows
+            if offset > position:
+                pieces.append((position, offset - position, -1))  # -1: not data
+            if length:
+                pieces.append((offset, length, end_row))
+            position = offset + length
+        gaps = _predicted(path, [(o, n) for o, n, end in pieces if end < 0])
+        return cls(path, pieces, gaps)
+
+    def wrote(self, rows: int) -> None:
+        with self.ready:
+            self.written = rows
+            self.ready.notify()
+
+    def abort(self) -> None:
+        with self.ready:
+            self.stopped = True
+            self.ready.notify()
+
+    def _run(self) -> str:
+        digest = hashlib.sha256()
+        try:
+            for offset, length, end_row in self.pieces:
+                if end_row < 0:
+                    digest.update(self.gaps[offset])
+                    continue
+                with self.ready:
+                    while self.written < end_row and not self.stopped:
+                        self.ready.wait()
+                    if self.stopped:
+                        return ""
+                digest.update(os.pread(self.fd, length, offset))
+            return digest.hexdigest()
+        finally:
+            os.close(self.fd)
+
+    def finish(self) -> str:
+        """The closed file's sha256: the streamed one if the prediction held."""
+        streamed = self.digest.result()
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            expected = self.pieces[-1][0] + self.pieces[-1][1]
+            same = size == expected and all(
+                os.pread(f.fileno(), len(b), o) == b for o, b in self.gaps.items()
+            )
+        return streamed if same and streamed else sha256_file(self.path)
+
+
+def _predicted(path: Path, gaps: list[tuple[int, int]]) -> dict[int, bytes]:
+    """The non-data bytes as they will be after closing: HDF5 clears the "open for writing"
+    flags of a version 0 or 1 superblock (bytes 20-23) when it closes the file."""
+    out: dict[int, bytes] = {}
+    with open(path, "rb") as f:
+        for offset, length in gaps:
+            out[offset] = os.pread(f.fileno(), length, offset)
+    head = out.get(0, b"")
+    if len(head) >= 24 and head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] in (0, 1):
+        out[0] = head[:20] + bytes(4) + head[24:]
+    return out
 
 
 class Writeback:

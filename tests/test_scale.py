@@ -186,3 +186,38 @@ def test_zero_width_store_keeps_no_block_alive():
     block = np.ones((1000, 3))
     store.add(np.ascontiguousarray(block[:, 3:]))
     assert store.parts == [] and store.array().shape == (1000, 0)
+
+
+def test_streamed_output_hash_matches_the_file(tmp_path):
+    """The hash computed while writing (uncompressed) is the closed file's sha256, also
+    with a part-filled last chunk and targets; two runs give the same bytes."""
+    import hashlib
+    import json
+
+    values = np.random.default_rng(3).standard_normal((37 * 501, 3)).astype(np.float32)
+    source = tmp_path / "in.npy"
+    np.save(source, values.reshape(37, 501, 3))
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / f"{run}.h5"
+        code = run_main(["split", str(source), "--length", "20", "--batch-size", "4",
+                         "--target", "next", "-o", str(out), "-q"])
+        assert code == 0
+        doc = json.loads((tmp_path / f"{run}.manifest.json").read_text())
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+        assert doc["output"]["sha256"] == digests[-1]
+    assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_background_nan_scan_still_fails_the_run(tmp_path, capsys, dry_run):
+    values = np.ones((8, 300, 2), dtype=np.float32)
+    values[7, 299, 1] = np.inf  # the very last cell: found after planning and writing
+    source = tmp_path / "in.npy"
+    np.save(source, values)
+    args = ["split", str(source), "--length", "10", "-o", str(tmp_path / "out.h5")]
+    code = run_main(args + (["-n"] if dry_run else []))
+    assert code == 65
+    assert "non-finite value at sequence 7, step 299, feature x1" in capsys.readouterr().err
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert left == ["in.npy"]  # no output, manifest or temp file

@@ -15,6 +15,7 @@ import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from typing import BinaryIO
 
 import numpy as np
@@ -39,6 +40,7 @@ def read_input(
     stdin: BinaryIO | None = None,
     spill_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
+    checks: list[Future[bool]] | None = None,
 ) -> tuple[SequenceSet, SourceInfo]:
     """Read ``opts.path`` (or stdin for ``-``) into a `SequenceSet` and describe the source.
 
@@ -46,7 +48,10 @@ def read_input(
     of the features); the ``--time-col`` values always land there too. A CSV larger than
     ``--memory-limit`` is spilled to an unnamed temporary file in ``spill_dir`` (the
     output's directory; default the system's temporary directory). ``progress`` is the
-    CLI's bar factory, called as ``progress(total_bytes, BYTES)``.
+    CLI's bar factory, called as ``progress(total_bytes, BYTES)``. Given ``checks``, a
+    reader may leave slow input checks (the NaN scan of a mapped NPY) running in the
+    background and append their futures there; the caller must call ``result()`` on each
+    (which raises the check's error) before it commits or reports anything.
     """
     # Imported here: the submodules import the helpers below from this package.
     from tbptt_cli.readers import arrays, delimited
@@ -66,7 +71,7 @@ def read_input(
             tick = progress(os.path.getsize(opts.path) if os.path.isfile(opts.path) else 0, BYTES)
         directory = os.fspath(spill_dir) if spill_dir is not None else None
         return delimited.read_delimited(opts, fmt, keep, source, directory, tick)
-    return arrays.read_array_file(opts, fmt, keep, source)
+    return arrays.read_array_file(opts, fmt, keep, source, checks)
 
 
 SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -15,11 +15,14 @@ import tokenize
 import zipfile
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import replace
+from functools import partial
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from tbptt_cli.digest import in_background
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.materialize import release
 from tbptt_cli.options import InputOptions
@@ -37,7 +40,8 @@ LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, Ke
 
 
 def read_array_file(
-    opts: InputOptions, fmt: str, keep: Sequence[str], stdin: BinaryIO
+    opts: InputOptions, fmt: str, keep: Sequence[str], stdin: BinaryIO,
+    checks: list[Future[bool]] | None = None,
 ) -> tuple[SequenceSet, SourceInfo]:
     path = str(opts.path)
     for flag, given in (("--id-col", opts.id_col), ("--time-col", opts.time_col)):
@@ -63,7 +67,14 @@ def read_array_file(
     if values.dtype.kind in "iub":
         values = values.astype(np.float64)  # a copy; floats stay as stored (and mapped)
     data = _select_columns(SequenceSet.from_offsets(values, offsets, ids=ids), path, opts, keep)
-    clean = _scan_finite(data, path, offsets, nan_error=opts.nan == "error")
+    if checks is not None and opts.nan == "error" and isinstance(source, str):
+        # The caller joins this scan before it commits or reports anything: it raises the
+        # same InputDataError, but the planning and writing overlap it on a second core.
+        checks.append(in_background(partial(_scan_finite, data, path, offsets, True),
+                                    "tbptt-nan-scan"))
+        clean = True  # under --nan error nothing is repaired either way
+    else:
+        clean = _scan_finite(data, path, offsets, nan_error=opts.nan == "error")
     return finish(data, opts, path, may_have_missing=not clean), info
 
 
@@ -284,9 +295,10 @@ def _scan_finite(data: SequenceSet, path: str, offsets: np.ndarray, nan_error: b
     for start in range(0, len(data.values), slab):
         release(*(array for array, _ in columns))  # keep a scanned memmap out of our RSS
         for array, names in columns:
-            bad = ~np.isfinite(array[start:start + slab])
-            if not bad.any():
+            piece = array[start:start + slab]
+            if np.isfinite(piece).all():  # no temporary mask to scan twice: the common case
                 continue
+            bad = ~np.isfinite(piece)
             if not nan_error:
                 return False
             row, col = divmod(int(np.argmax(bad)), array.shape[1])
