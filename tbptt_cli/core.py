@@ -43,6 +43,10 @@ class Target:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def val_output_path(output: Path, given: str | None) -> Path:
+    return Path(given) if given else output.with_name(output.stem + ".val.h5")
+
+
 def manifest_path(output: Path, given: str | None) -> Path:
     return Path(given) if given else output.with_name(output.stem + ".manifest.json")
 
@@ -68,8 +72,11 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
             # are joined before anything is reported or committed; they raise their error.
             checks: list[Future[bool]] = []
             data, source = read_input(
-                config.input, keep=strategy.keep_columns(config.params),
-                spill_dir=output.parent if output else None, progress=run.progress, checks=checks,
+                config.input,
+                keep=strategy.keep_columns(config.params),
+                spill_dir=output.parent if output else None,
+                progress=run.progress,
+                checks=checks,
             )
 
         def join_checks() -> None:
@@ -95,7 +102,7 @@ def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target
     if not fraction:
         return [Target(output, main, strategy.plan(data, params), data)]
     train, held_out = hold_out(data, fraction, params.val_by, params.seed)
-    val_path = Path(params.val_output) if params.val_output else output.with_name(output.stem + ".val.h5")
+    val_path = val_output_path(output, params.val_output)
     val_manifest = val_path.with_name(val_path.stem + ".manifest.json")
     train_plan = strategy.plan(train, params)
     train_target = Target(output, main, train_plan, train)
@@ -114,7 +121,9 @@ def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target
     return [train_target, val_target]
 
 
-def hold_out(data: SequenceSet, fraction: float, by: str, seed: int) -> tuple[SequenceSet, SequenceSet]:
+def hold_out(
+    data: SequenceSet, fraction: float, by: str, seed: int
+) -> tuple[SequenceSet, SequenceSet]:
     """Whole sequences chosen at random from ``seed``, or the last part of every sequence."""
     if not 0 < fraction < 1:
         raise UsageError(f"--val-fraction must be between 0 and 1, not {fraction}")
@@ -131,8 +140,13 @@ def hold_out(data: SequenceSet, fraction: float, by: str, seed: int) -> tuple[Se
     return data.subset(rest), data.subset(chosen)
 
 
-def write_targets(targets: list[Target], config: Config, source: SourceInfo, run: RunOptions,
-                  before_commit: Callable[[], None] | None = None) -> None:
+def write_targets(
+    targets: list[Target],
+    config: Config,
+    source: SourceInfo,
+    run: RunOptions,
+    before_commit: Callable[[], None] | None = None,
+) -> None:
     """Every data file, then every manifest, staged and committed together.
 
     ``before_commit`` may raise to abort the commit (the staged files are removed)."""
@@ -143,8 +157,16 @@ def write_targets(targets: list[Target], config: Config, source: SourceInfo, run
         for target, temp in staged:
             datasets, digest = _write_one(temp, target, config, run)
             doc = manifest.build(
-                target.plan, target.data, source, config.strategy, params,
-                temp, target.path.name, digest, datasets, {**target.plan.report, **target.extra},
+                target.plan,
+                target.data,
+                source,
+                config.strategy,
+                params,
+                temp,
+                target.path.name,
+                digest,
+                datasets,
+                {**target.plan.report, **target.extra},
             )
             manifests.append((target.manifest, manifest.dumps(doc)))
         for path, text in manifests:
@@ -173,12 +195,18 @@ def _write_one(
     attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, params)
     tick = run.progress(target.plan.samples, 0) if run.progress else None
     try:
-        # An uncompressed file is hashed while it is written (hdf5.StreamHash); otherwise
+        # An uncompressed file is hashed while it is written (streaming.StreamHash); otherwise
         # the hash runs in the background during the fsync and read-back.
         streamed: list[Callable[[], str]] = []
         datasets = hdf5.write_h5(
-            temp, target.plan, target.data, config.output.dtype, config.output.compression,
-            attrs, tick, streamed,
+            temp,
+            target.plan,
+            target.data,
+            config.output.dtype,
+            config.output.compression,
+            attrs,
+            tick,
+            streamed,
         )
         digest = in_background(streamed[0] if streamed else lambda: sha256_file(temp))
         atomic.fsync(temp)
@@ -198,8 +226,7 @@ def _stage(txn: atomic.Transaction, path: Path) -> Path:
 def _output_paths(config: Config, output: Path) -> list[Path]:
     paths = [output, manifest_path(output, config.output.manifest)]
     if getattr(config.params, "val_fraction", 0.0):
-        val = config.params.val_output
-        paths.append(Path(val) if val else output.with_name(output.stem + ".val.h5"))
+        paths.append(val_output_path(output, config.params.val_output))
     return paths
 
 
@@ -224,9 +251,8 @@ def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
         "bytes": target.path.stat().st_size if written else plan.samples * plan.window * per_step,
         "warnings": list(plan.warnings),
         "text": plan.text,
-        "outputs": [str(target.path), str(target.manifest)] + (
-            [target.extra["val"]["output"]] if "output" in target.extra.get("val", {}) else []
-        ),
+        "outputs": [str(target.path), str(target.manifest)]
+        + ([target.extra["val"]["output"]] if "output" in target.extra.get("val", {}) else []),
     }
 
 
@@ -235,7 +261,6 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - start, 4)
-
 
 
 # --- grid: one file per chunk length in an output directory, replaced whole ------------
@@ -285,9 +310,18 @@ def _grid_targets(
 
     return [
         Target(
-            directory / f"len_{k}.h5", directory / f"len_{k}.manifest.json", plan, data,
-            {"grid": {"length": k, "index": GRID_INDEX, "padded_fraction": padded_fraction(plan),
-                      "divides": divides(k, data.lengths)}},
+            directory / f"len_{k}.h5",
+            directory / f"len_{k}.manifest.json",
+            plan,
+            data,
+            {
+                "grid": {
+                    "length": k,
+                    "index": GRID_INDEX,
+                    "padded_fraction": padded_fraction(plan),
+                    "divides": divides(k, data.lengths),
+                }
+            },
         )
         for k, plan in plans
     ]
@@ -347,8 +381,12 @@ def _grid_index(
         "strategy": "grid",
         "params": config.as_dict(),
         "input": {
-            "path": source.path, "format": source.format, "size": source.size,
-            "sha256": source.sha256, "sequences": data.count, "steps": data.steps,
+            "path": source.path,
+            "format": source.format,
+            "size": source.size,
+            "sha256": source.sha256,
+            "sequences": data.count,
+            "steps": data.steps,
         },
         "grid": entries,
         "warnings": [f"length {t.plan.window}: {w}" for t in targets for w in t.plan.warnings],
