@@ -111,13 +111,18 @@ class Transaction:
         """fsync every file, rename in staging order, then fsync the directories."""
         for temp, _ in self.staged:
             fsync(temp)
-        with signals_held():  # a signal between two renames would pair new data, old manifest
-            for temp, final in self.staged:
-                os.replace(temp, final)
-                _STAGED.discard(temp)
-        for directory in {final.parent for _, final in self.staged}:
-            fsync(directory)
-        self.staged.clear()
+        directories = {final.parent for _, final in self.staged}
+        try:
+            with signals_held():  # a signal between two renames would pair new data, old manifest
+                for temp, final in self.staged:
+                    os.replace(temp, final)
+                    _STAGED.discard(temp)
+                self.staged.clear()
+        except Interrupted as e:  # held until the renames were done: the outputs are in place
+            raise Interrupted(e.signum, committed=True) from None
+        finally:
+            for directory in directories:
+                fsync(directory)
 
     def rollback(self) -> None:
         for temp, _ in self.staged:

@@ -60,11 +60,13 @@ class ConfigError(TbpttError):
 class Interrupted(TbpttError):
     """SIGINT or SIGTERM arrived; cleanup has run."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, committed: bool = False) -> None:
         import signal
 
         name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}; partial output removed")
+        done = "the outputs were already committed" if committed else "partial output removed"
+        super().__init__(f"interrupted by {name}; {done}")
+        self.signum = signum
         self.exit_code = 128 + signum
 
 

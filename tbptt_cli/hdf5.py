@@ -169,7 +169,7 @@ def _write_slabs(
     X, y, mask, loss = datasets
     # Slabs are whole chunks of every dataset, so each chunk is written exactly once.
     slab = max(mask_rows, SLAB_TARGET // row_bytes // mask_rows * mask_rows)
-    for start, stop, part in _gathered(plan, data, slab, dtype):
+    for start, stop, part in _gathered(plan, data, slab, dtype, slab * row_bytes):
         X[start:stop] = part.X
         mask[start:stop] = part.mask
         if y is not None and part.y is not None:
@@ -186,14 +186,21 @@ def _write_slabs(
 
 
 def _gathered(
-    plan: Plan, data: SequenceSet, slab: int, dtype: np.dtype
+    plan: Plan, data: SequenceSet, slab: int, dtype: np.dtype, slab_bytes: int
 ) -> Iterator[tuple[int, int, Slab]]:
     """``(start, stop, rows)`` slab by slab; slab k+1 is gathered on a background thread
     while the caller writes slab k (h5py and numpy's copies release the GIL, so the two
-    overlap on two cores). An error in the worker is raised here, unchanged."""
+    overlap on two cores). An error in the worker is raised here, unchanged.
+
+    X is gathered into two buffers in turn: slab k+1 goes where slab k-1 was, which the
+    caller has written by the time it asks for slab k. Fresh 64 MiB arrays cost a page
+    fault per 4 KiB every slab; np.empty leaves pages unmapped until first used.
+    """
+    buffers = [np.empty(slab_bytes, dtype=np.uint8) for _ in range(2)]
 
     def work(start: int) -> Slab:
-        part = gather(plan, data, start, min(plan.samples, start + slab), dtype)
+        buffer = buffers[start // slab % 2]
+        part = gather(plan, data, start, min(plan.samples, start + slab), dtype, buffer)
         release(data.values, data.targets)  # here, so it never drops pages being gathered
         return part
 
@@ -262,7 +269,9 @@ def verify(
         if plan.samples:
             start = max(0, plan.samples - plan.batch_size)
             again = gather(plan, data, start, plan.samples, np.dtype(dtype))
-            same = np.array_equal(f["X"][start:], again.X)
+            # equal_nan: a NaN the background input check has not reported yet is still
+            # read back as written (it fails the run later, with exit 65, not here).
+            same = np.array_equal(f["X"][start:], again.X, equal_nan=True)
             if not (same and np.array_equal(f["mask"][start:], again.mask)):
                 raise InternalError(
                     f"{path}: read-back of the last batch differs from what was written"

@@ -16,6 +16,7 @@ from tbptt_cli.plan import Plan, ragged_arange
 from tbptt_cli.sequences import SequenceSet
 
 CONVERT_BYTES = 16 << 20  # input bytes copied per piece when the dtype changes
+PIECE_BYTES = 2 << 20  # windows gathered per temporary when copying into a buffer
 
 
 @dataclass(frozen=True)
@@ -26,15 +27,26 @@ class Slab:
     loss_mask: np.ndarray | None  # uint8 [n, K]
 
 
-def gather(plan: Plan, data: SequenceSet, start: int, stop: int, dtype: np.dtype) -> Slab:
-    """Rows ``start:stop`` of the output; padded steps hold 0 in X, y and mask."""
+def gather(
+    plan: Plan,
+    data: SequenceSet,
+    start: int,
+    stop: int,
+    dtype: np.dtype,
+    buffer: np.ndarray | None = None,
+) -> Slab:
+    """Rows ``start:stop`` of the output; padded steps hold 0 in X, y and mask.
+
+    Given ``buffer`` (uint8, at least the bytes of X), X may be written into it instead
+    of fresh memory: a writer reusing two buffers saves faulting in 64 MiB per slab.
+    """
     rows = slice(start, stop)
     n, window = stop - start, plan.window
     sequence, length, lead = plan.sequence[rows], plan.length[rows], plan.lead[rows]
     first_step = data.starts[np.maximum(sequence, 0)] + plan.offset[rows]
     is_full = (length == window) & (lead == 0) & (sequence >= 0)
     full, partial = np.flatnonzero(is_full), np.flatnonzero(~is_full & (length > 0))
-    X = _filled(data.values, first_step, full, n, window, dtype)
+    X = _filled(data.values, first_step, full, n, window, dtype, buffer)
     mask = np.zeros((n, window), dtype=np.uint8)
     mask[full] = 1
     # The scatter path: one index per real step of the rows that are not full windows.
@@ -57,26 +69,35 @@ def gather(plan: Plan, data: SequenceSet, start: int, stop: int, dtype: np.dtype
 
 
 def _filled(
-    values: np.ndarray, first: np.ndarray, full: np.ndarray, n: int, window: int, dtype: np.dtype
+    values: np.ndarray,
+    first: np.ndarray,
+    full: np.ndarray,
+    n: int,
+    window: int,
+    dtype: np.dtype,
+    buffer: np.ndarray | None = None,
 ) -> np.ndarray:
     """``[n, window, F]`` zeros with the full rows' windows copied in."""
     if len(full) == n and values.dtype == dtype:  # the common case: one copy, no zeroing
-        return _windows(values, first, window)
+        return _windows(values, first, window, buffer)
     out = np.zeros((n, window, values.shape[1]), dtype=dtype)
     # Converting (float64 CSV values to float32) goes piece by piece: a whole slab copied
     # at the input's width first would double the slab's memory, and the pages of a
     # memory-mapped input are let go after each piece instead of after the slab.
     step = max(1, CONVERT_BYTES // max(window * values.shape[1] * values.itemsize, 1))
     for begin in range(0, len(full), step):
-        rows = full[begin:begin + step]
+        rows = full[begin : begin + step]
         out[rows] = _windows(values, first[rows], window)
         if values.dtype != dtype:
             release(values)
     return out
 
 
-def _windows(values: np.ndarray, first: np.ndarray, window: int) -> np.ndarray:
-    """``values[first[i] : first[i] + window]`` for every i, as ``[len(first), window, F]``."""
+def _windows(
+    values: np.ndarray, first: np.ndarray, window: int, buffer: np.ndarray | None = None
+) -> np.ndarray:
+    """``values[first[i] : first[i] + window]`` for every i, as ``[len(first), window, F]``
+    (in ``buffer`` if it is given and big enough)."""
     features = values.shape[1]
     if not len(first):
         return np.zeros((0, window, features), dtype=values.dtype)
@@ -91,7 +112,17 @@ def _windows(values: np.ndarray, first: np.ndarray, window: int) -> np.ndarray:
             buffer=values,
             strides=(row_bytes,),
         )
-        return blocks[first].view(values.dtype).reshape(len(first), window, features)
+        size = len(first) * window * row_bytes
+        if buffer is None or len(buffer) < size:
+            picked = blocks[first]
+        else:
+            # Fancy indexing has no `out=` (and np.take copies an overlapping view whole),
+            # so windows go through small temporaries that malloc hands back warm.
+            picked = buffer[:size].view(blocks.dtype)
+            step = max(1, PIECE_BYTES // (window * row_bytes))
+            for begin in range(0, len(first), step):
+                picked[begin : begin + step] = blocks[first[begin : begin + step]]
+        return picked.view(values.dtype).reshape(len(first), window, features)
     return np.asarray(values[first[:, None] + np.arange(window)])
 
 

@@ -56,10 +56,18 @@ class StreamHash:
         chunks: list[tuple[int, int, int]] = []  # (file offset, bytes, rows needed first)
         for ds in datasets:
             rows = ds.chunks[0]
-            for i in range(ds.id.get_num_chunks()):
-                info = ds.id.get_chunk_info(i)
-                end_row = min(ds.shape[0], int(info.chunk_offset[0]) + rows)
+
+            def found(info: Any, rows: int = rows, samples: int = ds.shape[0]) -> None:
+                end_row = min(samples, int(info.chunk_offset[0]) + rows)
                 chunks.append((int(info.byte_offset), int(info.size), end_row))
+
+            # One walk of the chunk index: get_chunk_info(i) walks it again for every i
+            # (0.15 s for 4000 chunks). chunk_iter needs HDF5 >= 1.13.
+            if hasattr(ds.id, "chunk_iter"):
+                ds.id.chunk_iter(found)
+            else:
+                for i in range(ds.id.get_num_chunks()):
+                    found(ds.id.get_chunk_info(i))
         chunks.sort()
         size = os.path.getsize(path)
         pieces: list[tuple[int, int, int]] = []

@@ -252,8 +252,22 @@ def test_validation_file_reuses_the_training_length(tmp_path, tbptt):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "load.h5"
     result = tbptt(
-        "domain", "acf", root / "sample_data" / "load.csv", "--id-col", "site", "--time-col",
-        "hour", "--rule", "acf", "--val-fraction", "0.3", "--val-by", "time", "-o", out, "-q",
+        "domain",
+        "acf",
+        root / "sample_data" / "load.csv",
+        "--id-col",
+        "site",
+        "--time-col",
+        "hour",
+        "--rule",
+        "acf",
+        "--val-fraction",
+        "0.3",
+        "--val-by",
+        "time",
+        "-o",
+        out,
+        "-q",
     )
     assert result.code == 0, result.stderr
     with h5py.File(out) as train, h5py.File(tmp_path / "load.val.h5") as val:

@@ -62,15 +62,35 @@ def test_batches_come_in_stored_order_with_their_rows(written):
 
 def test_reset_rows_are_where_a_lane_takes_a_new_sequence(tmp_path, tbptt):
     lengths = np.array([20, 6, 12, 6, 18, 6])
-    np.savez(tmp_path / "ragged.npz", values=np.arange(lengths.sum(), dtype=float)[:, None],
-             lengths=lengths)
+    np.savez(
+        tmp_path / "ragged.npz",
+        values=np.arange(lengths.sum(), dtype=float)[:, None],
+        lengths=lengths,
+    )
     out = tmp_path / "lanes.h5"
-    result = tbptt("split", tmp_path / "ragged.npz", "--length", 6, "--batch-size", 2,
-                   "--packing", "lanes", "-q", "-o", out)
+    result = tbptt(
+        "split",
+        tmp_path / "ragged.npz",
+        "--length",
+        6,
+        "--batch-size",
+        2,
+        "--packing",
+        "lanes",
+        "-q",
+        "-o",
+        out,
+    )
     assert result.code == 0, result.stderr
     batches = list(BatchFile(out))
     assert [b.reset.astype(int).tolist() for b in batches] == [
-        [1, 1], [0, 1], [0, 0], [0, 1], [1, 1], [0, 0], [0, 0]
+        [1, 1],
+        [0, 1],
+        [0, 0],
+        [0, 1],
+        [1, 1],
+        [0, 0],
+        [0, 0],
     ]
     # Lane 1 runs sequences 1, 2, 3 back to back; a reset row starts a sequence.
     assert [int(b.sequence[1]) for b in batches[:4]] == [1, 2, 2, 3]
@@ -175,8 +195,17 @@ def test_a_forked_worker_opens_its_own_handle(written):
 
 
 def test_batch_is_a_plain_dataclass():
-    batch = Batch(0, np.zeros((1, 2, 1)), None, np.ones((1, 2), np.uint8), None,
-                  np.ones(1, bool), np.zeros(1, np.int64), np.zeros(1, np.int64), 2)
+    batch = Batch(
+        0,
+        np.zeros((1, 2, 1)),
+        None,
+        np.ones((1, 2), np.uint8),
+        None,
+        np.ones(1, bool),
+        np.zeros(1, np.int64),
+        np.zeros(1, np.int64),
+        2,
+    )
     assert batch.rows == 1 and pickle.loads(pickle.dumps(batch)).length == 2
 
 
@@ -184,8 +213,11 @@ def test_files_that_are_not_ours_are_refused(tmp_path, written):
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["X"] = np.zeros((2, 3, 1))
-    with pytest.raises(InputDataError, match=r"foreign.h5: not a tbptt output \(root attribute "
-                                             r"format is None, expected 'tbptt'\)"):
+    with pytest.raises(
+        InputDataError,
+        match=r"foreign.h5: not a tbptt output \(root attribute "
+        r"format is None, expected 'tbptt'\)",
+    ):
         BatchFile(foreign)
     text = tmp_path / "notes.h5"
     text.write_text("hello\n")
@@ -200,8 +232,11 @@ def test_files_that_are_not_ours_are_refused(tmp_path, written):
 
 def test_a_damaged_output_is_named_as_such(tmp_path, written):
     bad_json = relabel(written(), tmp_path / "bad_json.h5", features="[x0")
-    with pytest.raises(InputDataError, match=r"bad_json.h5: attribute features is not JSON; "
-                                             r"the file is damaged, write it again"):
+    with pytest.raises(
+        InputDataError,
+        match=r"bad_json.h5: attribute features is not JSON; "
+        r"the file is damaged, write it again",
+    ):
         BatchFile(bad_json)
     no_reset = relabel(written(), tmp_path / "no_reset.h5")
     with h5py.File(no_reset, "a") as f:

@@ -21,8 +21,13 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def tbptt(*args: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tbptt_cli", *map(str, args)], env=ENV,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tbptt_cli", *map(str, args)],
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +59,10 @@ def test_second_run_exits_75_at_once_naming_the_lock(inputs, tmp_path):
     _, err = second.communicate(timeout=30)
     assert second.returncode == 75
     assert time.monotonic() - started < 1.5  # interpreter start included
-    assert err == (f"tbptt: error: {out}: another tbptt run holds the lock "
-                   f"{tmp_path / '.out.h5.lock'}; wait for it or pass --wait SECONDS\n")
+    assert err == (
+        f"tbptt: error: {out}: another tbptt run holds the lock "
+        f"{tmp_path / '.out.h5.lock'}; wait for it or pass --wait SECONDS\n"
+    )
     first.communicate(timeout=60)
     assert first.returncode == 0
     with h5py.File(out) as f:

@@ -37,8 +37,9 @@ def trained(plan: Plan, lengths: np.ndarray) -> np.ndarray:
     """How often each source step of each sequence is a loss target, from the plan fields."""
     counts = [np.zeros(int(n), dtype=np.int64) for n in lengths]
     assert plan.loss_from is not None
-    for seq, offset, length, lead in zip(plan.sequence, plan.offset, plan.length, plan.lead,
-                                         strict=True):
+    for seq, offset, length, lead in zip(
+        plan.sequence, plan.offset, plan.length, plan.lead, strict=True
+    ):
         if seq < 0:
             continue
         t = np.arange(max(plan.loss_from, lead), lead + length)
@@ -50,8 +51,13 @@ def test_overlap_rows_are_windows_ending_every_stride() -> None:
     plan = plan_decoupled(ramp([7, 5]), DecoupledParams(k1=4, k2=2, stride=2))
     # (sequence, offset, length, lead, reset): windows end at 2, 4, 6, 8 (past the end).
     assert rows(plan) == [
-        (0, 0, 2, 2, 1), (0, 0, 4, 0, 1), (0, 2, 4, 0, 1), (0, 4, 3, 0, 1),
-        (1, 0, 2, 2, 1), (1, 0, 4, 0, 1), (1, 2, 3, 0, 1),
+        (0, 0, 2, 2, 1),
+        (0, 0, 4, 0, 1),
+        (0, 2, 4, 0, 1),
+        (0, 4, 3, 0, 1),
+        (1, 0, 2, 2, 1),
+        (1, 0, 4, 0, 1),
+        (1, 2, 3, 0, 1),
     ]
     assert (plan.window, plan.loss_from, plan.stateful) == (4, 2, False)
     assert (plan.packing, plan.order, plan.batch_size) == (None, None, 7)
@@ -73,7 +79,11 @@ def test_overlap_remainder_drop_and_error() -> None:
     data = ramp([7, 4])
     drop = plan_decoupled(data, DecoupledParams(k1=4, k2=2, stride=2, remainder="drop"))
     assert rows(drop) == [
-        (0, 0, 2, 2, 1), (0, 0, 4, 0, 1), (0, 2, 4, 0, 1), (1, 0, 2, 2, 1), (1, 0, 4, 0, 1),
+        (0, 0, 2, 2, 1),
+        (0, 0, 4, 0, 1),
+        (0, 2, 4, 0, 1),
+        (1, 0, 2, 2, 1),
+        (1, 0, 4, 0, 1),
     ]
     with pytest.raises(InputDataError, match="'s0' has 7 steps, not a multiple of the stride 2"):
         plan_decoupled(data, DecoupledParams(k1=4, k2=2, stride=2, remainder="error"))
@@ -99,8 +109,10 @@ def test_no_overlap_is_the_stateful_split_with_a_loss_mask(layout: dict) -> None
     for field in fields(Plan):
         if field.name not in ("loss_from", "attrs", "report"):
             expected, found = getattr(reference, field.name), getattr(plan, field.name)
-            assert np.array_equal(found, expected) if isinstance(found, np.ndarray) else (
-                found == expected
+            assert (
+                np.array_equal(found, expected)
+                if isinstance(found, np.ndarray)
+                else (found == expected)
             ), field.name
     assert (plan.loss_from, plan.stateful) == (2, True)
     assert plan.attrs == {"k1": 3, "k2": 1, "stride": 3, "grad_start": 2}
@@ -134,12 +146,12 @@ def test_overlap_trains_every_target_exactly_once(lengths: list[int], k1: int, d
     stride = data.draw(st.integers(1, min(k2, k1 - 1)))
     remainder = data.draw(st.sampled_from(["pad", "drop"]))
     sequences = ramp(lengths)
-    plan = plan_decoupled(sequences, DecoupledParams(k1=k1, k2=k2, stride=stride,
-                                                     remainder=remainder))
+    plan = plan_decoupled(
+        sequences, DecoupledParams(k1=k1, k2=k2, stride=stride, remainder=remainder)
+    )
     counts = trained(plan, sequences.lengths)
     step = np.concatenate([np.arange(n) for n in lengths] + [np.zeros(0, dtype=np.int64)])
-    limit = np.repeat([n if remainder == "pad" else n // stride * stride for n in lengths],
-                      lengths)
+    limit = np.repeat([n if remainder == "pad" else n // stride * stride for n in lengths], lengths)
     assert np.array_equal(counts, (step < limit).astype(np.int64))
     assert np.all(plan.reset == 1) and np.all(plan.lead <= plan.loss_from)
     # Window contents: the real steps of every row are the source steps it names.
@@ -173,8 +185,14 @@ def test_cli_overlap_writes_loss_mask_and_attributes(tmp_path: Path, tbptt) -> N
         assert int(f["loss_mask"][:].sum()) == 20  # every step of both sequences, once
         assert f["reset"][:].tolist() == [1] * 8
     doc = json.loads((tmp_path / "dec.manifest.json").read_text())
-    assert doc["decoupled"] == {"k1": 6, "k2": 3, "stride": 3, "grad_start": 3,
-                                "loss_from": 3, "overlap": True}
+    assert doc["decoupled"] == {
+        "k1": 6,
+        "k2": 3,
+        "stride": 3,
+        "grad_start": 3,
+        "loss_from": 3,
+        "overlap": True,
+    }
 
 
 def test_cli_no_overlap_is_stateful_with_the_last_k2_steps_trained(tmp_path: Path, tbptt) -> None:

@@ -154,8 +154,9 @@ def tiny_disk(tmp_path: Path):
     """A real 2 MiB tmpfs; skipped where this process may not mount one."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     yield mount
@@ -169,14 +170,18 @@ def test_full_disk_on_a_real_filesystem(tiny_disk, tmp_path, compression):
     out = tiny_disk / "out.h5"
     out.write_bytes(b"old output")
     (tiny_disk / "out.manifest.json").write_text("{}")
-    code, _, err = finish(tbptt("split", data, "--length", 100, "--compression", compression,
-                                "-o", out))
+    code, _, err = finish(
+        tbptt("split", data, "--length", 100, "--compression", compression, "-o", out)
+    )
     assert code == 74, err  # not 139: HDF5 must not crash in its teardown
     assert err == f"tbptt: error: {out}: No space left on device; free space and run again\n"
     assert out.read_bytes() == b"old output"
     assert (tiny_disk / "out.manifest.json").read_text() == "{}"
-    assert sorted(p.name for p in tiny_disk.iterdir()) == [".out.h5.lock", "out.h5",
-                                                            "out.manifest.json"]
+    assert sorted(p.name for p in tiny_disk.iterdir()) == [
+        ".out.h5.lock",
+        "out.h5",
+        "out.manifest.json",
+    ]
 
 
 def test_injected_flush_failure_is_74(tmp_path, monkeypatch, capsys):
@@ -186,8 +191,10 @@ def test_injected_flush_failure_is_74(tmp_path, monkeypatch, capsys):
     np.save(tmp_path / "in.npy", np.ones((4, 50), dtype=np.float32))
 
     def full(self):
-        raise RuntimeError("Unable to flush file's cached information (file write failed: "
-                           "errno = 28, error message = 'No space left on device')")
+        raise RuntimeError(
+            "Unable to flush file's cached information (file write failed: "
+            "errno = 28, error message = 'No space left on device')"
+        )
 
     monkeypatch.setattr(h5py.File, "flush", full)
     out = tmp_path / "out.h5"
@@ -219,8 +226,10 @@ def test_json_to_dev_full_and_to_a_closed_pipe(tmp_path):
     args = ("split", tmp_path / "in.npy", "--length", 5, "--json", "-q", "-o", tmp_path / "a.h5")
     with open("/dev/full", "w") as full:
         code, _, err = finish(tbptt(*args, stdout=full))
-    assert code == 74 and err == "tbptt: error: stdout: No space left on device; the outputs " \
-                                 "were written\n"
+    assert (
+        code == 74
+        and err == "tbptt: error: stdout: No space left on device; the outputs were written\n"
+    )
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
@@ -265,3 +274,30 @@ def test_permissions(tmp_path):
         assert sorted(p.name for p in locked.iterdir()) == ["out.h5"]
     finally:
         locked.chmod(0o755)
+
+
+def test_a_signal_held_during_the_renames_reports_the_commit(tmp_path, monkeypatch):
+    """SIGTERM arriving while the renames hold signals: outputs in place, the message says so."""
+    import signal as signals
+
+    from tbptt_cli import atomic
+    from tbptt_cli.errors import Interrupted
+
+    staged = tmp_path / "staged"
+    staged.write_text("new")
+    final = tmp_path / "final"
+    final.write_text("old")
+    txn = atomic.Transaction()
+    txn.staged.append((staged, final))
+    real_replace = os.replace
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        os.kill(os.getpid(), signals.SIGTERM)  # blocked now, delivered when the block ends
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_signal)
+    with atomic.signals_raise(), pytest.raises(Interrupted) as caught:
+        txn.commit()
+    assert final.read_text() == "new" and not staged.exists()
+    assert str(caught.value) == "interrupted by SIGTERM; the outputs were already committed"
+    assert caught.value.exit_code == 143

@@ -69,8 +69,16 @@ def test_corpus_replays_cleanly(target):
 @pytest.mark.parametrize("target", TARGETS)
 def test_atheris_short_run(target, tmp_path):
     pytest.importorskip("atheris")
-    command = [sys.executable, __file__, target, "-runs=1500", "-max_len=4096",
-               f"-artifact_prefix={tmp_path}/", str(tmp_path), str(CORPUS / target)]
+    command = [
+        sys.executable,
+        __file__,
+        target,
+        "-runs=1500",
+        "-max_len=4096",
+        f"-artifact_prefix={tmp_path}/",
+        str(tmp_path),
+        str(CORPUS / target),
+    ]
     env = {**os.environ, "PYTHONPATH": str(CORPUS.parents[1])}
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     found = [p.name for p in tmp_path.iterdir() if p.name.startswith(("crash-", "timeout-"))]
@@ -81,12 +89,13 @@ def mutate(seed: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
     data = bytearray(seed)
     for position, cut, insert in edits:
         at = position % (len(data) + 1)
-        data[at:at + cut] = insert
+        data[at : at + cut] = insert
     return bytes(data)
 
 
-EDITS = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 8), st.binary(max_size=8)),
-                 max_size=6)
+EDITS = st.lists(
+    st.tuples(st.integers(0, 1 << 16), st.integers(0, 8), st.binary(max_size=8)), max_size=6
+)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -92,8 +92,14 @@ def test_cli_writes_one_file_per_length_and_grid_json(tmp_path: Path, tbptt) -> 
     entries = {e["length"]: e for e in index["grid"]}
     assert [e["length"] for e in index["grid"]] == [2, 4, 5]
     assert entries[4] == {
-        "length": 4, "file": "len_4.h5", "manifest": "len_4.manifest.json", "samples": 4,
-        "batches": 2, "batch_size": 2, "padded_fraction": 0.375, "divides": False,
+        "length": 4,
+        "file": "len_4.h5",
+        "manifest": "len_4.manifest.json",
+        "samples": 4,
+        "batches": 2,
+        "batch_size": 2,
+        "padded_fraction": 0.375,
+        "divides": False,
         "bytes": (out / "len_4.h5").stat().st_size,
     }
     assert entries[2]["divides"] is True and entries[2]["padded_fraction"] == 2 / 12
@@ -104,8 +110,12 @@ def test_cli_writes_one_file_per_length_and_grid_json(tmp_path: Path, tbptt) -> 
     assert summary["warnings"] == []
     manifest = json.loads((out / "len_4.manifest.json").read_text())
     assert manifest["output"]["file"] == "len_4.h5"
-    assert manifest["grid"] == {"length": 4, "index": "grid.json", "padded_fraction": 0.375,
-                                "divides": False}
+    assert manifest["grid"] == {
+        "length": 4,
+        "index": "grid.json",
+        "padded_fraction": 0.375,
+        "divides": False,
+    }
     assert result.stderr == f"wrote {out}: 3 file(s) + manifests, grid.json\n"  # no table
 
 
@@ -133,11 +143,15 @@ def test_cli_prints_a_table_and_each_file_equals_split(tmp_path: Path, tbptt) ->
 def test_cli_factors_and_their_errors(tmp_path: Path, tbptt) -> None:
     equal = tmp_path / "equal.npy"
     np.save(equal, np.arange(24.0).reshape(2, 12))
-    result = tbptt("grid", equal, "--factors", "--min-length", 3, "--max-length", 6,
-                   "-o", tmp_path / "g")
+    result = tbptt(
+        "grid", equal, "--factors", "--min-length", 3, "--max-length", 6, "-o", tmp_path / "g"
+    )
     assert result.code == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "g").glob("*.h5")) == ["len_3.h5", "len_4.h5",
-                                                                     "len_6.h5"]
+    assert sorted(p.name for p in (tmp_path / "g").glob("*.h5")) == [
+        "len_3.h5",
+        "len_4.h5",
+        "len_6.h5",
+    ]
     unequal = tbptt("grid", npz(tmp_path, [6, 4]), "--factors", "-o", tmp_path / "h")
     assert unequal.code == 65 and "equal length" in unequal.stderr
     for flags in ([], ["--factors", "--lengths", "4"], ["--lengths", "4,-1"]):
@@ -182,7 +196,10 @@ def test_failed_run_leaves_the_previous_outdir_byte_identical(
     monkeypatch.undo()
     rerun = tbptt("grid", source, "--lengths", "3", "-o", out)
     assert rerun.code == 0 and sorted(p.name for p in out.iterdir()) == [
-        "grid.json", "len_3.h5", "len_3.manifest.json"]
+        "grid.json",
+        "len_3.h5",
+        "len_3.manifest.json",
+    ]
 
 
 def test_a_run_killed_mid_swap_is_repaired_by_the_next(tmp_path: Path, tbptt) -> None:
@@ -191,8 +208,9 @@ def test_a_run_killed_mid_swap_is_repaired_by_the_next(tmp_path: Path, tbptt) ->
     before = snapshot(out)
     out.rename(tmp_path / ".grid.old")  # killed between the two renames
     (tmp_path / ".grid.tmp.dead").mkdir()
-    result = tbptt("grid", source, "--lengths", "2", "--order", "sequential", "--batch-size", 2,
-                   "-o", out)
+    result = tbptt(
+        "grid", source, "--lengths", "2", "--order", "sequential", "--batch-size", 2, "-o", out
+    )
     assert result.code == 2  # fails after taking the lock: the repair has run
     assert snapshot(out) == before
     assert not (tmp_path / ".grid.old").exists() and not (tmp_path / ".grid.tmp.dead").exists()

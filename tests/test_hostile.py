@@ -45,9 +45,27 @@ def run_in(folder: Path, content: bytes, env: dict[str, str] | None = None) -> d
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "in.csv").write_bytes(content)
     done = subprocess.run(
-        [sys.executable, "-m", "tbptt_cli", "split", "in.csv", "--id-col", "id", "--time-col",
-         "t", "--length", "2", "--target", "next", "-o", "out.h5"],
-        cwd=folder, env={**ENV, **(env or {})}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tbptt_cli",
+            "split",
+            "in.csv",
+            "--id-col",
+            "id",
+            "--time-col",
+            "t",
+            "--length",
+            "2",
+            "--target",
+            "next",
+            "-o",
+            "out.h5",
+        ],
+        cwd=folder,
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     return {n: (folder / n).read_bytes() for n in ("out.h5", "out.manifest.json")}
@@ -65,8 +83,9 @@ def test_same_bytes_for_every_spelling_of_the_same_csv(tmp_path):
     first = results["lf"]
     for name, files in results.items():
         assert files["out.h5"] == first["out.h5"], name
-        assert without_input_hash(files["out.manifest.json"]) == \
-            without_input_hash(first["out.manifest.json"]), name
+        assert without_input_hash(files["out.manifest.json"]) == without_input_hash(
+            first["out.manifest.json"]
+        ), name
     with h5py.File(tmp_path / "lf" / "out.h5") as f:
         assert f["X"][0, :, 0].tolist() == [0.5, -1.25]
 
@@ -74,9 +93,16 @@ def test_same_bytes_for_every_spelling_of_the_same_csv(tmp_path):
 def test_same_bytes_under_other_tz_locale_and_cwd(tmp_path):
     text = spellings()["lf"]
     base = run_in(tmp_path / "one", text)
-    other = run_in(tmp_path / "deeper" / "two", text,
-                   {"TZ": "Pacific/Chatham", "LC_ALL": "C", "LANG": "de_DE.UTF-8",
-                    "LC_NUMERIC": "de_DE.UTF-8"})
+    other = run_in(
+        tmp_path / "deeper" / "two",
+        text,
+        {
+            "TZ": "Pacific/Chatham",
+            "LC_ALL": "C",
+            "LANG": "de_DE.UTF-8",
+            "LC_NUMERIC": "de_DE.UTF-8",
+        },
+    )
     assert other == base
 
 
@@ -103,12 +129,15 @@ def test_pickled_object_arrays_are_refused_unopened(tmp_path, capsys, suffix):
     assert not (tmp_path / "PWNED").exists()
 
 
-@pytest.mark.parametrize("tag", [
-    "!!python/object/apply:os.system ['touch {s}']",
-    "!!python/object/new:os.system ['touch {s}']",
-    "!!python/name:os.system",
-    "!!python/module:os",
-])
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/apply:os.system ['touch {s}']",
+        "!!python/object/new:os.system ['touch {s}']",
+        "!!python/name:os.system",
+        "!!python/module:os",
+    ],
+)
 def test_yaml_python_tags_never_run(tmp_path, capsys, tag):
     sentinel = tmp_path / "PWNED"
     config = tmp_path / "c.yaml"
@@ -118,14 +147,18 @@ def test_yaml_python_tags_never_run(tmp_path, capsys, tag):
     assert not sentinel.exists()
 
 
-@pytest.mark.parametrize("text", [
-    "strategy: split\nsplit: " + "[" * 50_000 + "]" * 50_000 + "\n",
-    "strategy: split\nsplit: " + "{a: " * 50_000 + "1" + "}" * 50_000 + "\n",
-    # alias bomb: nine levels of ten references each (a billion leaves if expanded)
-    "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)
-    ) + "strategy: split\n",
-], ids=["nested-lists", "nested-maps", "alias-bomb"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "strategy: split\nsplit: " + "[" * 50_000 + "]" * 50_000 + "\n",
+        "strategy: split\nsplit: " + "{a: " * 50_000 + "1" + "}" * 50_000 + "\n",
+        # alias bomb: nine levels of ten references each (a billion leaves if expanded)
+        "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10))
+        + "strategy: split\n",
+    ],
+    ids=["nested-lists", "nested-maps", "alias-bomb"],
+)
 def test_yaml_bombs_are_config_errors_in_bounded_time(tmp_path, capsys, text):
     (tmp_path / "c.yaml").write_text(text)
     started = time.monotonic()
@@ -141,8 +174,9 @@ def test_nan_and_infinity_spellings(tmp_path, capsys, spelling):
     out = tmp_path / "o.h5"
     code, err = cli(["split", data, "--id-col", "id", "--length", 3, "-o", out], capsys)
     assert code == 65 and f"{data}:3:2: " in err and "--nan" in err
-    code, err = cli(["split", data, "--id-col", "id", "--length", 3, "--nan", "zero", "-o", out],
-                    capsys)
+    code, err = cli(
+        ["split", data, "--id-col", "id", "--length", 3, "--nan", "zero", "-o", out], capsys
+    )
     assert code == 0, err
     with h5py.File(out) as f:
         assert f["X"][0, :, 0].tolist() == [1.0, 0.0, 3.0]
@@ -151,17 +185,26 @@ def test_nan_and_infinity_spellings(tmp_path, capsys, spelling):
 def test_non_utf8_bytes_name_the_line(tmp_path, capsys):
     data = tmp_path / "in.csv"
     data.write_bytes(b"id,x\na,1\na,2\na,\xff\xfe3\n")
-    code, err = cli(["split", data, "--id-col", "id", "--length", 2, "-o", tmp_path / "o.h5"],
-                    capsys)
-    assert code == 65 and err == f"tbptt: error: {data}:4: byte 0xff is not UTF-8 text; " \
-                                 "save the file as UTF-8\n"
+    code, err = cli(
+        ["split", data, "--id-col", "id", "--length", 2, "-o", tmp_path / "o.h5"], capsys
+    )
+    assert (
+        code == 65
+        and err == f"tbptt: error: {data}:4: byte 0xff is not UTF-8 text; save the file as UTF-8\n"
+    )
 
 
 def test_a_header_of_100k_names(tmp_path, capsys):
     names = [f"c{i}" for i in range(100_000)]
     data = tmp_path / "in.csv"
-    data.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n"
-                    + ",".join("2" for _ in names) + "\n")
+    data.write_text(
+        ",".join(names)
+        + "\n"
+        + ",".join("1" for _ in names)
+        + "\n"
+        + ",".join("2" for _ in names)
+        + "\n"
+    )
     out = tmp_path / "o.h5"
     code, err = cli(["split", data, "--length", 2, "-o", out], capsys)
     assert code == 0, err
@@ -185,9 +228,22 @@ def test_a_million_columns_wide(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_1gb_line_on_stdin_is_refused_in_bounded_time_and_memory(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "tbptt_cli", "split", "-", "--format", "csv", "--length", "2",
-         "-o", str(tmp_path / "o.h5")],
-        env=ENV, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "tbptt_cli",
+            "split",
+            "-",
+            "--format",
+            "csv",
+            "--length",
+            "2",
+            "-o",
+            str(tmp_path / "o.h5"),
+        ],
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     started = time.monotonic()
     block = b"1" * (1 << 20)
@@ -205,8 +261,10 @@ def test_a_1gb_line_on_stdin_is_refused_in_bounded_time_and_memory(tmp_path):
     with contextlib.suppress(BrokenPipeError):
         process.stdin.close()  # type: ignore[union-attr]
     assert process.returncode == 65, err
-    assert err == "tbptt: error: -:2: line longer than 256 MiB; this is not CSV text with " \
-                  "line breaks (for wide data put one sequence per line)\n"
+    assert (
+        err == "tbptt: error: -:2: line longer than 256 MiB; this is not CSV text with "
+        "line breaks (for wide data put one sequence per line)\n"
+    )
     assert time.monotonic() - started < 60
     assert usage.ru_maxrss < 1_500_000  # KiB: well under the line's size times a few
 

@@ -41,8 +41,11 @@ def test_equal_short_sequences_suggest_asis(tmp_path: Path) -> None:
     assert doc["length"] == {"min": 25, "median": 25, "max": 25, "total": 2500}
     assert doc["features"] == ["x0", "x1", "x2"] and doc["targets"] == []
     assert doc["missing"] == {"x0": 0, "x1": 0, "x2": 0}
-    assert doc["memory"] == {"dense_float32_bytes": 100 * 25 * 3 * 4,
-                             "data_float32_bytes": 2500 * 3 * 4, "padded_fraction": 0.0}
+    assert doc["memory"] == {
+        "dense_float32_bytes": 100 * 25 * 3 * 4,
+        "data_float32_bytes": 2500 * 3 * 4,
+        "padded_fraction": 0.0,
+    }
     assert doc["suggestion"]["strategy"] == "asis"
     assert doc["suggestion"]["command"] == f"tbptt asis {path} -o short.h5"
     assert text.splitlines()[:3] == [
@@ -161,8 +164,11 @@ def test_an_output_is_summarised(output: Path) -> None:
     assert (doc["sequences"], doc["filler_rows"], doc["resets"]) == (5, 0, 5)
     assert doc["padded_fraction"] == round(1 - 5 * 22 / (20 * 7), 4)
     assert doc["targets"] == ["next_x0"]
-    assert doc["manifest"] == {"path": str(output.with_name("walks.manifest.json")),
-                               "present": True, "hash_matches": True}
+    assert doc["manifest"] == {
+        "path": str(output.with_name("walks.manifest.json")),
+        "present": True,
+        "hash_matches": True,
+    }
     assert "layout      stateful, block packing, interleaved order" in text
     assert text.splitlines()[-1] == f"manifest    {doc['manifest']['path']}, hash matches"
 

@@ -123,8 +123,9 @@ def test_stdin_reads_the_same_and_hashes_the_bytes() -> None:
 
 
 def test_sample_sensors_file() -> None:
-    data, info = read_input(InputOptions(path=str(SAMPLE / "sensors.csv"), id_col="sensor",
-                                         time_col="t"))
+    data, info = read_input(
+        InputOptions(path=str(SAMPLE / "sensors.csv"), id_col="sensor", time_col="t")
+    )
     assert data.count == 6 and data.feature_names == ["temp", "humidity"]
     assert all(800 <= n <= 1500 for n in data.lengths)
     assert info.size == (SAMPLE / "sensors.csv").stat().st_size
@@ -141,8 +142,9 @@ NAN_CSV = "id,a,b\nx,nan,1\nx,2,\nx,NA,3\ny,4,inf\ny,-Infinity,1e999\ny,6,7\n"
         ("drop", [[6, 7]], [0, 1]),
     ],
 )
-def test_nan_modes(tmp_path: Path, mode: str, values: list[list[float]],
-                   lengths: list[int]) -> None:
+def test_nan_modes(
+    tmp_path: Path, mode: str, values: list[list[float]], lengths: list[int]
+) -> None:
     data = read(tmp_path, NAN_CSV, id_col="id", nan=mode)
     assert data.values.tolist() == values
     assert data.lengths.tolist() == lengths
@@ -158,7 +160,8 @@ def test_nan_drop_keeps_extra_and_targets_aligned(tmp_path: Path) -> None:
 def test_ffill_of_an_all_missing_column_is_an_error(tmp_path: Path) -> None:
     assert fails(tmp_path, "id,a\nx,1\ny,\ny,nan\n", id_col="id", nan="ffill") == (
         "data.csv: sequence 'y' has no finite value in column 'a', so --nan ffill has nothing "
-        "to fill from; use --nan zero or drop, or clean the data")
+        "to fill from; use --nan zero or drop, or clean the data"
+    )
 
 
 def test_target_column_is_removed_from_the_features(tmp_path: Path) -> None:
@@ -180,47 +183,87 @@ def test_target_next_shifts_by_one(tmp_path: Path) -> None:
         ("", {}, "data.csv: empty file; expected a header line"),
         ("\n\n", {}, "data.csv: empty file; expected a header line"),
         ("a,b\n", {}, "data.csv:1: header but no data rows"),
-        ("a,b,c,d\n" + "1,2,3,4\n" * 5 + "1,2,3,4,5\n", {},
-         "data.csv:7:1: row has 5 fields, the header has 4"),
+        (
+            "a,b,c,d\n" + "1,2,3,4\n" * 5 + "1,2,3,4,5\n",
+            {},
+            "data.csv:7:1: row has 5 fields, the header has 4",
+        ),
         ("id,temp\nx,1\nx,abc\n", {}, "data.csv:3:2: 'abc' is not a number (column 'temp')"),
-        ("id,temp\nx,1\nx,nan\n", {},
-         "data.csv:3:2: non-finite value 'nan' in column 'temp'; clean the data or pass "
-         "--nan ffill|zero|drop"),
-        ("a,b\r\n1,2\r\n\r\n3,\r\n", {},
-         "data.csv:4:2: empty cell in column 'b'; clean the data or pass --nan ffill|zero|drop"),
-        ("t,a\n0,1\nNA,2\n", {"time_col": "t", "nan": "zero"},
-         "data.csv:3:1: time value 'NA' in column 't' is not a finite number; every row needs "
-         "a time"),
-        ("temp,b\n1,2\n", {"features": ("tmp",)},
-         "data.csv: no column 'tmp' (given to --features); did you mean 'temp'? the columns "
-         "are temp, b"),
-        ("a,b\n1,2\n", {"target": "zzz"},
-         "data.csv: no column 'zzz' (given to --target); the columns are a, b"),
-        ("a,b\n1,2\n", {"id_col": "ID"},
-         "data.csv: no column 'ID' (given to --id-col); the columns are a, b"),
-        ("a,b\n1,2\n", {"time_col": "time"},
-         "data.csv: no column 'time' (given to --time-col); the columns are a, b"),
-        ("a,a\n1,2\n", {}, "data.csv:1: column 'a' appears twice in the header; give every "
-                           "column its own name"),
-        ("name\nfoo\n", {}, "data.csv: no numeric feature column found; name the feature "
-                            "columns with --features"),
-        ("s0,s1,s2\n1,,3\n", {"layout": "wide"},
-         "data.csv:2:2: empty cell before the end of the row; in --layout wide only trailing "
-         "cells may be empty (write NA for a missing value)"),
-        (b"a,b\n1,2\n3\x00,4\n", {}, "data.csv:3: NUL byte; this looks like a binary file, "
-                                     "not CSV text (for NumPy data pass --format npy|npz)"),
-        (b"a,b\n1,2\n\n3,\xff\n", {}, "data.csv:4: byte 0xff is not UTF-8 text; save the file "
-                                      "as UTF-8"),
+        (
+            "id,temp\nx,1\nx,nan\n",
+            {},
+            "data.csv:3:2: non-finite value 'nan' in column 'temp'; clean the data or pass "
+            "--nan ffill|zero|drop",
+        ),
+        (
+            "a,b\r\n1,2\r\n\r\n3,\r\n",
+            {},
+            "data.csv:4:2: empty cell in column 'b'; clean the data or pass --nan ffill|zero|drop",
+        ),
+        (
+            "t,a\n0,1\nNA,2\n",
+            {"time_col": "t", "nan": "zero"},
+            "data.csv:3:1: time value 'NA' in column 't' is not a finite number; every row needs "
+            "a time",
+        ),
+        (
+            "temp,b\n1,2\n",
+            {"features": ("tmp",)},
+            "data.csv: no column 'tmp' (given to --features); did you mean 'temp'? the columns "
+            "are temp, b",
+        ),
+        (
+            "a,b\n1,2\n",
+            {"target": "zzz"},
+            "data.csv: no column 'zzz' (given to --target); the columns are a, b",
+        ),
+        (
+            "a,b\n1,2\n",
+            {"id_col": "ID"},
+            "data.csv: no column 'ID' (given to --id-col); the columns are a, b",
+        ),
+        (
+            "a,b\n1,2\n",
+            {"time_col": "time"},
+            "data.csv: no column 'time' (given to --time-col); the columns are a, b",
+        ),
+        (
+            "a,a\n1,2\n",
+            {},
+            "data.csv:1: column 'a' appears twice in the header; give every column its own name",
+        ),
+        (
+            "name\nfoo\n",
+            {},
+            "data.csv: no numeric feature column found; name the feature columns with --features",
+        ),
+        (
+            "s0,s1,s2\n1,,3\n",
+            {"layout": "wide"},
+            "data.csv:2:2: empty cell before the end of the row; in --layout wide only trailing "
+            "cells may be empty (write NA for a missing value)",
+        ),
+        (
+            b"a,b\n1,2\n3\x00,4\n",
+            {},
+            "data.csv:3: NUL byte; this looks like a binary file, "
+            "not CSV text (for NumPy data pass --format npy|npz)",
+        ),
+        (
+            b"a,b\n1,2\n\n3,\xff\n",
+            {},
+            "data.csv:4: byte 0xff is not UTF-8 text; save the file as UTF-8",
+        ),
     ],
 )
-def test_data_errors(tmp_path: Path, text: str | bytes, opts: dict[str, Any],
-                     message: str) -> None:
+def test_data_errors(tmp_path: Path, text: str | bytes, opts: dict[str, Any], message: str) -> None:
     assert fails(tmp_path, text, **opts) == message
 
 
 def test_unterminated_quote_swallows_the_rest(tmp_path: Path) -> None:
     assert fails(tmp_path, 'a,b\n1,2\n"3,4\n5,6\n') == (
-        "data.csv:3:1: row has 1 field, the header has 2")
+        "data.csv:3:1: row has 1 field, the header has 2"
+    )
 
 
 def test_chunk_boundaries_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,7 +274,8 @@ def test_chunk_boundaries_change_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     blank_start = "a,b\n1,\n2,\n3,4\n"  # b has no value in the first chunk: not a feature
     assert read(tmp_path, blank_start).feature_names == ["a"]
     assert fails(tmp_path, LONG + "z,9,nan,1\n", id_col="id") == (
-        f"data.csv:7:3: non-finite value 'nan' in column 'a'; {NAN_FIX}")
+        f"data.csv:7:3: non-finite value 'nan' in column 'a'; {NAN_FIX}"
+    )
 
 
 def test_a_column_cannot_be_feature_and_target(tmp_path: Path) -> None:
@@ -261,10 +305,14 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     ("opts", "message"),
     [
         ({"path": "-"}, "reading stdin needs --format csv|tsv|npy|npz"),
-        ({"path": "data.txt"},
-         "data.txt: cannot tell the format (suffix '.txt'); pass --format csv|tsv|npy|npz"),
-        ({"path": "x.csv", "delimiter": ";;"},
-         "--delimiter ';;' must be one character (or \\t for tab)"),
+        (
+            {"path": "data.txt"},
+            "data.txt: cannot tell the format (suffix '.txt'); pass --format csv|tsv|npy|npz",
+        ),
+        (
+            {"path": "x.csv", "delimiter": ";;"},
+            "--delimiter ';;' must be one character (or \\t for tab)",
+        ),
     ],
 )
 def test_usage_errors(tmp_path: Path, opts: dict[str, str], message: str) -> None:

@@ -31,8 +31,9 @@ def read(path: str, **opts: object) -> SequenceSet:
     return data
 
 
-def fails(tmp_path: Path, path: str, error: type[Exception] = InputDataError,
-          **opts: object) -> str:
+def fails(
+    tmp_path: Path, path: str, error: type[Exception] = InputDataError, **opts: object
+) -> str:
     with pytest.raises(error) as caught:
         read(path, **opts)
     return str(caught.value).replace(str(tmp_path) + os.sep, "")
@@ -93,8 +94,12 @@ def test_stdin_npy_and_npz() -> None:
 
 def test_npz_lengths_offsets_and_ids(tmp_path: Path) -> None:
     path = tmp_path / "r.npz"
-    np.savez(path, values=np.arange(12.0).reshape(6, 2), lengths=np.array([1, 0, 5]),
-             ids=np.array(["a", "b", "c"]))
+    np.savez(
+        path,
+        values=np.arange(12.0).reshape(6, 2),
+        lengths=np.array([1, 0, 5]),
+        ids=np.array(["a", "b", "c"]),
+    )
     data = read(str(path))
     assert data.ids == ["a", "b", "c"] and data.lengths.tolist() == [1, 0, 5]
     assert data.sequence(2)[:, 1].tolist() == [3, 5, 7, 9, 11]
@@ -161,8 +166,12 @@ def test_nan_scan_reads_slab_by_slab(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_nan_error_in_npz_uses_the_ids(tmp_path: Path) -> None:
     path = tmp_path / "r.npz"
-    np.savez(path, values=np.array([1.0, 2.0, np.nan]), lengths=np.array([2, 0, 1]),
-             ids=np.array(["a", "b", "c"]))
+    np.savez(
+        path,
+        values=np.array([1.0, 2.0, np.nan]),
+        lengths=np.array([2, 0, 1]),
+        ids=np.array(["a", "b", "c"]),
+    )
     message = fails(tmp_path, str(path))
     assert message == f"r.npz: non-finite value at sequence c, step 0, feature x0; {NAN_FIX}"
 
@@ -171,7 +180,8 @@ def test_ffill_of_an_all_nan_sequence_is_an_error(tmp_path: Path) -> None:
     array = np.array([[1.0, np.nan], [np.nan, np.nan]])
     assert fails(tmp_path, save(tmp_path, array), nan="ffill") == (
         "x.npy: sequence '1' has no finite value in column 'x0', so --nan ffill has nothing "
-        "to fill from; use --nan zero or drop, or clean the data")
+        "to fill from; use --nan zero or drop, or clean the data"
+    )
 
 
 def npz(tmp_path: Path, **arrays: np.ndarray) -> str:
@@ -186,28 +196,50 @@ V = np.arange(6.0)
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"lengths": np.array([6])}, "r.npz: no 'values' array (the archive has lengths); save "
-                                     "it with numpy.savez(path, values=..., lengths=...)"),
-        ({"values": V}, "r.npz: found neither of 'lengths' and 'offsets'; save exactly one: "
-                        "lengths [sequences] or offsets [sequences + 1]"),
-        ({"values": V, "lengths": np.array([6]), "offsets": np.array([0, 6])},
-         "r.npz: found both of 'lengths' and 'offsets'; save exactly one: lengths [sequences] "
-         "or offsets [sequences + 1]"),
-        ({"values": V, "lengths": np.array([2, 3])},
-         "r.npz: lengths add up to 5 but 'values' has 6 rows; they must match"),
-        ({"values": V, "lengths": np.array([8, -2])},
-         "r.npz: lengths[1] is -2; a length must be >= 0"),
-        ({"values": V, "offsets": np.array([0, 4, 3, 6])},
-         "r.npz: offsets[2] = 3 is below offsets[1] = 4; offsets must not decrease"),
-        ({"values": V, "offsets": np.array([1, 6])},
-         "r.npz: offsets must start at 0 and end at 6 (the rows of 'values'), got 1 .. 6"),
-        ({"values": V, "lengths": np.array([3.0, 3.0])},
-         "r.npz: 'lengths' must be a non-empty 1-D integer array, got float64 shape (2,)"),
-        ({"values": V, "lengths": np.array([6]), "ids": np.array(["a", "b"])},
-         "r.npz: 'ids' must be 1 strings or integers, one per sequence, got <U1 shape (2,)"),
-        ({"values": np.array(["a"]), "lengths": np.array([1])},
-         "r.npz: member 'values': string arrays are not supported (dtype <U1); save float32 "
-         "or float64 numbers"),
+        (
+            {"lengths": np.array([6])},
+            "r.npz: no 'values' array (the archive has lengths); save "
+            "it with numpy.savez(path, values=..., lengths=...)",
+        ),
+        (
+            {"values": V},
+            "r.npz: found neither of 'lengths' and 'offsets'; save exactly one: "
+            "lengths [sequences] or offsets [sequences + 1]",
+        ),
+        (
+            {"values": V, "lengths": np.array([6]), "offsets": np.array([0, 6])},
+            "r.npz: found both of 'lengths' and 'offsets'; save exactly one: lengths [sequences] "
+            "or offsets [sequences + 1]",
+        ),
+        (
+            {"values": V, "lengths": np.array([2, 3])},
+            "r.npz: lengths add up to 5 but 'values' has 6 rows; they must match",
+        ),
+        (
+            {"values": V, "lengths": np.array([8, -2])},
+            "r.npz: lengths[1] is -2; a length must be >= 0",
+        ),
+        (
+            {"values": V, "offsets": np.array([0, 4, 3, 6])},
+            "r.npz: offsets[2] = 3 is below offsets[1] = 4; offsets must not decrease",
+        ),
+        (
+            {"values": V, "offsets": np.array([1, 6])},
+            "r.npz: offsets must start at 0 and end at 6 (the rows of 'values'), got 1 .. 6",
+        ),
+        (
+            {"values": V, "lengths": np.array([3.0, 3.0])},
+            "r.npz: 'lengths' must be a non-empty 1-D integer array, got float64 shape (2,)",
+        ),
+        (
+            {"values": V, "lengths": np.array([6]), "ids": np.array(["a", "b"])},
+            "r.npz: 'ids' must be 1 strings or integers, one per sequence, got <U1 shape (2,)",
+        ),
+        (
+            {"values": np.array(["a"]), "lengths": np.array([1])},
+            "r.npz: member 'values': string arrays are not supported (dtype <U1); save float32 "
+            "or float64 numbers",
+        ),
     ],
 )
 def test_npz_errors(tmp_path: Path, arrays: dict[str, np.ndarray], message: str) -> None:
@@ -217,8 +249,9 @@ def test_npz_errors(tmp_path: Path, arrays: dict[str, np.ndarray], message: str)
 def test_npz_object_member_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "r.npz"
     np.savez(path, values=np.array([[1.0], "x"], dtype=object), lengths=np.array([2]))
-    assert fails(tmp_path, str(path)).startswith("r.npz: member 'values': object arrays are "
-                                                 "refused (pickle is unsafe)")
+    assert fails(tmp_path, str(path)).startswith(
+        "r.npz: member 'values': object arrays are refused (pickle is unsafe)"
+    )
 
 
 def raw_file(tmp_path: Path, name: str, content: bytes) -> str:
@@ -230,42 +263,54 @@ def raw_file(tmp_path: Path, name: str, content: bytes) -> str:
 def test_npy_file_errors(tmp_path: Path) -> None:
     objects = save(tmp_path, np.array([1, "a", None], dtype=object), "o.npy")
     assert fails(tmp_path, objects) == (
-        "o.npy: object arrays are refused (pickle is unsafe); save a numeric array")
+        "o.npy: object arrays are refused (pickle is unsafe); save a numeric array"
+    )
     pickled = raw_file(tmp_path, "p.npy", pickle.dumps([1, 2, 3]))
     assert fails(tmp_path, pickled).startswith("p.npy: pickled data is refused (pickle is unsafe)")
     full = (tmp_path / "x.npy").read_bytes() if save(tmp_path, np.zeros((4, 4))) else b""
     truncated = raw_file(tmp_path, "t.npy", full[:-10])
     assert fails(tmp_path, truncated) == (
         f"t.npy: truncated: the header promises {len(full)} bytes, the file has "
-        f"{len(full) - 10}; copy or save it again")
+        f"{len(full) - 10}; copy or save it again"
+    )
     corrupt = raw_file(tmp_path, "c.npy", full[:8] + b"\x20\x00{'descr': <junk>}\n" + full[60:])
     assert fails(tmp_path, corrupt).startswith("c.npy: corrupt NPY header (")
     assert fails(tmp_path, raw_file(tmp_path, "n.npy", b"hello")) == (
-        "n.npy: not an NPY file (no NPY magic string); save the array with numpy.save")
+        "n.npy: not an NPY file (no NPY magic string); save the array with numpy.save"
+    )
     assert fails(tmp_path, save(tmp_path, np.zeros((1, 2, 3, 4)), "f.npy")) == (
         "f.npy: a 4-D array is not a set of sequences; expected 1-D [time], 2-D "
-        "[sequences, time] or 3-D [sequences, time, features]")
+        "[sequences, time] or 3-D [sequences, time, features]"
+    )
     assert fails(tmp_path, save(tmp_path, np.array(3.0), "s.npy")).startswith(
-        "s.npy: a 0-D array is not a set of sequences")
+        "s.npy: a 0-D array is not a set of sequences"
+    )
     assert fails(tmp_path, save(tmp_path, np.zeros((3, 0)), "e.npy")) == (
-        "e.npy: the array is empty (shape (3, 0)); nothing to read")
+        "e.npy: the array is empty (shape (3, 0)); nothing to read"
+    )
     assert fails(tmp_path, save(tmp_path, np.array(["a", "b"]), "u.npy")) == (
-        "u.npy: string arrays are not supported (dtype <U1); save float32 or float64 numbers")
+        "u.npy: string arrays are not supported (dtype <U1); save float32 or float64 numbers"
+    )
     assert fails(tmp_path, save(tmp_path, np.zeros(3, dtype=complex), "z.npy")).startswith(
-        "z.npy: complex arrays are not supported")
+        "z.npy: complex arrays are not supported"
+    )
     structured = np.zeros(3, dtype=[("a", "f4"), ("b", "f4")])
     assert fails(tmp_path, save(tmp_path, structured, "r.npy")).startswith(
-        "r.npy: structured arrays are not supported")
+        "r.npy: structured arrays are not supported"
+    )
     assert fails(tmp_path, npz(tmp_path, values=V, lengths=np.array([6])), format="npy") == (
-        "r.npz: this is an NPZ archive, not an NPY file; pass --format npz")
+        "r.npz: this is an NPZ archive, not an NPY file; pass --format npz"
+    )
 
 
 def test_column_and_option_errors(tmp_path: Path) -> None:
     path = save(tmp_path, np.zeros((2, 3, 2)))
     assert fails(tmp_path, path, target="xx1") == (
-        "x.npy: no column 'xx1' (given to --target); did you mean 'x1'? the columns are x0, x1")
+        "x.npy: no column 'xx1' (given to --target); did you mean 'x1'? the columns are x0, x1"
+    )
     assert fails(tmp_path, path, features=("x5",)).startswith(
-        "x.npy: no column 'x5' (given to --features)")
+        "x.npy: no column 'x5' (given to --features)"
+    )
     with pytest.raises(UsageError, match="^--id-col applies to CSV input only"):
         read(path, id_col="sensor")
     with pytest.raises(UsageError, match="^--axes TF applies to 2-D arrays"):

@@ -36,8 +36,9 @@ def run(strategy: list[str], lengths: list[int], features: int) -> tuple[dict, l
     with tempfile.TemporaryDirectory() as folder:
         data, out = Path(folder) / "in.npz", Path(folder) / "out.h5"
         np.savez(data, values=values, lengths=np.array(lengths))
-        code = run_main([strategy[0], str(data), *strategy[1:], "-q", "--dtype", "float64",
-                         "-o", str(out)])
+        code = run_main(
+            [strategy[0], str(data), *strategy[1:], "-q", "--dtype", "float64", "-o", str(out)]
+        )
         assert code == 0
         with h5py.File(out) as f:
             written = {name: f[name][()] for name in f}
@@ -115,17 +116,35 @@ def test_asis(lengths, features, side):
         return
     for i, n in enumerate(lengths):  # pre: the real steps end at the window's end
         assert written["mask"][i].tolist() == [0] * (window - n) + [1] * n
-        assert written["X"][i, window - n:].tolist() == sequences[i]
+        assert written["X"][i, window - n :].tolist() == sequences[i]
         assert written["reset"][i] == 1
 
 
 @SETTINGS
-@given(lengths_st, st.integers(1, 5), st.integers(1, 4), st.sampled_from(["block", "lanes"]),
-       st.integers(1, 2))
+@given(
+    lengths_st,
+    st.integers(1, 5),
+    st.integers(1, 4),
+    st.sampled_from(["block", "lanes"]),
+    st.integers(1, 2),
+)
 def test_split_with_next_target(lengths, chunk, batch, packing, features):
     lengths = [n + 1 for n in lengths]  # --target next takes one step off each sequence
-    written, sequences = run(["split", "--length", str(chunk), "--batch-size", str(batch),
-                              "--packing", packing, "--target", "next"], lengths, features)
+    written, sequences = run(
+        [
+            "split",
+            "--length",
+            str(chunk),
+            "--batch-size",
+            str(batch),
+            "--packing",
+            packing,
+            "--target",
+            "next",
+        ],
+        lengths,
+        features,
+    )
     usable = [n - 1 for n in lengths]
     layout = block_rows if packing == "block" else lane_rows
     expect(written, layout(usable, chunk, batch), sequences, chunk, shift=1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import time
 
 import h5py
@@ -21,8 +23,11 @@ from tbptt_cli.strategies.basic import plan_split
 
 def long_csv(path, shuffled=False, sequences=7, steps=53):
     rng = np.random.default_rng(1)
-    rows = [(f"s{i}", t, *np.round(rng.normal(size=2), 5)) for i in range(sequences)
-            for t in range(steps)]
+    rows = [
+        (f"s{i}", t, *np.round(rng.normal(size=2), 5))
+        for i in range(sequences)
+        for t in range(steps)
+    ]
     if shuffled:
         rows = [rows[i] for i in rng.permutation(len(rows))]
     path.write_text("id,t,a,b\n" + "".join(f"{r[0]},{r[1]},{r[2]},{r[3]}\n" for r in rows))
@@ -43,8 +48,9 @@ def precise(opts):
 @pytest.mark.parametrize("limit", ["256M", "1K"])
 def test_fast_reader_and_spill_equal_the_precise_reader(tmp_path, shuffled, limit):
     path = long_csv(tmp_path / "in.csv", shuffled)
-    opts = InputOptions(path=str(path), id_col="id", time_col="t", memory_limit=limit,
-                        target="b", features=("a",))
+    opts = InputOptions(
+        path=str(path), id_col="id", time_col="t", memory_limit=limit, target="b", features=("a",)
+    )
     got, info = read_input(opts, spill_dir=tmp_path)
     want, want_info = precise(opts)
     assert got.ids == want.ids and info == want_info
@@ -59,8 +65,9 @@ def test_fast_reader_and_spill_equal_the_precise_reader(tmp_path, shuffled, limi
 def test_fast_path_is_taken_for_a_clean_file(tmp_path):
     path = long_csv(tmp_path / "in.csv")
     columns = fast.Columns(["id", "t", "a", "b"], [2, 3], None, None, [], 0)
-    data, _ = fast.read_long(InputOptions(path=str(path)), str(path), "csv", ",", columns,
-                             1 << 20, None, None)
+    data, _ = fast.read_long(
+        InputOptions(path=str(path)), str(path), "csv", ",", columns, 1 << 20, None, None
+    )
     assert data.count == 7 and data.features == 2
 
 
@@ -79,8 +86,19 @@ def test_output_is_identical_whatever_the_reader(tmp_path):
     outputs = []
     for limit in ("256M", "1K", "precise"):
         out = tmp_path / f"out{limit}.h5"
-        args = ["split", str(path), "--id-col", "id", "--time-col", "t", "--length", "10",
-                "-q", "-o", str(out)]
+        args = [
+            "split",
+            str(path),
+            "--id-col",
+            "id",
+            "--time-col",
+            "t",
+            "--length",
+            "10",
+            "-q",
+            "-o",
+            str(out),
+        ]
         if limit == "precise":
             saved, delimited._read_fast = delimited._read_fast, lambda *a: None
             try:
@@ -136,14 +154,19 @@ def test_gather_full_windows_equal_the_scatter_path():
     for s in range(plan.samples):
         n, seq, off = plan.length[s], plan.sequence[s], plan.offset[s]
         if seq >= 0:
-            np.testing.assert_array_equal(slab.X[s, :n], data.sequence(seq)[off:off + n])
+            np.testing.assert_array_equal(slab.X[s, :n], data.sequence(seq)[off : off + n])
         assert not slab.X[s, n:].any() and slab.mask[s].sum() == n
 
 
 def test_a_plan_for_a_million_sequences():
     lengths = np.random.default_rng(0).integers(1, 60, size=1_000_000)
-    data = SequenceSet(values=np.zeros((1, 1)), starts=np.zeros(len(lengths), dtype=np.int64),
-                       lengths=lengths, ids=[], feature_names=["x"])
+    data = SequenceSet(
+        values=np.zeros((1, 1)),
+        starts=np.zeros(len(lengths), dtype=np.int64),
+        lengths=lengths,
+        ids=[],
+        feature_names=["x"],
+    )
     start = time.perf_counter()
     plan = plan_split(data, SplitParams(length=20, batch_size="128"))
     assert plan.samples % 128 == 0 and (plan.length > 0).sum() == (-(-lengths // 20)).sum()
@@ -164,8 +187,12 @@ def test_progress_bar_draws_bytes_and_samples():
 
 def test_no_bar_in_a_pipe(tmp_path, capsys):
     path = long_csv(tmp_path / "in.csv")
-    assert run_main(["split", str(path), "--id-col", "id", "--length", "5", "-o",
-                     str(tmp_path / "o.h5")]) == 0
+    assert (
+        run_main(
+            ["split", str(path), "--id-col", "id", "--length", "5", "-o", str(tmp_path / "o.h5")]
+        )
+        == 0
+    )
     assert "\r" not in capsys.readouterr().err
 
 
@@ -200,8 +227,21 @@ def test_streamed_output_hash_matches_the_file(tmp_path):
     digests = []
     for run in ("a", "b"):
         out = tmp_path / f"{run}.h5"
-        code = run_main(["split", str(source), "--length", "20", "--batch-size", "4",
-                         "--target", "next", "-o", str(out), "-q"])
+        code = run_main(
+            [
+                "split",
+                str(source),
+                "--length",
+                "20",
+                "--batch-size",
+                "4",
+                "--target",
+                "next",
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
         assert code == 0
         doc = json.loads((tmp_path / f"{run}.manifest.json").read_text())
         digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
@@ -221,3 +261,45 @@ def test_background_nan_scan_still_fails_the_run(tmp_path, capsys, dry_run):
     assert "non-finite value at sequence 7, step 299, feature x1" in capsys.readouterr().err
     left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
     assert left == ["in.npy"]  # no output, manifest or temp file
+
+
+@pytest.mark.parametrize("cell", [(0, 0, 0), (52, 8575, 2), (52, 8576, 0), (63, 19999, 2)])
+def test_nan_found_by_the_input_hash_in_any_block(tmp_path, capsys, cell):
+    # 15 MB: several blocks of the fused sha256 + NaN/inf pass (arrays.HASH_SCAN_BYTES);
+    # the middle cells end the third and start the fourth (1 Mi float32 each).
+    values = np.ones((64, 20000, 3), dtype=np.float32)
+    values[cell] = np.nan
+    source = tmp_path / "in.npy"
+    np.save(source, values)
+    code = run_main(["split", str(source), "--length", "100", "-o", str(tmp_path / "out.h5")])
+    assert code == 65
+    sequence, step, feature = cell
+    assert (
+        f"in.npy: non-finite value at sequence {sequence}, step {step}, feature "
+        f"x{feature}; clean the data"
+    ) in capsys.readouterr().err
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert left == ["in.npy"]
+
+
+def test_fused_hash_covers_trailing_bytes_but_checks_only_the_array(tmp_path):
+    source = tmp_path / "in.npy"
+    np.save(source, np.ones((4, 5000, 2), dtype=np.float32))
+    with open(source, "ab") as f:
+        f.write(b"\xff" * 8)  # NaN bit patterns after the array: not part of the data
+    out = tmp_path / "out.h5"
+    assert run_main(["split", str(source), "--length", "100", "-o", str(out), "-q"]) == 0
+    doc = json.loads((tmp_path / "out.manifest.json").read_text())
+    assert doc["input"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_gather_into_a_reused_buffer_gives_the_same_rows():
+    values = np.arange(2000 * 3, dtype=np.float32).reshape(2000, 3)
+    data = SequenceSet.from_offsets(values, np.array([0, 1000, 2000]))
+    plan = plan_split(data, SplitParams(length=50, batch_size=2))  # full windows only
+    buffer = np.empty(plan.samples * 50 * 3 * 4, dtype=np.uint8)
+    fresh = materialize.gather(plan, data, 0, plan.samples, np.dtype("float32"))
+    reused = materialize.gather(plan, data, 0, plan.samples, np.dtype("float32"), buffer)
+    assert np.shares_memory(reused.X, buffer)
+    np.testing.assert_array_equal(reused.X, fresh.X)
+    np.testing.assert_array_equal(reused.mask, fresh.mask)

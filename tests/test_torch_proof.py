@@ -64,8 +64,22 @@ def sign_task(path: Path, seed: int) -> Path:
 
 
 def split(source: Path, out: Path, *options: str) -> Path:
-    code = run_main(["split", str(source), "--target", "x2", "--length", str(CHUNK),
-                     "--batch-size", str(BATCH), "-q", "-o", str(out), *options])
+    code = run_main(
+        [
+            "split",
+            str(source),
+            "--target",
+            "x2",
+            "--length",
+            str(CHUNK),
+            "--batch-size",
+            str(BATCH),
+            "-q",
+            "-o",
+            str(out),
+            *options,
+        ]
+    )
     assert code == 0
     return out
 
@@ -129,8 +143,9 @@ def test_dataloader_workers_yield_the_batches_in_stored_order(files):
 
     batches = BatchFile(files["train"])
     batches[0]  # the parent holds an open handle when the workers fork
-    loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=2,
-                        multiprocessing_context="fork")
+    loader = DataLoader(
+        batches, batch_size=None, shuffle=False, num_workers=2, multiprocessing_context="fork"
+    )
     seen = list(loader)
     assert [b.index for b in seen] == list(range(len(batches)))
     assert all(np.array_equal(b.X, batches[b.index].X) for b in seen)
@@ -140,8 +155,23 @@ def test_dataloader_workers_yield_the_batches_in_stored_order(files):
 def test_decoupled_windows_train_the_last_k2_steps_only(example, files, tmp_path):
     source = files["train"].with_name("train.npy")
     out = tmp_path / "decoupled.h5"
-    code = run_main(["decoupled", str(source), "--target", "x2", "--k1", "8", "--k2", "3",
-                     "--batch-size", str(BATCH), "-q", "-o", str(out)])
+    code = run_main(
+        [
+            "decoupled",
+            str(source),
+            "--target",
+            "x2",
+            "--k1",
+            "8",
+            "--k2",
+            "3",
+            "--batch-size",
+            str(BATCH),
+            "-q",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     batches = BatchFile(out)
     assert batches.attrs["grad_start"] == 5 and batches[0].loss_mask is not None

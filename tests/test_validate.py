@@ -87,8 +87,11 @@ def test_segments_may_drop_steps_but_never_repeat_them(tmp_path: Path) -> None:
     rows = "".join(f"d{i // 10},{i},{ends[i % 10]}\n" for i in range(30))
     path.write_text("doc,len,eos\n" + rows)
     out = tmp_path / "segments.h5"
-    raw = {"input": {"path": str(path), "id_col": "doc"}, "output": {"path": str(out)},
-           "domain-segments": {"boundary_col": "eos", "pad_to": "3", "overflow": "truncate"}}
+    raw = {
+        "input": {"path": str(path), "id_col": "doc"},
+        "output": {"path": str(out)},
+        "domain-segments": {"boundary_col": "eos", "pad_to": "3", "overflow": "truncate"},
+    }
     core.execute(config.resolve("domain-segments", raw, {}, "test"), core.RunOptions())
     assert validate_output(str(out), None, str(path))["problems"] == []
     with h5py.File(out, "r") as f:
@@ -205,8 +208,9 @@ def test_missing_manifest_is_a_problem_and_a_named_one_is_missing_input(tbptt, n
     out = make(tbptt, npy, "split", "--length", "7")
     out.with_name("out.manifest.json").unlink()
     report = validate_output(str(out), None, None)
-    assert report["problems"] == [f"{out.with_name('out.manifest.json')}: no manifest beside the "
-                                  "file; pass --manifest PATH"]
+    assert report["problems"] == [
+        f"{out.with_name('out.manifest.json')}: no manifest beside the file; pass --manifest PATH"
+    ]
     assert report["checked"] == ["layout", "state", "coverage"]
     with pytest.raises(InputMissingError, match="no such manifest file"):
         validate_output(str(out), str(npy.with_name("nope.json")), None)

@@ -80,7 +80,7 @@ SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 <<
 def parse_size(text: str) -> int:
     """``--memory-limit``: bytes, or a number with K, M, G or T (powers of 1024)."""
     given = str(text).strip().upper().removesuffix("IB").removesuffix("B")
-    number, unit = given.rstrip("KMGT"), given[len(given.rstrip("KMGT")):]
+    number, unit = given.rstrip("KMGT"), given[len(given.rstrip("KMGT")) :]
     try:
         size = float(number) * SIZE_UNITS[unit]
     except (ValueError, KeyError):
@@ -156,7 +156,7 @@ def _text_blocks(
     for block in read_blocks(stream, path, digest):
         size[0] += len(block)
         if size[0] == len(block) and block.startswith(BOM):
-            block = block[len(BOM):]
+            block = block[len(BOM) :]
         cut = block.rfind(b"\n") + 1
         if not cut:
             pending.append(block)
@@ -165,7 +165,8 @@ def _text_blocks(
                 raise InputDataError(
                     f"{path}:{lines_before + 1}: line longer than {MAX_LINE >> 20} MiB; "
                     "this is not CSV text with line breaks (for wide data put one "
-                    "sequence per line)")
+                    "sequence per line)"
+                )
             continue
         data = b"".join([*pending, block[:cut]])
         pending, held = [block[cut:]], len(block) - cut
@@ -179,14 +180,18 @@ def _decode(chunk: bytes, path: str, lines_before: int) -> io.StringIO:
     nul = chunk.find(b"\0")
     if nul >= 0:
         line = lines_before + chunk.count(b"\n", 0, nul) + 1
-        raise InputDataError(f"{path}:{line}: NUL byte; this looks like a binary file, "
-                             "not CSV text (for NumPy data pass --format npy|npz)")
+        raise InputDataError(
+            f"{path}:{line}: NUL byte; this looks like a binary file, "
+            "not CSV text (for NumPy data pass --format npy|npz)"
+        )
     try:
         text = chunk.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = lines_before + chunk.count(b"\n", 0, exc.start) + 1
-        raise InputDataError(f"{path}:{line}: byte 0x{chunk[exc.start]:02x} is not UTF-8 "
-                             "text; save the file as UTF-8") from None
+        raise InputDataError(
+            f"{path}:{line}: byte 0x{chunk[exc.start]:02x} is not UTF-8 "
+            "text; save the file as UTF-8"
+        ) from None
     # newline="" splits lines on \n, \r\n and \r but leaves the ends for csv to handle.
     return io.StringIO(text, newline="")
 

@@ -68,8 +68,10 @@ def read_delimited(
         seen: set[str] = set()
         for name in names:
             if name in seen:
-                raise InputDataError(f"{path}:{header_line}: column '{name}' appears twice "
-                                     "in the header; give every column its own name")
+                raise InputDataError(
+                    f"{path}:{header_line}: column '{name}' appears twice "
+                    "in the header; give every column its own name"
+                )
             seen.add(name)
         if opts.layout == "wide":
             data = _read_wide(path, opts, keep, header_line, names, rows)
@@ -115,8 +117,9 @@ def _read_fast(
     )
     if opts.features is None:
         skip = {columns.id, columns.time, columns.target, *columns.keep}
-        columns.features = _default_features(path, delimiter, [
-            i for i in range(len(names)) if i not in skip])
+        columns.features = _default_features(
+            path, delimiter, [i for i in range(len(names)) if i not in skip]
+        )
     if not columns.features or columns.target in columns.features:
         return None
     try:
@@ -168,8 +171,9 @@ def _numbered_chunks(lines: Iterable[str], delimiter: str, path: str) -> Iterato
                     yield chunk
                     chunk = []
     except csv.Error as exc:
-        raise InputDataError(f"{path}:{reader.line_num}: {exc}; check the quoting "
-                             "and --delimiter") from None
+        raise InputDataError(
+            f"{path}:{reader.line_num}: {exc}; check the quoting and --delimiter"
+        ) from None
     yield chunk
 
 
@@ -193,26 +197,42 @@ def _parse(cells: np.ndarray, locate: Locate) -> np.ndarray:
     return out.reshape(cells.shape)
 
 
-def _check_finite(floats: np.ndarray, checked: np.ndarray, locate: Locate,
-                  nan_error: bool, time_mask: np.ndarray | None = None) -> None:
+def _check_finite(
+    floats: np.ndarray,
+    checked: np.ndarray,
+    locate: Locate,
+    nan_error: bool,
+    time_mask: np.ndarray | None = None,
+) -> None:
     """Raise for the first cell in file order that is NaN/inf: always in the time column,
     in features and targets only under ``--nan error``."""
     bad_time = ~np.isfinite(floats) & time_mask if time_mask is not None else None
     bad_value = ~np.isfinite(floats) & checked if nan_error else None
-    first = [int(np.argmax(b)) if b.any() else floats.size for b in (bad_time, bad_value)
-             if b is not None]
+    first = [
+        int(np.argmax(b)) if b.any() else floats.size
+        for b in (bad_time, bad_value)
+        if b is not None
+    ]
     if not first or min(first) == floats.size:
         return
     where, column, text = locate(min(first))
     if bad_time is not None and bad_time.flat[min(first)]:
-        raise InputDataError(f"{where}: time value '{text}' in column '{column}' is not a "
-                             "finite number; every row needs a time")
+        raise InputDataError(
+            f"{where}: time value '{text}' in column '{column}' is not a "
+            "finite number; every row needs a time"
+        )
     what = "empty cell" if text == "" else f"non-finite value '{text}'"
     raise InputDataError(f"{where}: {what} in column '{column}'; {NAN_FIX}")
 
 
-def _read_long(path: str, opts: InputOptions, keep: Sequence[str], header_line: int,
-               names: list[str], rows: Iterator[Row]) -> SequenceSet:
+def _read_long(
+    path: str,
+    opts: InputOptions,
+    keep: Sequence[str],
+    header_line: int,
+    names: list[str],
+    rows: Iterator[Row],
+) -> SequenceSet:
     index = {name: i for i, name in enumerate(names)}
 
     def column(flag: str, name: str) -> int:
@@ -230,17 +250,21 @@ def _read_long(path: str, opts: InputOptions, keep: Sequence[str], header_line: 
             raise UsageError("--features is empty; name at least one column")
         feature_cols = [column("--features", name) for name in opts.features]
         if target_col in feature_cols:
-            raise UsageError(f"column '{opts.target}' is both a feature and the --target; "
-                             "drop it from --features")
+            raise UsageError(
+                f"column '{opts.target}' is both a feature and the --target; "
+                "drop it from --features"
+            )
     else:
         skip = {id_col, time_col, target_col, *keep_cols}
         feature_cols, buffered = _numeric_columns(
-            [i for i in range(len(names)) if i not in skip], rows)
+            [i for i in range(len(names)) if i not in skip], rows
+        )
         if not buffered:
             raise InputDataError(f"{path}:{header_line}: header but no data rows")
         if not feature_cols:
-            raise InputDataError(f"{path}: no numeric feature column found; name the feature "
-                                 "columns with --features")
+            raise InputDataError(
+                f"{path}: no numeric feature column found; name the feature columns with --features"
+            )
     roles = feature_cols + [c for c in (target_col, time_col) if c is not None] + keep_cols
     physical = sorted(set(roles))  # read in file order, so row-major order is file order
     position = {c: j for j, c in enumerate(physical)}
@@ -252,8 +276,9 @@ def _read_long(path: str, opts: InputOptions, keep: Sequence[str], header_line: 
     for chunk in _chunks(buffered, rows):
         for line, row in chunk:
             if len(row) != len(names):
-                raise InputDataError(f"{path}:{line}:1: row has {_fields(len(row))}, "
-                                     f"the header has {len(names)}")
+                raise InputDataError(
+                    f"{path}:{line}:1: row has {_fields(len(row))}, the header has {len(names)}"
+                )
         # One flat list converts faster than a list of tuples (numpy skips shape discovery).
         cells = np.array([cell for _, row in chunk for cell in getter(row)], dtype=np.str_)
         cells = cells.reshape(len(chunk), len(physical) + 1)[:, :-1]
@@ -291,8 +316,10 @@ def _read_long(path: str, opts: InputOptions, keep: Sequence[str], header_line: 
         targets=floats[:, [position[target_col]]] if target_col is not None else None,
         target_names=[names[target_col]] if target_col is not None else (),
     )
-    extra = {names[c]: floats[:, position[c]].copy()
-             for c in keep_cols + ([time_col] if time_col is not None else [])}
+    extra = {
+        names[c]: floats[:, position[c]].copy()
+        for c in keep_cols + ([time_col] if time_col is not None else [])
+    }
     return replace(data, extra=extra)
 
 
@@ -344,13 +371,22 @@ def _group(row_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return rank[inverse.ravel()], [str(i) for i in unique[appearance]]
 
 
-def _read_wide(path: str, opts: InputOptions, keep: Sequence[str], header_line: int,
-               names: list[str], rows: Iterator[Row]) -> SequenceSet:
+def _read_wide(
+    path: str,
+    opts: InputOptions,
+    keep: Sequence[str],
+    header_line: int,
+    names: list[str],
+    rows: Iterator[Row],
+) -> SequenceSet:
     """One row per sequence, one column per step; trailing empty cells end a shorter row."""
     if opts.target not in ("none", "next"):
         raise UsageError("--target NAME needs --layout long; wide rows hold one feature")
-    for flag, given in (("--time-col", opts.time_col), ("--features", opts.features),
-                        ("a boundary column", list(keep))):
+    for flag, given in (
+        ("--time-col", opts.time_col),
+        ("--features", opts.features),
+        ("a boundary column", list(keep)),
+    ):
         if given:
             raise UsageError(f"{flag} needs --layout long; a wide row is one univariate sequence")
     id_col = None
@@ -364,12 +400,13 @@ def _read_wide(path: str, opts: InputOptions, keep: Sequence[str], header_line: 
     lines: list[int] = []
     for line, row in rows:
         if len(row) > len(names):
-            raise InputDataError(f"{path}:{line}:1: row has {_fields(len(row))}, "
-                                 f"the header has {len(names)}")
+            raise InputDataError(
+                f"{path}:{line}:1: row has {_fields(len(row))}, the header has {len(names)}"
+            )
         steps = row
         if id_col is not None:
             ids.append(row[id_col] if id_col < len(row) else "")
-            steps = row[:id_col] + row[id_col + 1:]
+            steps = row[:id_col] + row[id_col + 1 :]
         else:
             ids.append(str(len(ids)))
         n = len(steps)
@@ -378,9 +415,11 @@ def _read_wide(path: str, opts: InputOptions, keep: Sequence[str], header_line: 
         if "" in steps[:n]:
             j = steps.index("")
             col = j + 1 + (1 if id_col is not None and j >= id_col else 0)
-            raise InputDataError(f"{path}:{line}:{col}: empty cell before the end of the row; "
-                                 "in --layout wide only trailing cells may be empty (write NA "
-                                 "for a missing value)")
+            raise InputDataError(
+                f"{path}:{line}:{col}: empty cell before the end of the row; "
+                "in --layout wide only trailing cells may be empty (write NA "
+                "for a missing value)"
+            )
         cells.extend(steps[:n])
         lengths.append(n)
         lines.append(line)

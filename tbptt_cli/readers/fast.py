@@ -172,10 +172,14 @@ class Codes:
     def _count(self, codes: np.ndarray) -> None:
         low, high = int(codes.min()), int(codes.max())
         if high >= len(self.lengths):
-            self.lengths = np.concatenate([self.lengths, np.zeros(
-                max(high + 1 - len(self.lengths), len(self.lengths)), dtype=np.int64)])
+            self.lengths = np.concatenate(
+                [
+                    self.lengths,
+                    np.zeros(max(high + 1 - len(self.lengths), len(self.lengths)), dtype=np.int64),
+                ]
+            )
         if high - low <= len(codes):  # a narrow range (grouped rows): one cheap bincount
-            self.lengths[low:high + 1] += np.bincount(codes - low, minlength=high - low + 1)
+            self.lengths[low : high + 1] += np.bincount(codes - low, minlength=high - low + 1)
         else:
             used, counts = np.unique(codes, return_counts=True)
             self.lengths[used] += counts
@@ -250,8 +254,11 @@ def read_long(
     if columns.id is not None:
         types[names[columns.id]] = pa.string()
     convert = pacsv.ConvertOptions(
-        column_types=types, include_columns=list(types), null_values=MISSING,
-        strings_can_be_null=False, quoted_strings_can_be_null=True,
+        column_types=types,
+        include_columns=list(types),
+        null_values=MISSING,
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=True,
     )
     read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=BLOCK_SIZE)
     parse = pacsv.ParseOptions(delimiter=delimiter)
@@ -263,8 +270,9 @@ def read_long(
     with open(path, "rb") as stream:
         tap = Tap(stream, tick)
         try:
-            reader = pacsv.open_csv(tap, read_options=read, parse_options=parse,
-                                    convert_options=convert)
+            reader = pacsv.open_csv(
+                tap, read_options=read, parse_options=parse, convert_options=convert
+            )
             for batch in reader:
                 block = _floats(batch, [names[c] for c in columns.features + columns.others])
                 if opts.nan == "error" and not np.isfinite(block[:, :checked]).all():
@@ -272,9 +280,10 @@ def read_long(
                 if columns.time is not None and not np.isfinite(block[:, checked]).all():
                     raise Rejected("a missing time")
                 features.add(np.ascontiguousarray(block[:, : len(columns.features)]))
-                others.add(np.ascontiguousarray(block[:, len(columns.features):]))
+                others.add(np.ascontiguousarray(block[:, len(columns.features) :]))
                 codes.add(
-                    _codes(batch.column(names[columns.id]), ids) if columns.id is not None
+                    _codes(batch.column(names[columns.id]), ids)
+                    if columns.id is not None
                     else np.zeros(len(block), dtype=np.int32),
                     block[:, checked] if columns.time is not None else None,
                 )
@@ -359,7 +368,7 @@ def _reordered(
     file = spill_file(spill_dir)
     rows = max(1, min(REORDER_ROWS, budget // max(array.itemsize * array.shape[1], 1)))
     for start in range(0, len(order), rows):
-        np.ascontiguousarray(array[order[start:start + rows]]).tofile(file)
+        np.ascontiguousarray(array[order[start : start + rows]]).tofile(file)
         release(array)
     return mapped(file, len(order), array.shape[1])
 
