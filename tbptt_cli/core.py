@@ -380,14 +380,7 @@ def _grid_index(
         "tool": manifest.tool_info(),
         "strategy": "grid",
         "params": config.as_dict(),
-        "input": {
-            "path": source.path,
-            "format": source.format,
-            "size": source.size,
-            "sha256": source.sha256,
-            "sequences": data.count,
-            "steps": data.steps,
-        },
+        "input": manifest.input_section(data, source),
         "grid": entries,
         "warnings": [f"length {t.plan.window}: {w}" for t in targets for w in t.plan.warnings],
     }

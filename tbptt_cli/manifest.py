@@ -78,6 +78,19 @@ def batch_size_hints(plan: Plan) -> dict[str, Any]:
     return {"recommended": recommended, "valid": valid}
 
 
+def input_section(data: SequenceSet, source: SourceInfo) -> dict[str, Any]:
+    return {
+        "path": source.path,
+        "format": source.format,
+        "size": source.size,
+        "sha256": source.sha256,
+        "sequences": data.count,
+        "steps": data.steps,
+        "features": list(data.feature_names),
+        "target": list(data.target_names),
+    }
+
+
 def build(
     plan: Plan,
     data: SequenceSet,
@@ -95,16 +108,7 @@ def build(
         "tool": tool_info(),
         "strategy": strategy,
         "params": params,
-        "input": {
-            "path": source.path,
-            "format": source.format,
-            "size": source.size,
-            "sha256": source.sha256,
-            "sequences": data.count,
-            "steps": data.steps,
-            "features": list(data.feature_names),
-            "target": list(data.target_names),
-        },
+        "input": input_section(data, source),
         "output": {
             "file": output_name,
             "size": output.stat().st_size,
