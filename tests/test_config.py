@@ -105,3 +105,14 @@ def test_run_needs_an_input(tmp_path, tbptt, monkeypatch):
     result = tbptt("run", "c.yaml", "-o", "o.h5")
     assert result.code == 2 and "no input" in result.stderr
     assert tbptt("run", "c.yaml", "x.npy", "-o", "o.h5").code == 0
+
+
+def test_clobber_flag_overrides_no_clobber_in_the_file(tmp_path, tbptt, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save("x.npy", np.zeros((2, 4)))
+    Path("c.yaml").write_text("strategy: asis\noutput:\n  no_clobber: true\n")
+    Path("o.h5").write_bytes(b"old")
+    refused = tbptt("run", "c.yaml", "x.npy", "-o", "o.h5")
+    assert refused.code == 73 and Path("o.h5").read_bytes() == b"old"
+    assert tbptt("run", "c.yaml", "x.npy", "-o", "o.h5", "--clobber").code == 0
+    assert Path("o.h5").read_bytes()[:4] == b"\x89HDF"
