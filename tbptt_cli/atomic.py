@@ -118,8 +118,6 @@ class Transaction:
                     os.replace(temp, final)
                     _STAGED.discard(temp)
                 self.staged.clear()
-        except Interrupted as e:  # held until the renames were done: the outputs are in place
-            raise Interrupted(e.signum, committed=True) from None
         finally:
             for directory in directories:
                 fsync(directory)
@@ -160,15 +158,30 @@ def write_error(path: Path, error: OSError) -> WriteError:
     return WriteError(f"{path}: write failed: {reason}")
 
 
+class _Held:
+    """While ``active``, `signals_raise`'s handler only records the signal in ``pending``."""
+
+    active = False
+    pending: int | None = None
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done (then the handler runs)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """SIGINT and SIGTERM wait until the block is done, then raise ``Interrupted``
+    saying the block's work (the renames of a commit) is in place.
+
+    Masking the signal in the main thread is not enough: the kernel then hands it to
+    another thread and Python still runs the handler in the main thread at its next
+    bytecode, between two renames. So the handler itself is told to hold.
+    """
+    _Held.active, _Held.pending = True, None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        _Held.active = False
+    if _Held.pending is not None:
+        signum, _Held.pending = _Held.pending, None
+        raise Interrupted(signum, committed=True)
 
 
 GRACE = 2.0  # seconds the main thread gets to clean up before the watcher does it
@@ -187,10 +200,13 @@ def signals_raise() -> Iterator[None]:
     watcher = _Watcher()
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        watcher.announce(signum)
+        if _Held.active:
+            _Held.pending = signum
+            return
         # A second signal while cleaning up skips the cleanup (the default action kills).
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        watcher.announce(signum)
         raise Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

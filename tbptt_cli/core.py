@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import numpy as np
 from tbptt_cli import atomic, hdf5, manifest
 from tbptt_cli.config import Config
 from tbptt_cli.digest import in_background, sha256_file
-from tbptt_cli.errors import OutputError, UsageError
+from tbptt_cli.errors import Interrupted, OutputError, UsageError
 from tbptt_cli.plan import Plan
 from tbptt_cli.registry import STRATEGIES
 from tbptt_cli.sequences import SequenceSet, SourceInfo
@@ -103,7 +102,7 @@ def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target
         return [Target(output, main, strategy.plan(data, params), data)]
     train, held_out = hold_out(data, fraction, params.val_by, params.seed)
     val_path = val_output_path(output, params.val_output)
-    val_manifest = val_path.with_name(val_path.stem + ".manifest.json")
+    val_manifest = manifest_path(val_path, None)
     train_plan = strategy.plan(train, params)
     train_target = Target(output, main, train_plan, train)
     val_plan = strategy.plan_validation(held_out, params, train_plan)
@@ -226,7 +225,8 @@ def _stage(txn: atomic.Transaction, path: Path) -> Path:
 def _output_paths(config: Config, output: Path) -> list[Path]:
     paths = [output, manifest_path(output, config.output.manifest)]
     if getattr(config.params, "val_fraction", 0.0):
-        paths.append(val_output_path(output, config.params.val_output))
+        val = val_output_path(output, config.params.val_output)
+        paths += [val, manifest_path(val, None)]
     return paths
 
 
@@ -357,7 +357,10 @@ def _write_grid(
             replace(t, path=staging / t.path.name, manifest=staging / t.manifest.name)
             for t in targets
         ]
-        write_targets(staged, config, source, run)
+        try:
+            write_targets(staged, config, source, run)
+        except Interrupted as e:  # committed into staging only: OUTDIR is not replaced yet
+            raise Interrupted(e.signum) from None
         index = staging / GRID_INDEX
         document = _grid_index(config, source, staged, _grid_entries(staged, config, True))
         index.write_text(manifest.dumps(document), encoding="utf-8")
@@ -428,18 +431,16 @@ def _recover_grid_dir(outdir: Path) -> None:
 def _swap_in(staging: Path, outdir: Path) -> None:
     """Two renames with SIGINT/SIGTERM held back, so no signal lands between them."""
     aside = _aside(outdir)
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        if outdir.exists():
-            os.rename(outdir, aside)
-        try:
-            os.rename(staging, outdir)
-        except OSError:
-            if aside.exists():
-                os.rename(aside, outdir)
-            raise
-        atomic.fsync(outdir.parent)
+        with atomic.signals_held():
+            if outdir.exists():
+                os.rename(outdir, aside)
+            try:
+                os.rename(staging, outdir)
+            except OSError:
+                if aside.exists():
+                    os.rename(aside, outdir)
+                raise
+            atomic.fsync(outdir.parent)
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-    shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)

@@ -138,3 +138,31 @@ def test_bad_config_exits_78(yaml_text, phrase, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and phrase in err and err.startswith("tbptt: error: c.yaml")
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_old_mac_line_ends_read_and_locate_errors(tmp_path, tbptt):
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_bytes(b"id,a\r1,1\r1,2\r1,3\r")
+    bad.write_bytes(b"id,a\r1,1\r1,2\r1,x\r")
+    assert tbptt("split", good, "--id-col", "id", "--length", 2, "-o", tmp_path / "o.h5").code == 0
+    result = tbptt("split", bad, "--id-col", "id", "--length", 2, "-o", tmp_path / "o.h5")
+    assert result.code == 65 and f"{bad}:4:2: 'x' is not a number" in result.stderr
+
+
+def test_no_clobber_covers_the_validation_manifest(tmp_path, tbptt):
+    np.save(tmp_path / "in.npy", np.zeros((10, 20), dtype=np.float32))
+    (tmp_path / "o.val.manifest.json").write_text("keep")
+    result = tbptt(
+        "split",
+        tmp_path / "in.npy",
+        "--length",
+        5,
+        "--val-fraction",
+        0.2,
+        "--no-clobber",
+        "-o",
+        tmp_path / "o.h5",
+    )
+    assert result.code == 73 and "o.val.manifest.json" in result.stderr
+    assert (tmp_path / "o.val.manifest.json").read_text() == "keep"
+    assert not (tmp_path / "o.h5").exists()

@@ -382,13 +382,10 @@ def header_columns(path: str, delimiter: str) -> list[str] | None:
     except OSError:
         return None
     text = first.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
-    if not text.strip() or text.count('"') % 2:
+    # A lone CR (old Mac line ends) inside the "line" means readline saw no line end.
+    if not text.strip() or text.count('"') % 2 or "\r" in text.rstrip("\r\n"):
         return None
-    return [name.strip() for name in next(csv.reader([text], delimiter=delimiter))]
-
-
-def file_size(path: str) -> int:
     try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
+        return [name.strip() for name in next(csv.reader([text], delimiter=delimiter))]
+    except csv.Error:
+        return None
