@@ -152,6 +152,7 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
 
         click.echo(yaml.safe_dump(config.as_dict(), sort_keys=False), nl=False)
         return
+    cfg.check_required(config)
     if config.input.path is None:
         raise UsageError(
             "no input: give INPUT (a path, or - for stdin) or input.path in the config"
@@ -342,6 +343,8 @@ def run(ctx: click.Context, config_file: str) -> None:
     """
     from tbptt_cli import config as cfg
 
+    if any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in ctx.args):
+        raise UsageError(f"`tbptt run {config_file}` already names the config; drop -c/--config")
     name = cfg.strategy_of(cfg.load_file(config_file), config_file)
     command = strategy_command(name, name)
     # No parent: usage errors then point at `tbptt split --help`, where the options are.

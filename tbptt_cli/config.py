@@ -16,8 +16,6 @@ from tbptt_cli.errors import ConfigError, UsageError
 from tbptt_cli.options import InputOptions, OutputOptions
 from tbptt_cli.registry import STRATEGIES
 
-SECTIONS = ("input", "output")
-
 
 @dataclass(frozen=True)
 class Config:
@@ -34,6 +32,16 @@ class Config:
             "output": _plain(self.output),
             self.strategy: _plain(self.params),
         }
+
+
+def check_required(config: Config) -> None:
+    """Options the strategy cannot run without, checked before any input is read."""
+    for field in dataclasses.fields(config.params):
+        if field.metadata.get("required") and getattr(config.params, field.name) is None:
+            flag = "--" + field.name.replace("_", "-")
+            raise UsageError(
+                f"{config.strategy.replace('-', ' ')} needs {flag}: {field.metadata['help']}"
+            )
 
 
 def _plain(obj: Any) -> dict[str, Any]:

@@ -180,3 +180,14 @@ def test_unreadable_input_exits_66(npy, tmp_path, tbptt):
         npy.chmod(0)
         result = tbptt("split", npy, "--length", 3, "-o", tmp_path / "o.h5")
     assert result.code == 66, result.stderr
+
+
+def test_required_options_are_checked_before_the_input_is_read(tmp_path, tbptt):
+    result = tbptt("split", tmp_path / "missing.csv", "-o", tmp_path / "o.h5")
+    assert result.code == 2
+    assert result.stderr == "tbptt: error: split needs --length: chunk length K (steps per sample)\n"
+
+
+def test_run_refuses_a_second_config(tbptt):
+    result = tbptt("run", "configs/split.yaml", "-c", "configs/asis.yaml", "-n")
+    assert result.code == 2 and "already names the config" in result.stderr

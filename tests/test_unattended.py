@@ -104,7 +104,7 @@ def test_terminal_that_asks_for_plain_output(slow, tmp_path, setting):
     ],
 )
 def test_error_label_is_coloured_only_when_allowed(tmp_path, setting, coloured):
-    argv = [sys.executable, "-m", "tbptt_cli", "split", str(tmp_path / "missing.csv"), "-n"]
+    argv = [sys.executable, "-m", "tbptt_cli", "asis", str(tmp_path / "missing.csv"), "-n"]
     code, text = on_a_terminal(argv, {**ENV, **setting})
     assert code == 66
     assert ("\x1b[" in text) is coloured
