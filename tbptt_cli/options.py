@@ -16,22 +16,38 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **extra
     return field(default=default, metadata={"help": help, "choices": choices, **extra})
 
 
+CSV = ("csv", "tsv")
+
+
 @dataclass(frozen=True)
 class InputOptions:
     path: str | None = opt(None, "input file, or - for stdin", cli=False)
     format: str | None = opt(
         None, "input format (default: from the suffix)", ("csv", "tsv", "npy", "npz")
     )
-    layout: str = opt("long", "CSV: one row per timestep, or one per sequence", ("long", "wide"))
-    id_col: str | None = opt(None, "CSV column naming the sequence of each row")
-    time_col: str | None = opt(None, "CSV column that orders rows within a sequence")
+    layout: str = opt(
+        "long", "CSV: one row per timestep, or one per sequence", ("long", "wide"), applies_to=CSV
+    )
+    id_col: str | None = opt(None, "CSV column naming the sequence of each row", applies_to=CSV)
+    time_col: str | None = opt(
+        None, "CSV column that orders rows within a sequence", applies_to=CSV
+    )
     features: tuple[str, ...] | None = opt(None, "comma-separated feature columns")
-    delimiter: str | None = opt(None, "CSV field delimiter (default , or tab for TSV)")
-    axes: str = opt("NT", "2-D NPY: [sequences, time] or one [time, features]", ("NT", "TF"))
+    delimiter: str | None = opt(
+        None, "CSV field delimiter (default , or tab for TSV)", applies_to=CSV
+    )
+    axes: str = opt(
+        "NT",
+        "2-D NPY: [sequences, time] or one [time, features]",
+        ("NT", "TF"),
+        applies_to=("npy",),
+    )
     target: str = opt("none", "none, next (y[t] = x[t+1]) or a column name")
     nan: str = opt("error", "what to do with NaN/inf cells", ("error", "ffill", "zero", "drop"))
     memory_limit: str = opt(
-        "256M", "CSV: parsed data held in memory; beyond it rows spill to a temp file (512M, 2G)"
+        "256M",
+        # Not refused for NPY: a budget set once (TBPTT_MEMORY_LIMIT) must not break NPY runs.
+        "CSV: parsed data held in memory; beyond it rows spill to a temp file (512M, 2G)",
     )
 
 

@@ -317,3 +317,19 @@ def test_column_and_option_errors(tmp_path: Path) -> None:
         read(path, axes="TF")
     with pytest.raises(InputMissingError, match=r"gone\.npy: no such file$"):
         read(str(tmp_path / "gone.npy"))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--layout", "wide"), ("--delimiter", ";"), ("--time-col", "t")]
+)
+def test_csv_options_are_refused_for_npy(tmp_path, tbptt, flag, value):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    result = tbptt("asis", tmp_path / "x.npy", flag, value, "-n")
+    assert result.code == 2
+    assert result.stderr == f"tbptt: error: {flag} applies to CSV input only, not NPY; drop it\n"
+
+
+def test_axes_is_refused_for_csv(tmp_path, tbptt):
+    (tmp_path / "x.csv").write_text("a\n1\n2\n")
+    result = tbptt("asis", tmp_path / "x.csv", "--axes", "TF", "-n")
+    assert result.code == 2 and "--axes applies to NPY input only, not CSV" in result.stderr

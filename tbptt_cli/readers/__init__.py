@@ -8,6 +8,7 @@ This module also holds what both readers share: opening the input with its hash,
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import io
@@ -59,6 +60,7 @@ def read_input(
     if not opts.path:
         raise UsageError("no input given; pass a file path, or - to read stdin")
     fmt = input_format(opts)
+    refuse_foreign_options(opts, fmt)
     if opts.nan not in ("error", "ffill", "zero", "drop"):
         raise UsageError(f"--nan {opts.nan!r} is not one of error, ffill, zero, drop")
     source = stdin if stdin is not None else sys.stdin.buffer
@@ -72,6 +74,16 @@ def read_input(
         directory = os.fspath(spill_dir) if spill_dir is not None else None
         return delimited.read_delimited(opts, fmt, keep, source, directory, tick)
     return arrays.read_array_file(opts, fmt, keep, source, checks)
+
+
+def refuse_foreign_options(opts: InputOptions, fmt: str) -> None:
+    """A CSV option given for an NPY input (or the reverse) is an error, never ignored."""
+    for field in dataclasses.fields(opts):
+        formats = field.metadata.get("applies_to")
+        if formats and fmt not in formats and getattr(opts, field.name) != field.default:
+            flag = "--" + field.name.replace("_", "-")
+            kinds = "CSV" if formats == ("csv", "tsv") else "/".join(f.upper() for f in formats)
+            raise UsageError(f"{flag} applies to {kinds} input only, not {fmt.upper()}; drop it")
 
 
 SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

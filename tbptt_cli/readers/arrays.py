@@ -65,12 +65,6 @@ def read_array_file(
     checks: list[Future[bool]] | None = None,
 ) -> tuple[SequenceSet, SourceInfo]:
     path = str(opts.path)
-    for flag, given in (("--id-col", opts.id_col), ("--time-col", opts.time_col)):
-        if given:
-            raise UsageError(
-                f"{flag} applies to CSV input only; {fmt.upper()} sequences are "
-                "given by the array's shape"
-            )
     source: str | io.BytesIO
     unread: BinaryIO | None = None  # a file hashed later, with the NaN/inf check
     if path == "-":

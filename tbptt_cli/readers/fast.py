@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
