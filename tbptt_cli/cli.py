@@ -53,7 +53,6 @@ def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
         default=None,
         help=help_text,
         envvar=envvar,
-        metavar=field.metadata.get("metavar"),
     )
 
 
@@ -358,10 +357,7 @@ def run(ctx: click.Context, config_file: str) -> None:
 @click.argument("path", metavar="INPUT")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 @click.option("--debug", is_flag=True, help="show the traceback of an internal error")
-@click.option("--progress/--no-progress", default=None, hidden=True)
-def inspect_command(
-    path: str, as_json: bool, debug: bool, progress: bool | None, **reader: Any
-) -> None:
+def inspect_command(path: str, as_json: bool, debug: bool, **reader: Any) -> None:
     """Describe an input file (or an output .h5) in words or --json.
 
     \b
@@ -382,8 +378,7 @@ def inspect_command(
         click.echo(text, err=True)
 
 
-for _option in reversed(section_options("input", InputOptions)):
-    inspect_command.params.append(_option)
+inspect_command.params.extend(section_options("input", InputOptions))
 
 
 @cli.command(epilog=EXIT_TABLE)

@@ -277,7 +277,7 @@ def input_text(doc: dict[str, Any]) -> str:
 
 
 def inspect_output(path: str) -> tuple[str, dict[str, Any]]:
-    from tbptt_cli.manifest import sha256_file
+    from tbptt_cli.digest import sha256_file
 
     with open_output(path) as f:
         doc = describe_output(f, path)

@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 
 from tbptt_cli import __version__
-from tbptt_cli.digest import sha256_file  # noqa: F401  (re-exported for validate/inspect)
 from tbptt_cli.plan import Plan, stateless_hints
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 

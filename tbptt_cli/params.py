@@ -91,7 +91,6 @@ class GridParams:
     batch_size: int | str = opt("auto", "rows per batch: auto or an integer", auto_or_int=True)
     packing: str = opt("block", "block or lanes, as in split", ("block", "lanes"))
     order: str = opt("interleaved", "as in split", ("interleaved", "sequential"))
-    seed: int = opt(0, "random seed")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ class Strategy:
     params: type
     planner: str  # "module:function", imported on first use
     summary: str
-    stateful: bool  # takes --batch-size, --packing ... and the validation split
     # Columns the reader keeps beside the features, from the resolved params.
     keep_columns: Callable[[Any], tuple[str, ...]] = lambda params: ()
     # Plans the validation part from the training plan (default: plan it afresh).
@@ -48,28 +47,24 @@ STRATEGIES: dict[str, Strategy] = {
             params.AsisParams,
             "tbptt_cli.strategies.basic:plan_asis",
             "use sequences as they are: one sample per sequence, padded + masked",
-            False,
         ),
         Strategy(
             "split",
             params.SplitParams,
             "tbptt_cli.strategies.basic:plan_split",
             "cut long sequences into fixed chunks, laid out for a stateful RNN",
-            True,
         ),
         Strategy(
             "stepwise",
             params.StepwiseParams,
             "tbptt_cli.strategies.basic:plan_stepwise",
             "TBPTT(1,1): one timestep per sample, state carried across every step",
-            True,
         ),
         Strategy(
             "domain-acf",
             params.DomainAcfParams,
             "tbptt_cli.strategies.acf:plan_domain_acf",
             "choose the chunk length from ACF/PACF, then split",
-            True,
             validation_planner="tbptt_cli.strategies.acf:plan_validation",
         ),
         Strategy(
@@ -77,7 +72,6 @@ STRATEGIES: dict[str, Strategy] = {
             params.DomainSegmentsParams,
             "tbptt_cli.strategies.segments:plan_domain_segments",
             "cut at domain boundaries (sentence ends, sessions), pad to fixed length",
-            False,
             keep_columns=lambda p: (p.boundary_col,) if p.boundary_col else (),
         ),
         Strategy(
@@ -85,14 +79,12 @@ STRATEGIES: dict[str, Strategy] = {
             params.GridParams,
             "tbptt_cli.strategies.grid:plan_grid",
             "write one dataset per candidate length, for a systematic search",
-            True,
         ),
         Strategy(
             "decoupled",
             params.DecoupledParams,
             "tbptt_cli.strategies.decoupled:plan_decoupled",
             "TBPTT(k1,k2): forward window k1, gradient window k2, with masks",
-            True,
         ),
     ]
 }

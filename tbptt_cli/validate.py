@@ -20,9 +20,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tbptt_cli.digest import sha256_file
 from tbptt_cli.errors import InputDataError, InputMissingError
 from tbptt_cli.hdf5 import describe
-from tbptt_cli.manifest import sha256_file
 from tbptt_cli.options import InputOptions
 from tbptt_cli.plan import Plan, ragged_arange
 from tbptt_cli.sequences import SequenceSet

@@ -185,7 +185,8 @@ def test_unreadable_input_exits_66(npy, tmp_path, tbptt):
 def test_required_options_are_checked_before_the_input_is_read(tmp_path, tbptt):
     result = tbptt("split", tmp_path / "missing.csv", "-o", tmp_path / "o.h5")
     assert result.code == 2
-    assert result.stderr == "tbptt: error: split needs --length: chunk length K (steps per sample)\n"
+    expected = "tbptt: error: split needs --length: chunk length K (steps per sample)\n"
+    assert result.stderr == expected
 
 
 def test_run_refuses_a_second_config(tbptt):

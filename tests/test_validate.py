@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
+from tbptt_cli.digest import sha256_file
 from tbptt_cli.errors import InputDataError, InputMissingError
-from tbptt_cli.manifest import sha256_file
 from tbptt_cli.validate import validate_output
 
 ROWS = ("X", "mask", "sequence", "offset", "length", "reset")

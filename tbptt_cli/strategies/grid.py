@@ -26,7 +26,6 @@ def plan_grid(data: SequenceSet, params: GridParams) -> list[tuple[int, Plan]]:
         remainder="pad",
         packing=params.packing,
         order=params.order,
-        seed=params.seed,
     )
     return [
         (length, stateful_plan(data.lengths, data.ids, Chunking(length), layout))
