@@ -290,7 +290,7 @@ def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
             stack.enter_context(atomic.output_lock(outdir, run.wait))
             _recover_grid_dir(outdir)
         with _timed(timings, "read"):
-            data, source = read_input(config.input)
+            data, source = read_input(config.input, spill_dir=outdir.parent, progress=run.progress)
         with _timed(timings, "plan"):
             plans: list[tuple[int, Plan]] = STRATEGIES["grid"].plan(data, config.params)
         if not run.dry_run:

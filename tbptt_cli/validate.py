@@ -22,7 +22,7 @@ import numpy as np
 
 from tbptt_cli.digest import sha256_file
 from tbptt_cli.errors import InputDataError, InputMissingError
-from tbptt_cli.hdf5 import describe
+from tbptt_cli.hdf5 import FORMAT_VERSION, describe
 from tbptt_cli.options import InputOptions
 from tbptt_cli.plan import Plan, ragged_arange
 from tbptt_cli.sequences import SequenceSet
@@ -57,6 +57,13 @@ def open_output(path: str) -> h5py.File:
         raise InputDataError(
             f"{path}: not a tbptt output (no format='tbptt' attribute); only files written by "
             "tbptt can be checked"
+        )
+    version = attr(f, "format_version")
+    if version != FORMAT_VERSION:
+        f.close()
+        raise InputDataError(
+            f"{path}: format version {version}; this tbptt reads version {FORMAT_VERSION}, "
+            "upgrade tbptt"
         )
     return f
 

@@ -259,3 +259,11 @@ def test_exit_codes_and_messages(tbptt, npy: Path, tmp_path: Path) -> None:
     assert missing.code == 66
     assert missing.stderr == f"tbptt: error: {tmp_path / 'absent.h5'}: no such file\n"
     assert tbptt("validate", out, "--against", tmp_path / "absent.npy").code == 66
+
+
+def test_a_newer_format_version_is_refused(tbptt, npy: Path) -> None:
+    out = make(tbptt, npy, "split", "--length", "7")
+    with h5py.File(out, "r+") as f:
+        f.attrs["format_version"] = 2
+    with pytest.raises(InputDataError, match="format version 2; this tbptt reads version 1"):
+        validate_output(str(out), None, None)

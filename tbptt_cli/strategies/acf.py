@@ -275,8 +275,6 @@ def check_params(params: DomainAcfParams) -> None:
         raise UsageError(f"--alpha must be between 0 and 1, not {params.alpha}")
     if params.multiple < 1 or params.min_length < 1:
         raise UsageError("--multiple and --min-length must be at least 1")
-    if params.jitter < 0 or not 0 <= params.p_half <= 1:
-        raise UsageError("--jitter must be >= 0 and --p-half between 0 and 1")
 
 
 def plan_with_length(data: SequenceSet, params: DomainAcfParams, length: int) -> Plan:

@@ -52,8 +52,6 @@ def plan_split(data: SequenceSet, params: SplitParams) -> Plan:
     """Chunks of K steps laid out for a stateful RNN."""
     if params.length is None:
         raise UsageError("split needs --length K (the chunk length)")
-    if params.jitter < 0 or not 0 <= params.p_half <= 1:
-        raise UsageError("--jitter must be >= 0 and --p-half between 0 and 1")
     chunking = Chunking(params.length, params.jitter, params.p_half, params.seed)
     return stateful_plan(data.lengths, data.ids, chunking, params)
 

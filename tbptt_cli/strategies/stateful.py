@@ -127,6 +127,8 @@ def stateful_plan(
     lengths = np.asarray(lengths, dtype=np.int64)
     if chunking.length < 1:
         raise UsageError(f"the chunk length must be at least 1, not {chunking.length}")
+    if chunking.jitter < 0 or not 0 <= chunking.p_half <= 1:
+        raise UsageError("--jitter must be >= 0 and --p-half between 0 and 1")
     if chunking.jitter and params.remainder == "error":
         raise UsageError("--remainder error cannot be met with --jitter; use pad or drop")
     counts = chunk_counts(lengths, chunking.length, params.remainder, ids)
