@@ -19,6 +19,7 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
+from tbptt_cli.readers import repair_missing
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 from tbptt_cli.validate import HDF5_SIGNATURE, attr, default_manifest, open_output
 
@@ -68,8 +69,7 @@ def inspect_input(
     options: InputOptions, stdin: BinaryIO | None = None
 ) -> tuple[str, dict[str, Any]]:
     read = reader(options, stdin)
-    data, source, repaired = read_described(options, read)
-    missing = count_missing(options, data, read) if options.nan != "error" or repaired else {}
+    data, source, repaired, missing = read_described(options, read)
     doc = describe_input(data, source, missing)
     used = repaired[0] if repaired else options.nan
     if repaired:
@@ -94,45 +94,58 @@ def reader(options: InputOptions, stdin: BinaryIO | None) -> Read:
 
 def read_described(
     options: InputOptions, read_input: Read
-) -> tuple[SequenceSet, SourceInfo, tuple[str, str] | None]:
-    """Read as the strategy commands would. If ``--nan error`` refuses the file, read it
-    again with ``ffill`` (else ``zero``) so it can still be described; a failure that
-    repair does not cure is not about missing values and is raised as it was."""
+) -> tuple[SequenceSet, SourceInfo, tuple[str, str] | None, dict[str, int]]:
+    """Read as the strategy commands would, plus the raw non-finite counts per column.
+
+    A clean file under ``--nan error`` is read once. Otherwise it is read once more with
+    its missing values left in place, to count them; if ``--nan error`` refused the file,
+    that raw read is repaired in memory with ``ffill`` (else ``zero``) so the file can
+    still be described. A failure repair does not cure is raised as it was.
+    """
+    refused: InputDataError | None = None
     try:
         data, source = read_input(options)
-        return data, source, None
-    except InputDataError as refused:
+        if options.nan == "error":
+            return data, source, None, dict.fromkeys(columns_of(data, options), 0)
+    except InputDataError as error:
         if options.nan != "error":
             raise
-        for mode in ("ffill", "zero"):
-            try:
-                data, source = read_input(dataclasses.replace(options, nan=mode))
-            except InputDataError:
-                continue
-            return data, source, (mode, str(refused))
+        refused = error
+    target = "none" if options.target == "next" else options.target
+    try:
+        raw, source = read_input(dataclasses.replace(options, nan="keep", target=target))
+    except InputDataError:
+        if refused is not None:
+            raise refused from None
         raise
+    missing = count_missing(raw, options)
+    if refused is None:
+        return data, source, None, missing
+    for mode in ("ffill", "zero"):
+        try:
+            repaired = repair_missing(mode, source.path, raw)
+        except InputDataError:
+            continue
+        if options.target == "next":
+            repaired = repaired.with_next_target()
+        return repaired, source, (mode, str(refused)), missing
+    raise refused
 
 
-def count_missing(options: InputOptions, data: SequenceSet, read_input: Read) -> dict[str, int]:
-    """Non-finite cells per feature and target column of the raw file.
+def columns_of(data: SequenceSet, options: InputOptions) -> list[str]:
+    """The raw file's columns behind the features and (named) targets."""
+    return [*data.feature_names, *(data.target_names if options.target != "next" else [])]
 
-    A repaired read no longer shows them, so they are counted as the steps that
-    ``--nan drop`` removes when the file is read with one column as its only feature
-    (one read per column, done only when a first read with every column drops any).
-    """
-    columns = [*data.feature_names, *(data.target_names if options.target != "next" else [])]
-    counting = dataclasses.replace(options, target="none")
-    total = read_input(dataclasses.replace(counting, nan="zero"))[0].steps
-    if options.layout == "wide" and options.format not in ("npy", "npz"):
-        kept = read_input(dataclasses.replace(counting, nan="drop"))[0].steps
-        return {columns[0]: total - kept}
-    every = dataclasses.replace(counting, nan="drop", features=tuple(columns))
-    if read_input(every)[0].steps == total:
-        return dict.fromkeys(columns, 0)
-    return {
-        name: total - read_input(dataclasses.replace(every, features=(name,)))[0].steps
-        for name in columns
-    }
+
+def count_missing(raw: SequenceSet, options: InputOptions) -> dict[str, int]:
+    """Non-finite cells per column, counted in slabs (the values may be a memory map)."""
+    arrays = [raw.values] + ([raw.targets] if raw.targets is not None else [])
+    counts = np.zeros(sum(a.shape[1] for a in arrays), dtype=np.int64)
+    step = max(1, (16 << 20) // (8 * len(counts)))
+    for start in range(0, len(raw.values), step):
+        slabs = [np.asarray(a[start : start + step]) for a in arrays]
+        counts += np.concatenate([np.count_nonzero(~np.isfinite(x), axis=0) for x in slabs])
+    return dict(zip(columns_of(raw, options), counts.tolist(), strict=True))
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, Any]:

@@ -199,3 +199,18 @@ def test_cli_json_out_text_err_and_exit_codes(tbptt, output: Path, tmp_path: Pat
     assert tbptt("inspect", tmp_path / "absent.csv").code == 66
     with pytest.raises(InputMissingError):
         inspect(tmp_path / "absent.h5")
+
+
+def test_a_file_with_missing_values_is_read_twice_at_most(tmp_path, monkeypatch):
+    import tbptt_cli.readers as readers
+    from tbptt_cli.inspect import inspect_path
+    from tbptt_cli.options import InputOptions
+
+    path = tmp_path / "gappy.csv"
+    path.write_text("id,a,b,c\n1,1,,3\n1,NA,5,6\n2,7,8,nan\n2,1,2,3\n")
+    calls = []
+    real = readers.read_input
+    monkeypatch.setattr(readers, "read_input", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _, document = inspect_path(InputOptions(path=str(path), id_col="id"))
+    assert document["missing"] == {"a": 1, "b": 1, "c": 1}
+    assert len(calls) == 2

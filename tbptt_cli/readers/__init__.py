@@ -61,7 +61,8 @@ def read_input(
         raise UsageError("no input given; pass a file path, or - to read stdin")
     fmt = input_format(opts)
     refuse_foreign_options(opts, fmt)
-    if opts.nan not in ("error", "ffill", "zero", "drop"):
+    # "keep" (inspect's raw read: NaN left in place, to be counted) is not a user choice.
+    if opts.nan not in ("error", "ffill", "zero", "drop", "keep"):
         raise UsageError(f"--nan {opts.nan!r} is not one of error, ffill, zero, drop")
     source = stdin if stdin is not None else sys.stdin.buffer
     parse_size(opts.memory_limit)  # a bad --memory-limit fails before any work
@@ -314,7 +315,7 @@ def finish(
     data: SequenceSet, opts: InputOptions, path: str, may_have_missing: bool = True
 ) -> SequenceSet:
     """The steps every reader ends with: repair missing values, then ``--target next``."""
-    if opts.nan != "error" and may_have_missing and data.count:
+    if opts.nan not in ("error", "keep") and may_have_missing and data.count:
         data = repair_missing(opts.nan, path, data)
     if opts.target == "next":
         data = data.with_next_target()
