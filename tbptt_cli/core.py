@@ -232,12 +232,6 @@ def _output_paths(config: Config, output: Path) -> list[Path]:
 
 def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
     plan, data = target.plan, target.data
-    itemsize = np.dtype(config.output.dtype).itemsize
-    per_step = data.features * itemsize + 1
-    if data.targets is not None:
-        per_step += data.targets.shape[1] * itemsize
-    if plan.loss_from is not None:
-        per_step += 1
     return {
         "output": str(target.path),
         "manifest": str(target.manifest),
@@ -248,12 +242,26 @@ def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
         "stateful": plan.stateful,
         "resets": int(plan.reset.sum()),
         "dtype": config.output.dtype,
-        "bytes": target.path.stat().st_size if written else plan.samples * plan.window * per_step,
+        "bytes": _bytes(target, config, written),
         "warnings": list(plan.warnings),
         "text": plan.text,
         "outputs": [str(target.path), str(target.manifest)]
         + ([target.extra["val"]["output"]] if "output" in target.extra.get("val", {}) else []),
     }
+
+
+def _bytes(target: Target, config: Config, written: bool) -> int:
+    """The file's size, or before it is written an estimate from the plan."""
+    if written:
+        return target.path.stat().st_size
+    plan, data = target.plan, target.data
+    itemsize = np.dtype(config.output.dtype).itemsize
+    per_step = data.features * itemsize + 1  # X and mask
+    if data.targets is not None:
+        per_step += data.targets.shape[1] * itemsize
+    if plan.loss_from is not None:
+        per_step += 1
+    return plan.samples * plan.window * per_step
 
 
 @contextlib.contextmanager
@@ -293,10 +301,12 @@ def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
             data, source = read_input(config.input, spill_dir=outdir.parent, progress=run.progress)
         with _timed(timings, "plan"):
             plans: list[tuple[int, Plan]] = STRATEGIES["grid"].plan(data, config.params)
-        if not run.dry_run:
+        targets = _grid_targets(outdir, plans, data)
+        if run.dry_run:
+            entries = _grid_entries(targets, config, written=False)
+        else:
             with _timed(timings, "write"):
-                _write_grid(outdir, _grid_targets(outdir, plans, data), config, source, run)
-    entries = _grid_entries(_grid_targets(outdir, plans, data), config, not run.dry_run)
+                entries = _write_grid(outdir, targets, config, source, run)
     warnings = [f"length {k}: {w}" for k, plan in plans for w in plan.warnings]
     body = {"output": str(outdir), "grid": entries, "warnings": warnings}
     body["text"] = grid_table(entries)
@@ -329,20 +339,25 @@ def _grid_targets(
 
 def _grid_entries(targets: list[Target], config: Config, written: bool) -> list[dict[str, Any]]:
     """grid.json's entries; bytes are the file sizes, or estimates in a dry run."""
-    from tbptt_cli.strategies.grid import grid_entry
-
     return [
-        grid_entry(
-            t.extra["grid"]["length"], t.plan, t.data.lengths, _summary(t, config, written)["bytes"]
-        )
+        {
+            "file": t.path.name,
+            "manifest": t.manifest.name,
+            "samples": t.plan.samples,
+            "batches": t.plan.batches,
+            "batch_size": t.plan.batch_size,
+            **{k: v for k, v in t.extra["grid"].items() if k != "index"},
+            "bytes": _bytes(t, config, written),
+        }
         for t in targets
     ]
 
 
 def _write_grid(
     outdir: Path, targets: list[Target], config: Config, source: SourceInfo, run: RunOptions
-) -> None:
-    """Stage every file and grid.json in a fresh directory, then swap it in for OUTDIR."""
+) -> list[dict[str, Any]]:
+    """Stage every file and grid.json in a fresh directory, then swap it in for OUTDIR;
+    returns grid.json's entries."""
     try:
         staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(outdir), dir=outdir.parent))
     except OSError as e:
@@ -362,11 +377,13 @@ def _write_grid(
         except Interrupted as e:  # committed into staging only: OUTDIR is not replaced yet
             raise Interrupted(e.signum) from None
         index = staging / GRID_INDEX
-        document = _grid_index(config, source, staged, _grid_entries(staged, config, True))
+        entries = _grid_entries(staged, config, written=True)
+        document = _grid_index(config, source, staged, entries)
         index.write_text(manifest.dumps(document), encoding="utf-8")
         atomic.fsync(index)
         atomic.fsync(staging)
         _swap_in(staging, outdir)
+        return entries
     except OSError as e:
         raise atomic.write_error(outdir, e) from None
     finally:

@@ -96,21 +96,6 @@ def divides(length: int, lengths: np.ndarray) -> bool:
     return bool(np.all(np.asarray(lengths) % length == 0))
 
 
-def grid_entry(length: int, plan: Plan, lengths: np.ndarray, size: int) -> dict[str, Any]:
-    """One line of ``grid.json``: file names are relative to the output directory."""
-    return {
-        "length": length,
-        "file": f"len_{length}.h5",
-        "manifest": f"len_{length}.manifest.json",
-        "samples": plan.samples,
-        "batches": plan.batches,
-        "batch_size": plan.batch_size,
-        "padded_fraction": padded_fraction(plan),
-        "divides": divides(length, lengths),
-        "bytes": size,
-    }
-
-
 def grid_table(entries: list[dict[str, Any]]) -> str:
     """The entries for people: one line per length."""
     header = f"{'length':>7} {'samples':>8} {'batch':>6} {'batches':>8} {'padded':>7}"
