@@ -185,7 +185,9 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
             size = f"{t['bytes'] / 1e6:.1f} MB"
             if "plan" in summary:
                 click.echo(
-                    f"plan for {t['output']}: {shape}, {layout}, ~{size}; nothing written", err=True
+                    f"plan{' for ' + t['output'] if t['output'] else ''}: {shape}, {layout}, "
+                    f"~{size}; nothing written",
+                    err=True,
                 )
             else:
                 click.echo(
@@ -199,7 +201,9 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
             )
     if kwargs["as_json"]:
         emit_json(
-            summary if "plan" in summary else {k: v for k, v in summary.items() if k != "outputs"}
+            {"plan": [without_outputs(t) for t in summary["plan"]]}
+            if "plan" in summary
+            else without_outputs(summary)
         )
 
 
@@ -223,6 +227,11 @@ def report_grid(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
             click.echo(f"timings: {spent}", err=True)
     if kwargs["as_json"]:
         emit_json(summary)
+
+
+def without_outputs(summary: dict[str, Any]) -> dict[str, Any]:
+    """``outputs`` serves the lines for people; the JSON names its files in output/manifest."""
+    return {k: v for k, v in summary.items() if k != "outputs"}
 
 
 def emit_json(document: dict[str, Any]) -> None:

@@ -86,7 +86,11 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
             targets = plan_targets(config, data, output or Path("dry-run.h5"))
         if run.dry_run:
             join_checks()
-            return {"plan": [_summary(t, config, False) for t in targets], "timings": timings}
+            plans = [_summary(t, config, False) for t in targets]
+            if output is None:  # nothing named: say so rather than show a made-up path
+                for summary in plans:
+                    summary.update(output=None, manifest=None, outputs=[])
+            return {"plan": plans, "timings": timings}
         with _timed(timings, "write"):
             write_targets(targets, config, source, run, before_commit=join_checks)
         return {**_summary(targets[0], config, True), "timings": timings}

@@ -192,3 +192,10 @@ def test_required_options_are_checked_before_the_input_is_read(tmp_path, tbptt):
 def test_run_refuses_a_second_config(tbptt):
     result = tbptt("run", "configs/split.yaml", "-c", "configs/asis.yaml", "-n")
     assert result.code == 2 and "already names the config" in result.stderr
+
+
+def test_dry_run_without_output_names_no_file(npy, tbptt):
+    result = tbptt("split", npy, "--length", 7, "-n", "--json")
+    (plan,) = json.loads(result.stdout)["plan"]
+    assert plan["output"] is None and plan["manifest"] is None and "outputs" not in plan
+    assert result.stderr == "plan: 20 x 7 x 1 float32, batch 4, 4 resets, ~0.0 MB; nothing written\n"
