@@ -198,4 +198,5 @@ def test_dry_run_without_output_names_no_file(npy, tbptt):
     result = tbptt("split", npy, "--length", 7, "-n", "--json")
     (plan,) = json.loads(result.stdout)["plan"]
     assert plan["output"] is None and plan["manifest"] is None and "outputs" not in plan
-    assert result.stderr == "plan: 20 x 7 x 1 float32, batch 4, 4 resets, ~0.0 MB; nothing written\n"
+    expected = "plan: 20 x 7 x 1 float32, batch 4, 4 resets, ~0.0 MB; nothing written\n"
+    assert result.stderr == expected
