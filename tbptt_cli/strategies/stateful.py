@@ -10,6 +10,7 @@ sample index is ``(first_batch + j) * B + row``.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,23 +80,33 @@ def chunk_counts(
     return -(-lengths // length)
 
 
-def lane_schedule(counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each sequence goes to the row that frees first (ties: lowest row): (row, first batch)."""
-    if len(counts) and np.all(counts == counts[0]):  # equal lengths: plain round robin
+def lane_schedule(
+    count_at: Callable[[int, int], int], sequences: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sequence i goes to the row that frees first (ties: lowest row), where it takes
+    ``count_at(i, first_batch)`` batches: returns (row, first batch, count) per sequence."""
+    rows, first, counts = (np.empty(sequences, dtype=np.int64) for _ in range(3))
+    free = [(0, row) for row in range(batch_size)]
+    for i in range(sequences):
+        batch, row = free[0]
+        count = count_at(i, batch)
+        rows[i], first[i], counts[i] = row, batch, count
+        heapq.heapreplace(free, (batch + count, row))
+    return rows, first, counts
+
+
+def fixed_lanes(counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`lane_schedule` for fixed chunk counts; equal counts are a plain round robin."""
+    if len(counts) and np.all(counts == counts[0]):
         index = np.arange(len(counts))
         return index % batch_size, (index // batch_size) * counts[0]
-    rows = np.empty(len(counts), dtype=np.int64)
-    first = np.empty(len(counts), dtype=np.int64)
-    free = [(0, row) for row in range(batch_size)]
-    for i, count in enumerate(counts.tolist()):
-        batch, row = free[0]
-        rows[i], first[i] = row, batch
-        heapq.heapreplace(free, (batch + count, row))
+    fixed = counts.tolist()
+    rows, first, _ = lane_schedule(lambda i, _: fixed[i], len(fixed), batch_size)
     return rows, first
 
 
 def lane_waste(counts: np.ndarray, batch_size: int) -> int:
-    rows, first = lane_schedule(counts, batch_size)
+    rows, first = fixed_lanes(counts, batch_size)
     batches = int((first + counts).max()) if len(counts) else 0
     return batches * batch_size - int(counts.sum())
 
@@ -168,7 +179,7 @@ def _fixed_schedule(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     counts = counts[live]
     if packing == "lanes":
-        rows, first = lane_schedule(counts, batch_size)
+        rows, first = fixed_lanes(counts, batch_size)
         return counts, rows, first
     index = np.arange(len(counts))
     padded = np.zeros(-(-len(counts) // batch_size) * batch_size, dtype=np.int64)
@@ -207,12 +218,11 @@ def _jittered_schedule(
             first[members] = start
             start += int(counts[members].max(initial=0))
     else:
-        free = [(0, row) for row in range(batch_size)]
-        for i, steps in enumerate(live_lengths.tolist()):
-            start, row = free[0]
-            counts[i] = count_from(start, np.array([steps]))[0]
-            rows[i], first[i] = row, start
-            heapq.heapreplace(free, (start + max(int(counts[i]), 0), row))
+        rows, first, counts = lane_schedule(
+            lambda i, start: max(int(count_from(start, live_lengths[i : i + 1])[0]), 0),
+            len(live),
+            batch_size,
+        )
     return np.maximum(counts, 0), rows, first
 
 
