@@ -163,70 +163,52 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
 
 
 def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
-    """One line for people on stderr; with --json one object on stdout."""
-    if isinstance(summary.get("plan", summary), dict) and "grid" in summary.get("plan", summary):
-        report_grid(summary, kwargs)
-        return
-    quiet = kwargs["quiet"]
+    """A few lines for people on stderr; with --json one object on stdout."""
     timings = summary.pop("timings", {})
-    targets = summary.get("plan", [summary])
-    if not quiet and not kwargs["as_json"]:
-        for text in dict.fromkeys(t.pop("text", "") for t in targets):
-            if text:
-                click.echo(text, err=True)
-    for t in targets:
-        t.pop("text", None)
-    if not quiet:
+    dry = "plan" in summary
+    body: Any = summary["plan"] if dry else summary
+    grid = isinstance(body, dict) and "grid" in body
+    targets: list[dict[str, Any]] = [body] if grid or not dry else body
+    texts = [t.pop("text", "") for t in targets]
+    if not kwargs["quiet"]:
+        if not kwargs["as_json"]:
+            for text in dict.fromkeys(texts):
+                if text:
+                    click.echo(text, err=True)
         for warning in sorted({w for t in targets for w in t["warnings"]}):
             click.echo(f"{label('warning')} {warning}", err=True)
-        for t in targets:
-            shape = f"{t['samples']} x {t['window']} x {t['features']} {t['dtype']}"
-            layout = f"batch {t['batch_size']}, {t['resets']} resets"
-            size = f"{t['bytes'] / 1e6:.1f} MB"
-            if "plan" in summary:
-                click.echo(
-                    f"plan{' for ' + t['output'] if t['output'] else ''}: {shape}, {layout}, "
-                    f"~{size}; nothing written",
-                    err=True,
-                )
-            else:
-                click.echo(
-                    f"wrote {t['output']}: {shape}, {layout}, {size} (+ {t['manifest']})", err=True
-                )
-                for extra in t["outputs"][2:]:
-                    click.echo(f"wrote {extra} (validation, + its manifest)", err=True)
-        if kwargs["verbose"]:
-            click.echo(
-                "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), err=True
-            )
-    if kwargs["as_json"]:
-        emit_json(
-            {"plan": [without_outputs(t) for t in summary["plan"]]}
-            if "plan" in summary
-            else without_outputs(summary)
-        )
-
-
-def report_grid(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
-    """grid: the table of lengths, then one line for the output directory."""
-    timings = summary.pop("timings", {})
-    body = summary.get("plan", summary)
-    text = body.pop("text", "")
-    if not kwargs["quiet"]:
-        if text and not kwargs["as_json"]:
-            click.echo(text, err=True)
-        for warning in body["warnings"]:
-            click.echo(f"{label('warning')} {warning}", err=True)
-        count = len(body["grid"])
-        if "plan" in summary:
-            click.echo(f"plan for {body['output']}: {count} length(s); nothing written", err=True)
-        else:
-            click.echo(f"wrote {body['output']}: {count} file(s) + manifests, grid.json", err=True)
+        for line in grid_lines(body, dry) if grid else target_lines(targets, dry):
+            click.echo(line, err=True)
         if kwargs["verbose"]:
             spent = ", ".join(f"{k} {v:.3f} s" for k, v in timings.items())
             click.echo(f"timings: {spent}", err=True)
     if kwargs["as_json"]:
-        emit_json(summary)
+        plain = [without_outputs(t) for t in targets]
+        emit_json({"plan": plain[0] if grid else plain} if dry else plain[0])
+
+
+def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
+    """``wrote out.h5: 90 x 100 x 2 float32, batch 6, 6 resets, 0.2 MB (+ manifest)``."""
+    lines = []
+    for t in targets:
+        shape = f"{t['samples']} x {t['window']} x {t['features']} {t['dtype']}"
+        layout = f"batch {t['batch_size']}, {t['resets']} resets"
+        size = f"{t['bytes'] / 1e6:.1f} MB"
+        if dry:
+            where = f" for {t['output']}" if t["output"] else ""
+            lines.append(f"plan{where}: {shape}, {layout}, ~{size}; nothing written")
+        else:
+            lines.append(f"wrote {t['output']}: {shape}, {layout}, {size} (+ {t['manifest']})")
+            lines += [f"wrote {extra} (validation, + its manifest)" for extra in t["outputs"][2:]]
+    return lines
+
+
+def grid_lines(body: dict[str, Any], dry: bool) -> list[str]:
+    count = len(body["grid"])
+    if dry:
+        where = f" for {body['output']}" if body["output"] else ""
+        return [f"plan{where}: {count} length(s); nothing written"]
+    return [f"wrote {body['output']}: {count} file(s) + manifests, grid.json"]
 
 
 def without_outputs(summary: dict[str, Any]) -> dict[str, Any]:

@@ -312,7 +312,7 @@ def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
             with _timed(timings, "write"):
                 entries = _write_grid(outdir, targets, config, source, run)
     warnings = [f"length {k}: {w}" for k, plan in plans for w in plan.warnings]
-    body = {"output": str(outdir), "grid": entries, "warnings": warnings}
+    body = {"output": config.output.path and str(outdir), "grid": entries, "warnings": warnings}
     body["text"] = grid_table(entries)
     return {"plan": body, "timings": timings} if run.dry_run else {**body, "timings": timings}
 
