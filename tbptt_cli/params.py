@@ -11,12 +11,11 @@ from tbptt_cli.options import opt
 
 
 @dataclass(frozen=True)
-class StatefulParams:
+class LayoutParams:
+    """How chunks are laid out for a stateful RNN (split, grid ...)."""
+
     batch_size: int | str = opt(
         "auto", "rows per batch: auto or an integer (the file is laid out for it)", auto_or_int=True
-    )
-    remainder: str = opt(
-        "pad", "the tail shorter than one chunk: pad+mask, drop, or error", ("pad", "drop", "error")
     )
     packing: str = opt(
         "block", "block: B sequences side by side; lanes: each row a queue", ("block", "lanes")
@@ -25,6 +24,13 @@ class StatefulParams:
         "interleaved",
         "interleaved (chunk j+1 in the same row of the next batch); sequential needs batch 1",
         ("interleaved", "sequential"),
+    )
+
+
+@dataclass(frozen=True)
+class StatefulParams(LayoutParams):
+    remainder: str = opt(
+        "pad", "the tail shorter than one chunk: pad+mask, drop, or error", ("pad", "drop", "error")
     )
     seed: int = opt(0, "random seed (jitter, validation split)")
     val_fraction: float = opt(0.0, "fraction held out for validation (0 = none)")
@@ -35,6 +41,14 @@ class StatefulParams:
 
 
 @dataclass(frozen=True)
+class JitterParams:
+    """Variable-length BPTT (AWD-LSTM): each batch draws its own chunk length."""
+
+    jitter: float = opt(0.0, "variable-length BPTT: SD of each batch's chunk length (0 = off)")
+    p_half: float = opt(0.05, "with --jitter: probability a batch draws around K/2")
+
+
+@dataclass(frozen=True)
 class AsisParams:
     pad_to: int | None = opt(None, "window length (default: the longest sequence)")
     truncate: bool = opt(False, "cut sequences longer than --pad-to (keeps the first steps)")
@@ -42,10 +56,8 @@ class AsisParams:
 
 
 @dataclass(frozen=True)
-class SplitParams(StatefulParams):
+class SplitParams(StatefulParams, JitterParams):
     length: int | None = opt(None, "chunk length K (steps per sample)", required=True)
-    jitter: float = opt(0.0, "variable-length BPTT: SD of each batch's chunk length (0 = off)")
-    p_half: float = opt(0.05, "with --jitter: probability a batch draws around K/2")
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class StepwiseParams(StatefulParams):
 
 
 @dataclass(frozen=True)
-class DomainAcfParams(StatefulParams):
+class DomainAcfParams(StatefulParams, JitterParams):
     feature: str | None = opt(None, "feature analysed (default: the first)")
     rule: str = opt(
         "pacf",
@@ -67,8 +79,6 @@ class DomainAcfParams(StatefulParams):
     alpha: float = opt(0.05, "significance level of the band +-z(1-alpha/2)/sqrt(n)")
     multiple: int = opt(1, "chunk length = chosen lag x this")
     min_length: int = opt(2, "smallest chunk length accepted")
-    jitter: float = opt(0.0, "variable-length BPTT: SD of each batch's chunk length (0 = off)")
-    p_half: float = opt(0.05, "with --jitter: probability a batch draws around K/2")
 
 
 @dataclass(frozen=True)
@@ -83,14 +93,11 @@ class DomainSegmentsParams:
 
 
 @dataclass(frozen=True)
-class GridParams:
+class GridParams(LayoutParams):
     lengths: str | None = opt(None, "comma-separated chunk lengths, e.g. 25,50,100")
     factors: bool = opt(False, "every divisor of the (equal) sequence length")
     min_length: int | None = opt(None, "with --factors: smallest length")
     max_length: int | None = opt(None, "with --factors: largest length")
-    batch_size: int | str = opt("auto", "rows per batch: auto or an integer", auto_or_int=True)
-    packing: str = opt("block", "block or lanes, as in split", ("block", "lanes"))
-    order: str = opt("interleaved", "as in split", ("interleaved", "sequential"))
 
 
 @dataclass(frozen=True)
