@@ -230,6 +230,33 @@ def no_such_column(path: str, flag: str, name: str, available: Sequence[str]) ->
     return InputDataError(f"{path}: no column '{name}'{given}; {hint}the columns are {listed}")
 
 
+def column_index(path: str, names: Sequence[str], flag: str, name: str) -> int:
+    if name not in names:
+        raise no_such_column(path, flag, name, names)
+    return list(names).index(name)
+
+
+def named_columns(
+    path: str, names: Sequence[str], opts: InputOptions, keep: Sequence[str]
+) -> tuple[int | None, list[int], list[int] | None]:
+    """``--target NAME``, the kept columns and ``--features`` as column indices (features
+    None: the reader picks its default)."""
+    target = None
+    if opts.target not in ("none", "next"):
+        target = column_index(path, names, "--target", opts.target)
+    kept = [column_index(path, names, "", name) for name in keep]
+    if opts.features is None:
+        return target, kept, None
+    if not opts.features:
+        raise UsageError("--features is empty; name at least one column")
+    features = [column_index(path, names, "--features", name) for name in opts.features]
+    if target in features:
+        raise UsageError(
+            f"column '{opts.target}' is both a feature and the --target; drop it from --features"
+        )
+    return target, kept, features
+
+
 def sequence_of_rows(offsets: np.ndarray) -> np.ndarray:
     """For every row, the index of the sequence it belongs to."""
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))

@@ -30,7 +30,7 @@ from tbptt_cli.readers import (
     NAN_FIX,
     finish,
     hash_file,
-    no_such_column,
+    named_columns,
     open_input,
     read_blocks,
 )
@@ -326,22 +326,8 @@ def _select_columns(
 ) -> SequenceSet:
     """Apply ``--features``, ``--target NAME`` and ``keep`` to the columns x0..x{F-1}."""
     names = data.feature_names
-
-    def column(flag: str, name: str) -> int:
-        if name not in names:
-            raise no_such_column(path, flag, name, names)
-        return names.index(name)
-
-    target = column("--target", opts.target) if opts.target not in ("none", "next") else None
-    kept = [column("", name) for name in keep]
-    if opts.features is not None:
-        features = [column("--features", name) for name in opts.features]
-        if target in features:
-            raise UsageError(
-                f"column '{opts.target}' is both a feature and the --target; "
-                "drop it from --features"
-            )
-    else:
+    target, kept, features = named_columns(path, names, opts, keep)
+    if features is None:
         features = [j for j in range(len(names)) if j != target and j not in kept]
     if not features:
         raise UsageError(f"{path}: no feature column left after --target and the kept columns")

@@ -23,9 +23,10 @@ from tbptt_cli.errors import InputDataError, TbpttError, UsageError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import (
     NAN_FIX,
+    column_index,
     fast,
     finish,
-    no_such_column,
+    named_columns,
     open_input,
     parse_size,
     text_lines,
@@ -233,27 +234,12 @@ def _read_long(
     names: list[str],
     rows: Iterator[Row],
 ) -> SequenceSet:
-    index = {name: i for i, name in enumerate(names)}
-
-    def column(flag: str, name: str) -> int:
-        if name not in index:
-            raise no_such_column(path, flag, name, names)
-        return index[name]
-
-    id_col = column("--id-col", opts.id_col) if opts.id_col else None
-    time_col = column("--time-col", opts.time_col) if opts.time_col else None
-    target_col = column("--target", opts.target) if opts.target not in ("none", "next") else None
-    keep_cols = [column("", name) for name in keep]
+    id_col = column_index(path, names, "--id-col", opts.id_col) if opts.id_col else None
+    time_col = column_index(path, names, "--time-col", opts.time_col) if opts.time_col else None
+    target_col, keep_cols, chosen = named_columns(path, names, opts, keep)
     buffered: list[Row] = []
-    if opts.features is not None:
-        if not opts.features:
-            raise UsageError("--features is empty; name at least one column")
-        feature_cols = [column("--features", name) for name in opts.features]
-        if target_col in feature_cols:
-            raise UsageError(
-                f"column '{opts.target}' is both a feature and the --target; "
-                "drop it from --features"
-            )
+    if chosen is not None:
+        feature_cols = chosen
     else:
         skip = {id_col, time_col, target_col, *keep_cols}
         feature_cols, buffered = _numeric_columns(
@@ -389,11 +375,7 @@ def _read_wide(
     ):
         if given:
             raise UsageError(f"{flag} needs --layout long; a wide row is one univariate sequence")
-    id_col = None
-    if opts.id_col:
-        if opts.id_col not in names:
-            raise no_such_column(path, "--id-col", opts.id_col, names)
-        id_col = names.index(opts.id_col)
+    id_col = column_index(path, names, "--id-col", opts.id_col) if opts.id_col else None
     ids: list[str] = []
     cells: list[str] = []
     lengths: list[int] = []
