@@ -124,6 +124,21 @@ def strategy_command(name: str, command_name: str) -> click.Command:
     )
 
 
+def flag_values(section: str, cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The section's options given as flags or environment variables, converted."""
+    from tbptt_cli.config import convert
+
+    values = {}
+    for field in dataclasses.fields(cls):
+        value = kwargs.get(f"{section.replace('-', '_')}__{field.name}")
+        if value is not None:
+            try:
+                values[field.name] = convert(field, value)
+            except UsageError as e:
+                raise UsageError(f"--{field.name.replace('_', '-')}: {e}") from None
+    return values
+
+
 def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
     """Merge file, environment and flags into a Config, run it and report."""
     from tbptt_cli import config as cfg
@@ -131,20 +146,12 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
 
     raw = cfg.load_file(kwargs["config_file"]) if kwargs["config_file"] else {}
     source = kwargs["config_file"] or "command line"
-    overrides: dict[str, dict[str, Any]] = {}
     classes = {"input": InputOptions, "output": OutputOptions, name: STRATEGIES[name].params}
-    for section, cls in classes.items():
-        for field in dataclasses.fields(cls):
-            value = kwargs.get(f"{section.replace('-', '_')}__{field.name}")
-            if value is not None:
-                try:
-                    overrides.setdefault(section, {})[field.name] = cfg.convert(field, value)
-                except UsageError as e:
-                    raise UsageError(f"--{field.name.replace('_', '-')}: {e}") from None
+    overrides = {section: flag_values(section, cls, kwargs) for section, cls in classes.items()}
     if kwargs["input_path"] is not None:
-        overrides.setdefault("input", {})["path"] = kwargs["input_path"]
+        overrides["input"]["path"] = kwargs["input_path"]
     if kwargs["output_path"] is not None:
-        overrides.setdefault("output", {})["path"] = kwargs["output_path"]
+        overrides["output"]["path"] = kwargs["output_path"]
     config = cfg.resolve(name, raw, overrides, source)
     if kwargs["print_config"]:
         import yaml
@@ -356,12 +363,9 @@ def inspect_command(path: str, as_json: bool, debug: bool, **reader: Any) -> Non
       tbptt inspect sample_data/sensors.csv --id-col sensor --time-col t
       tbptt inspect out/sensors.h5 --json | python -m json.tool
     """
-    from tbptt_cli import config as cfg
     from tbptt_cli.inspect import inspect_path
 
-    fields = {f.name: f for f in dataclasses.fields(InputOptions)}
-    values = {k.removeprefix("input__"): v for k, v in reader.items() if v is not None}
-    options = InputOptions(path=path, **{k: cfg.convert(fields[k], v) for k, v in values.items()})
+    options = InputOptions(path=path, **flag_values("input", InputOptions, reader))
     text, document = inspect_path(options)
     if as_json:
         emit_json(document)
