@@ -142,8 +142,8 @@ def write_h5(
                 mask_rows,
                 flush,
                 progress,
-                f if hasher else None,
-                hasher,
+                raw=comp is None,
+                hasher=hasher,
             )
         except BaseException:
             if hasher is not None:
@@ -163,42 +163,73 @@ def _write_slabs(
     mask_rows: int,
     flush: Writeback,
     progress: Callable[[int], None] | None,
-    f: Any,
+    raw: bool,
     hasher: StreamHash | None,
 ) -> None:
-    X, y, mask, loss = datasets
+    """Write slab by slab. Uncompressed chunks go to the file as they are (``raw``:
+    HDF5's direct chunk write, no selection or conversion work), and the slab is offered
+    to ``hasher`` while it is written; its buffer is reused only once that hash is done."""
     # Slabs are whole chunks of every dataset, so each chunk is written exactly once.
     slab = max(mask_rows, SLAB_TARGET // row_bytes // mask_rows * mask_rows)
-    for start, stop, part in _gathered(plan, data, slab, dtype, slab * row_bytes):
-        X[start:stop] = part.X
-        mask[start:stop] = part.mask
-        if y is not None and part.y is not None:
-            y[start:stop] = part.y
-        if loss is not None and part.loss_mask is not None:
-            loss[start:stop] = part.loss_mask
-        del part  # at most two slabs alive: this one is written, the next is gathered
-        if hasher is not None:
-            f.flush()  # HDF5's chunk cache emptied: these rows are in the file now
-            hasher.wrote(stop)
+    hashed: dict[int, Future[None]] = {}  # by slab start, until its buffer is reused
+
+    def reusing(start: int) -> None:
+        if start in hashed:
+            hashed.pop(start).result()
+
+    for start, stop, part in _gathered(plan, data, slab, dtype, slab * row_bytes, reusing):
+        arrays = (part.X, part.y, part.mask, part.loss_mask)
+        pairs = [(ds, a) for ds, a in zip(datasets, arrays, strict=True) if a is not None]
+        if raw:
+            chunks = [(ds, row, chunk) for ds, a in pairs for row, chunk in _chunks(ds, start, a)]
+            if hasher is not None:
+                hashed[start] = hasher.offer(start, {(ds.name, row): c for ds, row, c in chunks})
+            for ds, row, chunk in chunks:
+                ds.id.write_direct_chunk((row,) + (0,) * (ds.ndim - 1), chunk)
+            del chunks
+        else:
+            for ds, a in pairs:
+                ds[start:stop] = a
+        del part, arrays, pairs  # at most two slabs alive: this one, and the next gathered
         flush.wrote((stop - start) * row_bytes)
         if progress:
             progress(stop - start)
 
 
+def _chunks(ds: Any, start: int, values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, bytes)`` of the chunks of ``ds`` that rows ``start:`` fill; the last
+    chunk of the dataset, if rows run out part-way, padded with zeros to a whole one."""
+    rows = ds.chunks[0]
+    for begin in range(0, len(values), rows):
+        chunk = values[begin : begin + rows]
+        if len(chunk) < rows:
+            whole = np.zeros((rows, *values.shape[1:]), dtype=values.dtype)
+            whole[: len(chunk)] = chunk
+            chunk = whole
+        yield start + begin, chunk
+
+
 def _gathered(
-    plan: Plan, data: SequenceSet, slab: int, dtype: np.dtype, slab_bytes: int
+    plan: Plan,
+    data: SequenceSet,
+    slab: int,
+    dtype: np.dtype,
+    slab_bytes: int,
+    reusing: Callable[[int], None],
 ) -> Iterator[tuple[int, int, Slab]]:
     """``(start, stop, rows)`` slab by slab; slab k+1 is gathered on a background thread
     while the caller writes slab k (h5py and numpy's copies release the GIL, so the two
     overlap on two cores). An error in the worker is raised here, unchanged.
 
     X is gathered into two buffers in turn: slab k+1 goes where slab k-1 was, which the
-    caller has written by the time it asks for slab k. Fresh 64 MiB arrays cost a page
-    fault per 4 KiB every slab; np.empty leaves pages unmapped until first used.
+    caller has written by the time it asks for slab k; ``reusing(start of slab k-1)`` is
+    called first, to wait for anything else still reading it. Fresh 64 MiB arrays cost a
+    page fault per 4 KiB every slab; np.empty leaves pages unmapped until first used.
     """
     buffers = [np.empty(slab_bytes, dtype=np.uint8) for _ in range(2)]
 
     def work(start: int) -> Slab:
+        reusing(start - 2 * slab)
         buffer = buffers[start // slab % 2]
         part = gather(plan, data, start, min(plan.samples, start + slab), dtype, buffer)
         release(data.values, data.targets)  # here, so it never drops pages being gathered

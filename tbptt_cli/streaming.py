@@ -11,12 +11,15 @@ import hashlib
 import os
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
 from tbptt_cli.digest import in_background, sha256_file
+from tbptt_cli.errors import InternalError
 
 WRITEBACK_BYTES = 256 << 20  # start pushing dirty pages to the disk every this many bytes
 
@@ -32,34 +35,50 @@ def early_allocation() -> Any:
     return dcpl
 
 
-class StreamHash:
-    """sha256 of the output file, computed on a background thread while it is written.
+Key = tuple[str, int]  # a chunk: (dataset name, its first row)
 
-    The whole file is hashed in file order: the bytes outside the data chunks as they
-    will be after closing (predicted from a snapshot, see `_predicted`), and each chunk
-    read back from the file once the slab holding it is written and flushed. `finish`
-    checks the prediction against the closed file and re-hashes it whole if anything
-    differs, so a different HDF5 version can only cost time, never a wrong digest.
+
+@dataclass(frozen=True)
+class Piece:
+    offset: int  # in the file
+    size: int
+    chunk: Key | None  # None: bytes outside the data chunks
+    end_row: int  # rows of its dataset that must be written before it can be read back
+
+
+class StreamHash:
+    """sha256 of the output file, computed on background threads while it is written.
+
+    The whole file is hashed in file order. The bytes outside the data chunks are hashed
+    as they will be after closing (predicted from a snapshot, see `_predicted`). A chunk
+    is hashed from the slab in memory if that slab is on offer when the hash reaches it
+    (X comes first in the file, so all of X is), otherwise read back from the file once
+    its rows are written. `finish` checks the prediction against the closed file and
+    re-hashes it whole if anything differs, so a different HDF5 version can only cost
+    time, never a wrong digest.
     """
 
-    def __init__(self, path: Path, pieces: list[tuple[int, int, int]], gaps: dict[int, bytes]):
-        self.path, self.pieces, self.gaps = path, pieces, gaps
-        self.fd = os.open(path, os.O_RDONLY)
-        self.written, self.stopped = 0, False
-        self.ready = threading.Condition()
-        self.digest: Future[str] = in_background(self._run, "tbptt-sha256-out")
+    def __init__(self, path: Path, pieces: list[Piece], gaps: dict[int, bytes], rows: int):
+        self.path, self.pieces, self.gaps, self.rows = path, pieces, gaps, rows
+        self.digest = hashlib.sha256()
+        self.next = 0  # index of the first piece not hashed yet
+        self.stopped = False
+        self.last: Future[None] = Future()
+        self.last.set_result(None)
 
     @classmethod
     def start(cls, f: Any, path: Path, datasets: list[Any]) -> StreamHash | None:
         """Flush the file's structure and start hashing; None if the layout is unusual."""
         f.flush()
-        chunks: list[tuple[int, int, int]] = []  # (file offset, bytes, rows needed first)
+        chunks: list[Piece] = []
         for ds in datasets:
             rows = ds.chunks[0]
 
-            def found(info: Any, rows: int = rows, samples: int = ds.shape[0]) -> None:
-                end_row = min(samples, int(info.chunk_offset[0]) + rows)
-                chunks.append((int(info.byte_offset), int(info.size), end_row))
+            def found(info: Any, ds: Any = ds, rows: int = rows) -> None:
+                first = int(info.chunk_offset[0])
+                end_row = min(ds.shape[0], first + rows)
+                key = (ds.name, first)
+                chunks.append(Piece(int(info.byte_offset), int(info.size), key, end_row))
 
             # One walk of the chunk index: get_chunk_info(i) walks it again for every i
             # (0.15 s for 4000 chunks). chunk_iter needs HDF5 >= 1.13.
@@ -68,58 +87,71 @@ class StreamHash:
             else:
                 for i in range(ds.id.get_num_chunks()):
                     found(ds.id.get_chunk_info(i))
-        chunks.sort()
+        chunks.sort(key=lambda piece: piece.offset)
         size = os.path.getsize(path)
-        pieces: list[tuple[int, int, int]] = []
+        pieces: list[Piece] = []
         position = 0
-        for offset, length, end_row in [*chunks, (size, 0, 0)]:
-            if offset < position:
+        for piece in [*chunks, Piece(size, 0, None, 0)]:
+            if piece.offset < position:
                 return None  # overlapping chunks: not a layout this class knows
-            if offset > position:
-                pieces.append((position, offset - position, -1))  # -1: not data
-            if length:
-                pieces.append((offset, length, end_row))
-            position = offset + length
-        gaps = _predicted(path, [(o, n) for o, n, end in pieces if end < 0])
-        return cls(path, pieces, gaps)
+            if piece.offset > position:
+                pieces.append(Piece(position, piece.offset - position, None, 0))
+            if piece.size:
+                pieces.append(piece)
+            position = piece.offset + piece.size
+        gaps = _predicted(path, [(p.offset, p.size) for p in pieces if p.chunk is None])
+        return cls(path, pieces, gaps, max(ds.shape[0] for ds in datasets))
 
-    def wrote(self, rows: int) -> None:
-        with self.ready:
-            self.written = rows
-            self.ready.notify()
+    def offer(self, written: int, chunks: dict[Key, np.ndarray]) -> Future[None]:
+        """Hash on as far as possible: the first ``written`` rows of every dataset are in
+        the file, and ``chunks`` (whole chunks' bytes, kept unchanged by the caller until
+        the Future is done) in memory. Offers are hashed in turn, on their own thread."""
+        before = self.last
+
+        def advance() -> None:
+            before.result()  # the offers before this one (and their errors) come first
+            self._advance(written, chunks)
+
+        self.last = in_background(advance, "tbptt-sha256-out")
+        return self.last
 
     def abort(self) -> None:
-        with self.ready:
-            self.stopped = True
-            self.ready.notify()
+        self.stopped = True
 
-    def _run(self) -> str:
-        digest = hashlib.sha256()
+    def _advance(self, written: int, chunks: dict[Key, np.ndarray]) -> None:
+        fd = None
         try:
-            for offset, length, end_row in self.pieces:
-                if end_row < 0:
-                    digest.update(self.gaps[offset])
-                    continue
-                with self.ready:
-                    while self.written < end_row and not self.stopped:
-                        self.ready.wait()
-                    if self.stopped:
-                        return ""
-                digest.update(os.pread(self.fd, length, offset))
-            return digest.hexdigest()
+            while self.next < len(self.pieces) and not self.stopped:
+                piece = self.pieces[self.next]
+                if piece.chunk is None:
+                    data: Any = self.gaps[piece.offset]
+                elif piece.chunk in chunks:
+                    data = chunks[piece.chunk]
+                    if data.nbytes != piece.size:
+                        size = f"{data.nbytes} bytes, not {piece.size}"
+                        raise InternalError(f"{self.path}: chunk {piece.chunk} has {size}")
+                elif piece.end_row <= written:
+                    fd = os.open(self.path, os.O_RDONLY) if fd is None else fd
+                    data = os.pread(fd, piece.size, piece.offset)
+                else:
+                    return  # its rows are not written yet
+                self.digest.update(data)
+                self.next += 1
         finally:
-            os.close(self.fd)
+            if fd is not None:
+                os.close(fd)
 
     def finish(self) -> str:
         """The closed file's sha256: the streamed one if the prediction held."""
-        streamed = self.digest.result()
+        self.offer(self.rows, {}).result()
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            expected = self.pieces[-1][0] + self.pieces[-1][1]
+            expected = self.pieces[-1].offset + self.pieces[-1].size
             same = size == expected and all(
                 os.pread(f.fileno(), len(b), o) == b for o, b in self.gaps.items()
             )
-        return streamed if same and streamed else sha256_file(self.path)
+        done = self.next == len(self.pieces)
+        return self.digest.hexdigest() if same and done else sha256_file(self.path)
 
 
 def _predicted(path: Path, gaps: list[tuple[int, int]]) -> dict[int, bytes]:

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
+from tbptt_cli import hdf5
 from tbptt_cli.hdf5 import CHUNK_MAX, chunk_rows, parse_compression
 
 
@@ -122,19 +123,28 @@ def test_lock_held_exits_75_or_waits(npy, tmp_path, tbptt):
     assert out.exists()
 
 
-def test_full_disk_exits_74_and_keeps_the_old_output(npy, tmp_path, tbptt, monkeypatch):
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_full_disk_exits_74_and_keeps_the_old_output(
+    npy, tmp_path, tbptt, monkeypatch, compression
+):
     out = tmp_path / "out.h5"
     out.write_bytes(b"old")
     (tmp_path / "out.manifest.json").write_text("{}")
-    real = h5py.Dataset.__setitem__
+    real_setitem, real_chunks = h5py.Dataset.__setitem__, hdf5._chunks
 
-    def full(self, key, value):
+    def full(self, key, value):  # a filtered (compressed) write
         if self.name == "/X":
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(self, key, value)
+        real_setitem(self, key, value)
+
+    def full_chunks(ds, start, values):  # uncompressed chunks are written one by one
+        if ds.name == "/X":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        yield from real_chunks(ds, start, values)
 
     monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
-    result = tbptt("split", npy, "--length", 10, "-o", out)
+    monkeypatch.setattr(hdf5, "_chunks", full_chunks)
+    result = tbptt("split", npy, "--length", 10, "--compression", compression, "-o", out)
     assert result.code == 74
     assert "No space left on device" in result.stderr and str(out) in result.stderr
     assert out.read_bytes() == b"old" and (tmp_path / "out.manifest.json").read_text() == "{}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
 import tokenize
 import zipfile
@@ -377,24 +378,33 @@ def _hash_and_scan(
 
     Both futures are settled by one thread; a bad value fails both with the message
     `_scan_finite` gives (the first bad cell in file order is the first in row order).
+    The file is read through its own memory map, page by page let go once hashed: no
+    copy out of the page cache, and it never counts towards our resident memory.
     """
     digest_future: Future[str] = Future()
     dtype, features, total = data.values.dtype, data.values.shape[1], data.values.size
+    block = HASH_SCAN_BYTES // dtype.itemsize * dtype.itemsize
 
     def run() -> bool:
         digest = hashlib.sha256()
-        buffer = bytearray(HASH_SCAN_BYTES // dtype.itemsize * dtype.itemsize)
         with stream:
-            digest.update(_read_full(stream, bytearray(start)))
-            done = 0  # elements checked so far
-            while block := _read_full(stream, buffer):
-                digest.update(block)
-                count = min(len(block) // dtype.itemsize, total - done)
-                piece = np.frombuffer(block, dtype, count=max(count, 0))
-                if not np.isfinite(piece).all():
-                    row, col = divmod(done + int(np.argmax(~np.isfinite(piece))), features)
-                    raise _not_finite(path, data, offsets, row, data.feature_names[col])
-                done += len(piece)
+            # No close: views of the map may live on in an error's traceback. It is
+            # unmapped when the last of them goes.
+            mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        whole = memoryview(mapped)
+        values = np.frombuffer(mapped, dtype, count=total, offset=start)
+        digest.update(whole[:start])
+        dropped = 0  # pages before this are let go
+        for begin in range(start, len(mapped), block):
+            digest.update(whole[begin : begin + block])
+            first = (begin - start) // dtype.itemsize
+            piece = values[first : first + block // dtype.itemsize]
+            if not _all_finite(piece):
+                row, col = divmod(first + int(np.argmax(~np.isfinite(piece))), features)
+                raise _not_finite(path, data, offsets, row, data.feature_names[col])
+            done = min(begin + block, len(mapped)) // mmap.PAGESIZE * mmap.PAGESIZE
+            mapped.madvise(mmap.MADV_DONTNEED, dropped, done - dropped)
+            dropped = done
         digest_future.set_result(digest.hexdigest())
         return True
 
@@ -409,12 +419,10 @@ def _hash_and_scan(
     return digest_future, check
 
 
-def _read_full(stream: BinaryIO, buffer: bytearray) -> memoryview:
-    """Fill ``buffer`` (less only at the end of the file); the part read."""
-    view, filled = memoryview(buffer), 0
-    while filled < len(buffer) and (n := stream.readinto(view[filled:])):  # type: ignore[attr-defined]
-        filled += n
-    return view[:filled]
+def _all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity: a finite sum proves it (NaN and inf propagate through a sum)
+    without the boolean temporary; only a sum that overflows needs the exact check."""
+    return bool(np.isfinite(np.add.reduce(values)) or np.isfinite(values).all())
 
 
 def _not_finite(
