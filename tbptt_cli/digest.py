@@ -9,11 +9,12 @@ multi-gigabyte run.
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 T = TypeVar("T")
 
@@ -48,3 +49,33 @@ def in_background(function: Callable[[], T], name: str = "tbptt-sha256") -> Futu
 
     threading.Thread(target=run, daemon=True, name=name).start()
     return future
+
+
+class Worker:
+    """One daemon thread that runs the functions submitted to it one after another, in
+    order. A pipeline stage on a thread of its own: a new thread per slab would also get
+    a malloc arena of its own, and freed slabs piled up in a dozen of them."""
+
+    def __init__(self, name: str) -> None:
+        self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
+        self.jobs = queue.SimpleQueue()
+        threading.Thread(target=self._run, daemon=True, name=name).start()
+
+    def submit(self, function: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self.jobs.put((function, future))
+        return future
+
+    def close(self) -> None:
+        """The thread leaves once the jobs submitted so far are done."""
+        self.jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            function, future = job
+            del job
+            try:
+                future.set_result(function())
+            except BaseException as e:  # handed to whoever reads the result
+                future.set_exception(e)
+            del function, future  # nothing of a finished job kept while waiting

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from functools import partial
@@ -14,7 +15,7 @@ import h5py
 import numpy as np
 
 from tbptt_cli import atomic
-from tbptt_cli.digest import in_background
+from tbptt_cli.digest import Worker
 from tbptt_cli.errors import InternalError, UsageError
 from tbptt_cli.materialize import Slab, gather, release
 from tbptt_cli.plan import Plan
@@ -24,7 +25,8 @@ from tbptt_cli.streaming import StreamHash, Writeback, early_allocation
 FORMAT_VERSION = 1
 CHUNK_TARGET = 1 << 20  # bytes: aim for 1 MiB chunks ...
 CHUNK_MAX = 4 << 20  # ... and never more than 4 MiB unless a single row is bigger
-SLAB_TARGET = 64 << 20  # bytes of X gathered and written per h5py call
+SLAB_TARGET = 32 << 20  # bytes of X gathered, hashed and written at a time ...
+SLABS_AHEAD = 4  # ... in this many reused buffers
 
 
 def parse_compression(text: str) -> tuple[str | None, int | None]:
@@ -217,40 +219,41 @@ def _gathered(
     slab_bytes: int,
     reusing: Callable[[int], None],
 ) -> Iterator[tuple[int, int, Slab]]:
-    """``(start, stop, rows)`` slab by slab; slab k+1 is gathered on a background thread
-    while the caller writes slab k (h5py and numpy's copies release the GIL, so the two
-    overlap on two cores). An error in the worker is raised here, unchanged.
+    """``(start, stop, rows)`` slab by slab, gathered on a thread of their own up to
+    ``SLABS_AHEAD - 1`` slabs ahead of the caller. So the copies, the output hash and the
+    writes overlap on two cores, and a write that waits for the disk does not stall the
+    others. An error in the worker is raised here, unchanged.
 
-    X is gathered into two buffers in turn: slab k+1 goes where slab k-1 was, which the
-    caller has written by the time it asks for slab k; ``reusing(start of slab k-1)`` is
-    called first, to wait for anything else still reading it. Fresh 64 MiB arrays cost a
-    page fault per 4 KiB every slab; np.empty leaves pages unmapped until first used.
+    X goes into ``SLABS_AHEAD`` reused buffers in turn (fresh arrays would cost a page
+    fault per 4 KiB every slab). Slab k reuses the buffer of slab k - SLABS_AHEAD, which
+    the caller has written by then; ``reusing(its start)`` is called first, to wait for
+    anything else still reading it.
     """
-    buffers = [np.empty(slab_bytes, dtype=np.uint8) for _ in range(2)]
+    starts = range(0, plan.samples, slab)
+    buffers = [np.empty(slab_bytes, dtype=np.uint8) for _ in range(min(SLABS_AHEAD, len(starts)))]
+    worker = Worker("tbptt-gather")
+    ahead: deque[Future[Slab]] = deque()  # submitted, not yet handed to the caller
 
-    def work(start: int) -> Slab:
-        reusing(start - 2 * slab)
-        buffer = buffers[start // slab % 2]
+    def work(index: int) -> Slab:
+        start = starts[index]
+        reusing(start - len(buffers) * slab)
+        buffer = buffers[index % len(buffers)]
         part = gather(plan, data, start, min(plan.samples, start + slab), dtype, buffer)
         release(data.values, data.targets)  # here, so it never drops pages being gathered
         return part
 
-    starts = range(0, plan.samples, slab)
-    pending: Future[Slab] | None = None
-    if starts:
-        pending = in_background(partial(work, 0), "tbptt-gather")
+    submitted = 0
     try:
         for start in starts:
-            assert pending is not None
-            part = pending.result()
-            following = start + slab
-            pending = None
-            if following < plan.samples:
-                pending = in_background(partial(work, following), "tbptt-gather")
-            yield start, min(plan.samples, following), part
+            while submitted < len(starts) and len(ahead) < len(buffers):
+                ahead.append(worker.submit(partial(work, submitted)))
+                submitted += 1
+            part = ahead.popleft().result()
+            yield start, min(plan.samples, start + slab), part
             del part
     finally:
-        if pending is not None:  # stopped early (an error or a signal): let the worker finish
+        worker.close()
+        for pending in ahead:  # stopped early (an error or a signal): let them finish
             with contextlib.suppress(BaseException):
                 pending.result()
 

@@ -12,13 +12,14 @@ import os
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from tbptt_cli.digest import in_background, sha256_file
+from tbptt_cli.digest import Worker, sha256_file
 from tbptt_cli.errors import InternalError
 
 WRITEBACK_BYTES = 256 << 20  # start pushing dirty pages to the disk every this many bytes
@@ -63,8 +64,7 @@ class StreamHash:
         self.digest = hashlib.sha256()
         self.next = 0  # index of the first piece not hashed yet
         self.stopped = False
-        self.last: Future[None] = Future()
-        self.last.set_result(None)
+        self.worker = Worker("tbptt-sha256-out")
 
     @classmethod
     def start(cls, f: Any, path: Path, datasets: list[Any]) -> StreamHash | None:
@@ -105,18 +105,12 @@ class StreamHash:
     def offer(self, written: int, chunks: dict[Key, np.ndarray]) -> Future[None]:
         """Hash on as far as possible: the first ``written`` rows of every dataset are in
         the file, and ``chunks`` (whole chunks' bytes, kept unchanged by the caller until
-        the Future is done) in memory. Offers are hashed in turn, on their own thread."""
-        before = self.last
-
-        def advance() -> None:
-            before.result()  # the offers before this one (and their errors) come first
-            self._advance(written, chunks)
-
-        self.last = in_background(advance, "tbptt-sha256-out")
-        return self.last
+        the Future is done) in memory. Offers are hashed in turn, on a thread of their own."""
+        return self.worker.submit(partial(self._advance, written, chunks))
 
     def abort(self) -> None:
         self.stopped = True
+        self.worker.close()
 
     def _advance(self, written: int, chunks: dict[Key, np.ndarray]) -> None:
         fd = None
@@ -143,7 +137,10 @@ class StreamHash:
 
     def finish(self) -> str:
         """The closed file's sha256: the streamed one if the prediction held."""
-        self.offer(self.rows, {}).result()
+        try:
+            self.offer(self.rows, {}).result()
+        finally:
+            self.worker.close()
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             expected = self.pieces[-1].offset + self.pieces[-1].size
