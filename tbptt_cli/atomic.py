@@ -14,6 +14,7 @@ import os
 import re
 import select
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -209,14 +210,36 @@ def signals_raise() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Interrupted(signum)
 
+    def unraisable(info: Any) -> None:
+        # The handler ran inside a weakref callback or a __del__, where Python prints the
+        # exception and drops it: keep it for `raise_swallowed` instead.
+        if isinstance(info.exc_value, Interrupted):
+            _Swallowed.signal = info.exc_value
+        else:
+            previous_hook(info)
+
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     watcher.start()
     try:
         yield
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+        sys.unraisablehook = previous_hook
         watcher.stop()
+
+
+class _Swallowed:
+    signal: Interrupted | None = None
+
+
+def raise_swallowed() -> None:
+    """Raise the ``Interrupted`` of a signal that arrived where Python could not raise it
+    (see `signals_raise`); long loops call this once per step."""
+    if _Swallowed.signal is not None:
+        interrupted, _Swallowed.signal = _Swallowed.signal, None
+        raise interrupted
 
 
 class _Watcher:

@@ -180,6 +180,7 @@ def _write_slabs(
             hashed.pop(start).result()
 
     for start, stop, part in _gathered(plan, data, slab, dtype, slab * row_bytes, reusing):
+        atomic.raise_swallowed()
         arrays = (part.X, part.y, part.mask, part.loss_mask)
         pairs = [(ds, a) for ds, a in zip(datasets, arrays, strict=True) if a is not None]
         if raw:

@@ -301,3 +301,29 @@ def test_a_signal_held_during_the_renames_reports_the_commit(tmp_path, monkeypat
     assert final.read_text() == "new" and not staged.exists()
     assert str(caught.value) == "interrupted by SIGTERM; the outputs were already committed"
     assert caught.value.exit_code == 143
+
+
+def test_a_signal_in_a_weakref_callback_is_raised_at_the_next_step(capsys):
+    """Python drops an exception raised in a weakref callback (it prints "Exception
+    ignored" and a traceback): the write loop raises it at its next slab instead."""
+    import weakref
+
+    from tbptt_cli import atomic
+    from tbptt_cli.errors import Interrupted
+
+    class Thing:
+        pass
+
+    def callback(_: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs inside this callback
+        sum(range(10))
+
+    with atomic.signals_raise(), pytest.raises(Interrupted) as caught:
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing  # the callback runs here; its Interrupted cannot propagate
+        assert ref() is None
+        atomic.raise_swallowed()
+    assert caught.value.exit_code == 143
+    assert "Exception ignored" not in capsys.readouterr().err
+    atomic.raise_swallowed()  # raised once only
