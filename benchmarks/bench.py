@@ -1,6 +1,6 @@
 """Benchmarks: tbptt against hand-written baselines, measured side by side in one run.
 
-    python benchmarks/bench.py npy --gib 2          # split of a [512*g, 65536, 8] float32 NPY, 5 rounds
+    python benchmarks/bench.py npy --gib 2          # split of a [512*g, 65536, 8] float32 NPY
     python benchmarks/bench.py csv --rows 10000000  # split of a long CSV (id, t, a, b, c)
     python benchmarks/bench.py scaling              # CSV at 1x, 2x, 4x: time should be linear
     python benchmarks/bench.py help                 # `tbptt --help` start-up time
@@ -115,9 +115,10 @@ def bench_npy(work: Path, gib: float, rounds: int) -> None:
             output.unlink()
             os.sync()  # no writeback of this run left to slow the next one
     dd = dd_bandwidth(work, size)
-    print(f"NPY split: input {size / 2**30:.2f} GiB, output {out_size / 1e9:.2f} GB, {rounds} rounds")
+    print(f"NPY split: input {size / 2**30:.2f} GiB, output {out_size / 1e9:.2f} GB, "
+          f"{rounds} rounds")
     ratios = []
-    for number, (tool, base) in enumerate(zip(runs["tool"], runs["base"]), 1):
+    for number, (tool, base) in enumerate(zip(runs["tool"], runs["base"], strict=True), 1):
         ratios.append(tool[0] / base[0])
         row(f"tbptt split, round {number}", *tool, size)
         row(f"baseline, round {number}", *base, size)
