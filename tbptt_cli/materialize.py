@@ -80,7 +80,13 @@ def _filled(
     """``[n, window, F]`` zeros with the full rows' windows copied in."""
     if len(full) == n and values.dtype == dtype:  # the common case: one copy, no zeroing
         return _windows(values, first, window, buffer)
-    out = np.zeros((n, window, values.shape[1]), dtype=dtype)
+    shape = (n, window, values.shape[1])
+    size = int(np.prod(shape)) * dtype.itemsize
+    if buffer is not None and len(buffer) >= size:
+        out = buffer[:size].view(dtype).reshape(shape)
+        out.fill(0)
+    else:
+        out = np.zeros(shape, dtype=dtype)
     # Converting (float64 CSV values to float32) goes piece by piece: a whole slab copied
     # at the input's width first would double the slab's memory, and the pages of a
     # memory-mapped input are let go after each piece instead of after the slab.

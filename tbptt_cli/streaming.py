@@ -30,8 +30,8 @@ def early_allocation() -> Any:
     the file's layout (and every byte outside the chunks) is fixed before any data."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    # No fill values written at allocation (gigabytes of zeros, all overwritten anyway).
-    # The file is new, so a chunk's unwritten tail (past the last row) still reads as 0.
+    # No fill values written at allocation (gigabytes of zeros, all overwritten anyway):
+    # every chunk is written whole, the last one padded with zeros (hdf5._chunks).
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     return dcpl
 
@@ -48,7 +48,7 @@ class Piece:
 
 
 class StreamHash:
-    """sha256 of the output file, computed on background threads while it is written.
+    """sha256 of the output file, computed on a thread of its own while it is written.
 
     The whole file is hashed in file order. The bytes outside the data chunks are hashed
     as they will be after closing (predicted from a snapshot, see `_predicted`). A chunk

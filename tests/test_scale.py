@@ -45,8 +45,16 @@ def precise(opts):
 
 
 @pytest.mark.parametrize("shuffled", [False, True])
-@pytest.mark.parametrize("limit", ["256M", "1K"])
-def test_fast_reader_and_spill_equal_the_precise_reader(tmp_path, shuffled, limit):
+@pytest.mark.parametrize("limit", ["256M", "1K", "4K"])
+def test_fast_reader_and_spill_equal_the_precise_reader(tmp_path, monkeypatch, shuffled, limit):
+    """1K: a bucket per sequence or two, read a few rows at a time; 4K: several
+    sequences per bucket, and the sequence codes spilled and read back in pieces."""
+    if limit == "4K":
+        monkeypatch.setattr(fast, "CODES_BUDGET", 64)
+        monkeypatch.setattr(fast, "REORDER_ROWS", 50)
+    calls = []
+    regrouped = fast._regrouped
+    monkeypatch.setattr(fast, "_regrouped", lambda *a: calls.append(1) or regrouped(*a))
     path = long_csv(tmp_path / "in.csv", shuffled)
     opts = InputOptions(
         path=str(path), id_col="id", time_col="t", memory_limit=limit, target="b", features=("a",)
@@ -58,7 +66,8 @@ def test_fast_reader_and_spill_equal_the_precise_reader(tmp_path, shuffled, limi
     np.testing.assert_array_equal(np.asarray(got.values), want.values)
     np.testing.assert_array_equal(np.asarray(got.targets), want.targets)
     np.testing.assert_array_equal(np.asarray(got.extra["t"]), want.extra["t"])
-    assert isinstance(got.values, np.memmap) == (limit == "1K")
+    assert isinstance(got.values, np.memmap) == (limit != "256M")
+    assert calls == ([1] if shuffled and limit != "256M" else [])  # grouped through buckets
     assert list(tmp_path.iterdir()) == [path]  # spill files are unnamed: nothing left
 
 

@@ -129,6 +129,8 @@ def _read_fast(
         )
     except fast.Rejected:
         return None
+    finally:
+        fast.give_back_memory()
     return finish(data, opts, path), info
 
 
