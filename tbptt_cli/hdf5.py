@@ -179,30 +179,41 @@ def _write_slabs(
         if start in hashed:
             hashed.pop(start).result()
 
+    # h5py looks these up in HDF5 on every access: once per dataset, not per chunk.
+    layout = {
+        ds.name: (ds, ds.id, ds.chunks[0], (0,) * (ds.ndim - 1))
+        for ds in datasets
+        if ds is not None
+    }
+    names = [ds.name if ds is not None else "" for ds in datasets]
     for start, stop, part in _gathered(plan, data, slab, dtype, slab * row_bytes, reusing):
         atomic.raise_swallowed()
         arrays = (part.X, part.y, part.mask, part.loss_mask)
-        pairs = [(ds, a) for ds, a in zip(datasets, arrays, strict=True) if a is not None]
+        pairs = [(name, a) for name, a in zip(names, arrays, strict=True) if a is not None]
         if raw:
-            chunks = [(ds, row, chunk) for ds, a in pairs for row, chunk in _chunks(ds, start, a)]
+            chunks = {
+                (name, row): chunk
+                for name, a in pairs
+                for row, chunk in _chunks(layout[name][2], start, a)
+            }
             if hasher is not None:
-                hashed[start] = hasher.offer(start, {(ds.name, row): c for ds, row, c in chunks})
-            for ds, row, chunk in chunks:
-                ds.id.write_direct_chunk((row,) + (0,) * (ds.ndim - 1), chunk)
+                hashed[start] = hasher.offer(start, chunks)
+            for (name, row), chunk in chunks.items():
+                _, dsid, _, rest = layout[name]
+                dsid.write_direct_chunk((row, *rest), chunk)
             del chunks
         else:
-            for ds, a in pairs:
-                ds[start:stop] = a
-        del part, arrays, pairs  # at most two slabs alive: this one, and the next gathered
+            for name, a in pairs:
+                layout[name][0][start:stop] = a
+        del part, arrays, pairs  # the slab's X lives on in the gather's buffer only
         flush.wrote((stop - start) * row_bytes)
         if progress:
             progress(stop - start)
 
 
-def _chunks(ds: Any, start: int, values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, bytes)`` of the chunks of ``ds`` that rows ``start:`` fill; the last
-    chunk of the dataset, if rows run out part-way, padded with zeros to a whole one."""
-    rows = ds.chunks[0]
+def _chunks(rows: int, start: int, values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, bytes)`` of the chunks of ``rows`` rows that rows ``start:`` fill;
+    the last chunk of the dataset, if rows run out part-way, padded with zeros."""
     for begin in range(0, len(values), rows):
         chunk = values[begin : begin + rows]
         if len(chunk) < rows:
