@@ -18,7 +18,7 @@ import numpy as np
 from tbptt_cli import atomic, hdf5, manifest
 from tbptt_cli.config import Config
 from tbptt_cli.digest import in_background, sha256_file
-from tbptt_cli.errors import Interrupted, OutputError, UsageError
+from tbptt_cli.errors import InputDataError, Interrupted, OutputError, UsageError
 from tbptt_cli.plan import Plan
 from tbptt_cli.registry import STRATEGIES
 from tbptt_cli.sequences import SequenceSet, SourceInfo
@@ -84,6 +84,7 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
 
         with _timed(timings, "plan"):
             targets = plan_targets(config, data, output or Path("dry-run.h5"))
+        _require_samples(targets, config.input.path)
         if run.dry_run:
             join_checks()
             plans = [_summary(t, config, False) for t in targets]
@@ -122,6 +123,17 @@ def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target
     }
     val_target.extra["val"] = {"of": str(output), "by": params.val_by, "fraction": fraction}
     return [train_target, val_target]
+
+
+def _require_samples(targets: list[Target], source: object) -> None:
+    """A file without a single sample would only fail later, in training: refuse it."""
+    for target in targets:
+        if not target.plan.samples:
+            reason = "; ".join(target.plan.warnings) or "the input has no timesteps"
+            raise InputDataError(
+                f"{source}: no sample for {target.path.name} ({reason}); shorten the "
+                "window (--length, --k1) or keep short tails (--remainder pad)"
+            )
 
 
 def hold_out(
@@ -306,6 +318,7 @@ def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
         with _timed(timings, "plan"):
             plans: list[tuple[int, Plan]] = STRATEGIES["grid"].plan(data, config.params)
         targets = _grid_targets(outdir, plans, data)
+        _require_samples(targets, config.input.path)
         if run.dry_run:
             entries = _grid_entries(targets, config, written=False)
         else:

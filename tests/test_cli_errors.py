@@ -166,3 +166,39 @@ def test_no_clobber_covers_the_validation_manifest(tmp_path, tbptt):
     assert result.code == 73 and "o.val.manifest.json" in result.stderr
     assert (tmp_path / "o.val.manifest.json").read_text() == "keep"
     assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["split", "--length", "10", "--remainder", "drop"], "out.h5"),
+        (
+            [
+                "split",
+                "--length",
+                "2",
+                "--remainder",
+                "drop",
+                "--val-fraction",
+                "0.2",
+                "--val-by",
+                "time",
+            ],
+            "out.val.h5",
+        ),
+    ],
+)
+def test_a_plan_without_samples_is_refused(tmp_path, tbptt, args, name):
+    """Every sequence shorter than one chunk (or a validation part too short for one):
+    a file with no sample would only fail later, in training."""
+    source = tmp_path / "short.npy"
+    np.save(source, np.ones((3, 5, 2), dtype=np.float32))
+    out = tmp_path / "out.h5"
+    for dry_run in ([], ["-n"]):
+        result = tbptt(args[0], source, *args[1:], "-o", out, *dry_run)
+        assert result.code == 65
+        assert result.stderr.startswith(f"tbptt: error: {source}: no sample for {name} (")
+        assert "shorten the window" in result.stderr and result.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
+        "short.npy"
+    ]
