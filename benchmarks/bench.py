@@ -93,8 +93,8 @@ def row(name: str, seconds: float, rss: float, size: int) -> None:
 
 
 def bench_npy(work: Path, gib: float, rounds: int) -> None:
-    """``rounds`` pairs of runs, the order alternating; the median ratio is the figure
-    (a shared VM's disk and page cache make single runs vary by 30% and more)."""
+    """A warm-up pair, then ``rounds`` pairs of runs, the order alternating; the median
+    ratio is the figure (on a shared VM single runs vary by 30% and more)."""
     source = work / "in.npy"
     make_npy(source, gib)
     os.sync()  # the input's writeback would otherwise slow whichever command runs first
@@ -107,9 +107,13 @@ def bench_npy(work: Path, gib: float, rounds: int) -> None:
     }
     runs: dict[str, list[tuple[float, float]]] = {"tool": [], "base": []}
     out_size = 0
-    for number in range(rounds):
-        for name in ("tool", "base") if number % 2 == 0 else ("base", "tool"):
-            runs[name].append(measure(commands[name]))
+    # Round 0 is a warm-up, not counted: the first run after writing gigabytes of input
+    # was sometimes twice as slow, whichever command it was.
+    for number in range(rounds + 1):
+        for name in ("tool", "base") if number % 2 else ("base", "tool"):
+            result = measure(commands[name])
+            if number:
+                runs[name].append(result)
             output = work / ("out.h5" if name == "tool" else "base.h5")
             out_size = output.stat().st_size if name == "tool" else out_size
             output.unlink()
