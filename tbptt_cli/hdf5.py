@@ -179,12 +179,10 @@ def _write_slabs(
         if start in hashed:
             hashed.pop(start).result()
 
-    # h5py looks these up in HDF5 on every access: once per dataset, not per chunk.
-    layout = {
-        ds.name: (ds, ds.id, ds.chunks[0], (0,) * (ds.ndim - 1))
-        for ds in datasets
-        if ds is not None
-    }
+    by_name = {ds.name: ds for ds in datasets if ds is not None}
+    # h5py asks HDF5 for a dataset's chunks and shape on every access: once, not per chunk.
+    chunk_rows = {name: ds.chunks[0] for name, ds in by_name.items()}
+    zeros = {name: (0,) * (ds.ndim - 1) for name, ds in by_name.items()}
     names = [ds.name if ds is not None else "" for ds in datasets]
     for start, stop, part in _gathered(plan, data, slab, dtype, slab * row_bytes, reusing):
         atomic.raise_swallowed()
@@ -194,17 +192,16 @@ def _write_slabs(
             chunks = {
                 (name, row): chunk
                 for name, a in pairs
-                for row, chunk in _chunks(layout[name][2], start, a)
+                for row, chunk in _chunks(chunk_rows[name], start, a)
             }
             if hasher is not None:
                 hashed[start] = hasher.offer(start, chunks)
             for (name, row), chunk in chunks.items():
-                _, dsid, _, rest = layout[name]
-                dsid.write_direct_chunk((row, *rest), chunk)
+                by_name[name].id.write_direct_chunk((row, *zeros[name]), chunk)
             del chunks
         else:
             for name, a in pairs:
-                layout[name][0][start:stop] = a
+                by_name[name][start:stop] = a
         del part, arrays, pairs  # the slab's X lives on in the gather's buffer only
         flush.wrote((stop - start) * row_bytes)
         if progress:

@@ -72,12 +72,12 @@ class StreamHash:
         f.flush()
         chunks: list[Piece] = []
         for ds in datasets:
-            rows = ds.chunks[0]
-
-            def found(info: Any, ds: Any = ds, rows: int = rows) -> None:
+            # h5py asks HDF5 for these on every access: bound once, not once per chunk.
+            def found(
+                info: Any, name: str = ds.name, rows: int = ds.chunks[0], end: int = ds.shape[0]
+            ) -> None:
                 first = int(info.chunk_offset[0])
-                end_row = min(ds.shape[0], first + rows)
-                key = (ds.name, first)
+                key, end_row = (name, first), min(end, first + rows)
                 chunks.append(Piece(int(info.byte_offset), int(info.size), key, end_row))
 
             # One walk of the chunk index: get_chunk_info(i) walks it again for every i
