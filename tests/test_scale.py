@@ -292,6 +292,22 @@ def test_raw_chunks_and_streamed_hash_over_many_slabs(tmp_path, monkeypatch, com
     assert run_main(["validate", str(tmp_path / "none.h5"), "--against", str(source)]) == 0
 
 
+def test_an_unusual_layout_is_hashed_after_closing(tmp_path, monkeypatch):
+    """No streamed hash (StreamHash.start gives up on a layout it does not know): the
+    chunks are still written raw, and the closed file is hashed whole."""
+    from tbptt_cli import streaming
+
+    monkeypatch.setattr(streaming.StreamHash, "start", classmethod(lambda *args: None))
+    monkeypatch.setattr(hdf5, "SLAB_TARGET", 20_000)
+    source = tmp_path / "in.npy"
+    np.save(source, np.random.default_rng(2).standard_normal((5, 333, 2)).astype(np.float32))
+    out = tmp_path / "out.h5"
+    assert run_main(["split", str(source), "--length", "30", "-o", str(out), "-q"]) == 0
+    doc = json.loads((tmp_path / "out.manifest.json").read_text())
+    assert doc["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert run_main(["validate", str(out), "--against", str(source)]) == 0
+
+
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_background_nan_scan_still_fails_the_run(tmp_path, capsys, dry_run):
     values = np.ones((8, 300, 2), dtype=np.float32)
