@@ -6,17 +6,31 @@ tool's file (X, y, mask, sequence, offset, length, reset) must agree with it exa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tbptt_cli import hdf5
 from tbptt_cli.cli import run_main
 
 Row = tuple[int, int, int, int]  # (sequence or -1, offset, real steps, reset)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_batch_per_chunk_and_slab():
+    """Every file here is written in many chunks and slabs (one batch each), so the
+    hand-offs between the gather, the raw writes and the streamed hash are all checked."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hdf5, "CHUNK_TARGET", 1)
+        patch.setattr(hdf5, "SLAB_TARGET", 1)
+        yield
 
 
 def ragged(lengths: list[int], features: int) -> tuple[list[list[list[float]]], np.ndarray]:
@@ -40,9 +54,16 @@ def run(strategy: list[str], lengths: list[int], features: int) -> tuple[dict, l
             [strategy[0], str(data), *strategy[1:], "-q", "--dtype", "float64", "-o", str(out)]
         )
         assert code == 0
+        assert_recorded_hash(out)
         with h5py.File(out) as f:
             written = {name: f[name][()] for name in f}
     return written, sequences
+
+
+def assert_recorded_hash(out: Path) -> None:
+    """The sha256 the manifest records (hashed while the file was written) is the file's."""
+    doc = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert doc["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def block_rows(lengths: list[int], chunk: int, batch: int) -> list[Row]:
