@@ -292,6 +292,29 @@ def test_raw_chunks_and_streamed_hash_over_many_slabs(tmp_path, monkeypatch, com
     assert run_main(["validate", str(tmp_path / "none.h5"), "--against", str(source)]) == 0
 
 
+def test_a_slow_output_hash_holds_back_the_reuse_of_its_buffer(tmp_path, monkeypatch):
+    """The gather must not refill a buffer the hash has not read yet: with the hash slowed
+    down and two buffers, a refill that did not wait would change the recorded sha256."""
+    from tbptt_cli import streaming
+
+    advance = streaming.StreamHash._advance
+
+    def slow(self, written, chunks):
+        time.sleep(0.01)
+        advance(self, written, chunks)
+
+    monkeypatch.setattr(streaming.StreamHash, "_advance", slow)
+    monkeypatch.setattr(hdf5, "CHUNK_TARGET", 1)
+    monkeypatch.setattr(hdf5, "SLAB_TARGET", 1)
+    monkeypatch.setattr(hdf5, "SLABS_AHEAD", 2)
+    source = tmp_path / "in.npy"
+    np.save(source, np.random.default_rng(4).standard_normal((4, 200, 2)).astype(np.float32))
+    out = tmp_path / "out.h5"
+    assert run_main(["split", str(source), "--length", "5", "-o", str(out), "-q"]) == 0
+    doc = json.loads((tmp_path / "out.manifest.json").read_text())
+    assert doc["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
 def test_an_unusual_layout_is_hashed_after_closing(tmp_path, monkeypatch):
     """No streamed hash (StreamHash.start gives up on a layout it does not know): the
     chunks are still written raw, and the closed file is hashed whole."""
