@@ -21,7 +21,7 @@ from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import repair_missing
 from tbptt_cli.sequences import SequenceSet, SourceInfo
-from tbptt_cli.validate import HDF5_SIGNATURE, attr, default_manifest, open_output
+from tbptt_cli.validate.common import HDF5_SIGNATURE, attr, default_manifest, open_output
 
 OUTPUT_SUFFIXES = (".h5", ".hdf5")
 PRACTICAL_WINDOW = 400  # as strategies.basic: past this asis warns and split is the answer

@@ -1,0 +1,136 @@
+"""Checks of the manifest against the file: hashes, datasets, layout keys and the
+columnar sequence table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from tbptt_cli.digest import sha256_file
+from tbptt_cli.hdf5 import describe
+from tbptt_cli.plan import ragged_arange
+from tbptt_cli.validate.common import LAYOUT_KEYS, Index, attr, listed
+
+
+def check_manifest(f: h5py.File, path: str, doc: dict[str, Any]) -> list[str]:
+    """Hash and size of the file, the dataset table, the layout and the recorded params."""
+    problems: list[str] = []
+    output = doc.get("output") or {}
+    size = os.path.getsize(path)
+    if output.get("size") != size:
+        problems.append(f"{path}: {size} bytes, the manifest says {output.get('size')}")
+    if output.get("sha256") != sha256_file(Path(path)):
+        problems.append(f"{path}: sha256 differs from the manifest's; the file changed since")
+    problems += check_datasets(f, output.get("datasets") or {})
+    problems += check_layout_keys(f, doc.get("layout") or {})
+    if doc.get("strategy") != attr(f, "strategy"):
+        problems.append(
+            f"strategy {attr(f, 'strategy')!r} in the file, {doc.get('strategy')!r} in the manifest"
+        )
+    try:
+        params = json.loads(attr(f, "params", "null"))
+    except (TypeError, json.JSONDecodeError):
+        params = None
+    if not contained(params, doc.get("params")):
+        problems.append("the parameters recorded in the file differ from the manifest's params")
+    return problems
+
+
+def contained(part: Any, whole: Any) -> bool:
+    """Every key of ``part`` is in ``whole`` with the same value (the file may record fewer
+    keys than the manifest: output paths are left out so a file does not depend on them)."""
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(
+            key in whole and contained(value, whole[key]) for key, value in part.items()
+        )
+    return bool(part == whole)
+
+
+def check_datasets(f: h5py.File, expected: dict[str, Any]) -> list[str]:
+    found = {name: describe(ds) for name, ds in f.items() if isinstance(ds, h5py.Dataset)}
+    problems = [
+        f"dataset {name} is in the manifest, not in the file"
+        for name in sorted(set(expected) - set(found))
+    ]
+    problems += [
+        f"dataset {name} is in the file, not in the manifest"
+        for name in sorted(set(found) - set(expected))
+    ]
+    for name in sorted(set(found) & set(expected)):
+        want = expected[name] if isinstance(expected[name], dict) else {}
+        problems += [
+            f"dataset {name}: {key} {value} in the file, {want.get(key)} in the manifest"
+            for key, value in found[name].items()
+            if want.get(key) != value
+        ]
+    return problems
+
+
+def check_layout_keys(f: h5py.File, layout: dict[str, Any]) -> list[str]:
+    samples = int(f["X"].shape[0]) if isinstance(f.get("X"), h5py.Dataset) else None
+    batch_size = attr(f, "batch_size")
+    found: dict[str, Any] = {
+        "samples": samples,
+        "window": attr(f, "window"),
+        "batch_size": batch_size,
+        "batches": -(-samples // batch_size) if samples is not None and batch_size else None,
+        "stateful": bool(attr(f, "stateful")),
+        "packing": attr(f, "packing") or None,
+        "order": attr(f, "order") or None,
+    }
+    problems = [
+        f"layout {key}: {found[key]} in the file, {layout.get(key)} in the manifest"
+        for key in LAYOUT_KEYS
+        if layout.get(key) != found[key]
+    ]
+    if samples is not None and f["X"].ndim == 3 and f["X"].shape[1] != found["window"]:
+        steps = f["X"].shape[1]
+        problems.append(f"X has {steps} steps per sample, the window is {found['window']}")
+    return problems
+
+
+TABLE = ("id", "length", "first_sample", "samples", "stride")
+
+
+def check_sequence_table(index: Index, doc: dict[str, Any]) -> list[str]:
+    """The samples of sequence i are ``first_sample[i] + j * stride[i]``, j < samples[i]."""
+    table = doc.get("sequences") or {}
+    lacking = [c for c in TABLE if not isinstance(table.get(c), list)]
+    if lacking:
+        return ["the manifest's sequences table lacks " + ", ".join(lacking)]
+    n = len(table["id"])
+    if any(len(table[c]) != n for c in TABLE):
+        return [
+            f"the manifest's sequences columns differ in length: "
+            f"{', '.join(f'{c} {len(table[c])}' for c in TABLE)}"
+        ]
+    first, samples, stride = (np.asarray(table[c], dtype=np.int64) for c in TABLE[2:])
+    declared = (doc.get("input") or {}).get("sequences")
+    problems = [] if declared == n else [f"the manifest lists {n} sequences, its input {declared}"]
+    real = np.flatnonzero((index.sequence >= 0) & (index.sequence < n))
+    owner = index.sequence[real]
+    found = np.bincount(owner, minlength=n)
+    problems += listed(
+        found != samples,
+        lambda i: f"{index.name(i)}: {found[i]} samples in the file, {samples[i]} in the manifest",
+        "sequences with another sample count",
+    )
+    if problems:
+        return problems
+    rows = real[np.argsort(owner, kind="stable")]  # ascending sample index within a sequence
+    expected = np.repeat(first, samples) + ragged_arange(samples) * np.repeat(stride, samples)
+    wrong = np.zeros(n, dtype=bool)
+    wrong[np.repeat(np.arange(n), samples)[rows != expected]] = True
+    return listed(
+        wrong,
+        lambda i: (
+            f"{index.name(i)}: its samples are not first_sample {first[i]} + j * stride "
+            f"{stride[i]} as the manifest says"
+        ),
+        "sequences placed otherwise",
+    )
