@@ -17,20 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tbptt_cli import hdf5
 from tbptt_cli.cli import run_main
 
 Row = tuple[int, int, int, int]  # (sequence or -1, offset, real steps, reset)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_batch_per_chunk_and_slab():
-    """Every file here is written in many chunks and slabs (one batch each), so the
-    hand-offs between the gather, the raw writes and the streamed hash are all checked."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hdf5, "CHUNK_TARGET", 1)
-        patch.setattr(hdf5, "SLAB_TARGET", 1)
-        yield
+pytestmark = pytest.mark.usefixtures("one_batch_per_chunk_and_slab")
 
 
 def ragged(lengths: list[int], features: int) -> tuple[list[list[list[float]]], np.ndarray]:

@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_reference import assert_recorded_hash, block_rows, lane_rows, ragged
 
-from tbptt_cli import hdf5
 from tbptt_cli.cli import run_main
 
 # (sequence or -1, offset, real steps, reset, lead: padding before the first real step)
@@ -29,14 +28,7 @@ SETTINGS = settings(max_examples=50, deadline=None)
 lengths_st = st.lists(st.integers(1, 12), min_size=1, max_size=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_batch_per_chunk_and_slab():
-    """Every file here is written in many chunks and slabs (one batch each), so the
-    hand-offs between the gather, the raw writes and the streamed hash are all checked."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hdf5, "CHUNK_TARGET", 1)
-        patch.setattr(hdf5, "SLAB_TARGET", 1)
-        yield
+pytestmark = pytest.mark.usefixtures("one_batch_per_chunk_and_slab")
 
 
 def read_h5(path: Path) -> dict:

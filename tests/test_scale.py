@@ -307,12 +307,7 @@ def test_a_slow_output_hash_holds_back_the_reuse_of_its_buffer(tmp_path, monkeyp
     monkeypatch.setattr(hdf5, "CHUNK_TARGET", 1)
     monkeypatch.setattr(hdf5, "SLAB_TARGET", 1)
     monkeypatch.setattr(hdf5, "SLABS_AHEAD", 2)
-    source = tmp_path / "in.npy"
-    np.save(source, np.random.default_rng(4).standard_normal((4, 200, 2)).astype(np.float32))
-    out = tmp_path / "out.h5"
-    assert run_main(["split", str(source), "--length", "5", "-o", str(out), "-q"]) == 0
-    doc = json.loads((tmp_path / "out.manifest.json").read_text())
-    assert doc["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    split_and_check_the_hash(tmp_path, (4, 200, 2), "5")
 
 
 def test_an_unusual_layout_is_hashed_after_closing(tmp_path, monkeypatch):
@@ -322,10 +317,16 @@ def test_an_unusual_layout_is_hashed_after_closing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(streaming.StreamHash, "start", classmethod(lambda *args: None))
     monkeypatch.setattr(hdf5, "SLAB_TARGET", 20_000)
+    split_and_check_the_hash(tmp_path, (5, 333, 2), "30")
+
+
+def split_and_check_the_hash(tmp_path, shape, length):
+    """`split` of random float32 data: the recorded sha256 is the file's, and the file
+    rebuilds its input exactly."""
     source = tmp_path / "in.npy"
-    np.save(source, np.random.default_rng(2).standard_normal((5, 333, 2)).astype(np.float32))
+    np.save(source, np.random.default_rng(2).standard_normal(shape).astype(np.float32))
     out = tmp_path / "out.h5"
-    assert run_main(["split", str(source), "--length", "30", "-o", str(out), "-q"]) == 0
+    assert run_main(["split", str(source), "--length", length, "-o", str(out), "-q"]) == 0
     doc = json.loads((tmp_path / "out.manifest.json").read_text())
     assert doc["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert run_main(["validate", str(out), "--against", str(source)]) == 0
