@@ -53,8 +53,8 @@ def in_background(function: Callable[[], T], name: str = "tbptt-sha256") -> Futu
 
 class Worker:
     """One daemon thread that runs the functions submitted to it one after another, in
-    order. A pipeline stage on a thread of its own: a new thread per slab would also get
-    a malloc arena of its own, and freed slabs piled up in a dozen of them."""
+    order: a pipeline stage (the gather, the output hash) that keeps its order without
+    locks, and one thread for the whole run instead of one per slab."""
 
     def __init__(self, name: str) -> None:
         self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
