@@ -421,8 +421,9 @@ def _regrouped(
             stop = start + len(piece)
             parts = [np.asarray(array[start:stop]) for array in arrays] + [piece]
             release(values, rest)  # read once, in order: no page of them is needed again
-            order = np.argsort(bucket_of[piece], kind="stable")
-            bounds = np.searchsorted(bucket_of[piece][order], np.arange(len(buckets) + 1))
+            which = bucket_of[piece]
+            order = np.argsort(which, kind="stable")
+            bounds = np.searchsorted(which[order], np.arange(len(buckets) + 1))
             for k in np.flatnonzero(np.diff(bounds)):
                 rows = order[bounds[k] : bounds[k + 1]]
                 for part, file in zip(parts, buckets[k], strict=True):
