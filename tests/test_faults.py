@@ -137,6 +137,20 @@ def test_signal_mid_write(big, old_output, tmp_path, sig, code):
     assert temps(tmp_path) == []
 
 
+def test_sigterm_leaves_no_manifest_where_there_was_none(big, tmp_path):
+    """An old output without a manifest: it stays as it was, and no manifest appears."""
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"old output")
+    process = start_writing(big, out)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=10)
+    assert process.returncode == 143
+    assert "SIGTERM" in err and "Traceback" not in err
+    assert out.read_bytes() == b"old output"
+    assert temps(tmp_path) == []
+    assert not (tmp_path / "out.manifest.json").exists()
+
+
 def test_second_ctrl_c_skips_cleanup(big, old_output, tmp_path):
     out, files = old_output
     process = start_writing(big, out)

@@ -6,9 +6,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -152,39 +149,6 @@ def test_full_disk_exits_74_and_keeps_the_old_output(
         "out.h5",
         "out.manifest.json",
     ]
-
-
-def test_sigterm_mid_write_leaves_old_output(tmp_path):
-    big = tmp_path / "big.npy"
-    np.save(big, np.random.default_rng(0).normal(size=(64, 400_000)).astype(np.float32))
-    out = tmp_path / "out.h5"
-    out.write_bytes(b"old output")
-    command = [
-        sys.executable,
-        "-m",
-        "tbptt_cli",
-        "split",
-        str(big),
-        "--length",
-        "100",
-        "--compression",
-        "gzip:9",
-        "-o",
-        str(out),
-    ]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not list(tmp_path.glob(".out.h5.tmp.*")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert list(tmp_path.glob(".out.h5.tmp.*")), "the run never started writing"
-    time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=10)
-    assert process.returncode == 143
-    assert "SIGTERM" in err and "Traceback" not in err
-    assert out.read_bytes() == b"old output"
-    assert not list(tmp_path.glob(".out.h5.tmp.*"))
-    assert not (tmp_path / "out.manifest.json").exists()
 
 
 def test_memory_limit_does_not_change_the_file(npy, tmp_path, tbptt):
