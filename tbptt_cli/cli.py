@@ -207,6 +207,7 @@ def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
         else:
             lines.append(f"wrote {t['output']}: {shape}, {layout}, {size} (+ {t['manifest']})")
             lines += [f"wrote {extra} (validation, + its manifest)" for extra in t["outputs"][2:]]
+            lines += [f"wrote {t['report']} (report)"] if "report" in t else []
     return lines
 
 
@@ -215,7 +216,8 @@ def grid_lines(body: dict[str, Any], dry: bool) -> list[str]:
     if dry:
         where = f" for {body['output']}" if body["output"] else ""
         return [f"plan{where}: {count} length(s); nothing written"]
-    return [f"wrote {body['output']}: {count} file(s) + manifests, grid.json"]
+    lines = [f"wrote {body['output']}: {count} file(s) + manifests, grid.json"]
+    return lines + ([f"wrote {body['report']} (report)"] if "report" in body else [])
 
 
 def without_outputs(summary: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +263,9 @@ EXAMPLES = {
     ),
     "grid": (
         "\b\nExample:\n  tbptt grid sample_data/sensors.csv --id-col sensor --time-col t \\\n"
-        "      --target next --lengths 50,100,200 --batch-size 6 -o out/sensors_grid"
+        "      --target next --lengths 50,100,200 --batch-size 6 -o out/sensors_grid\n\n"
+        "\b\nAfter training on the grid, compare the scores per length:\n"
+        "  tbptt grid compare out/sensors_grid/grid.json results.csv -o compare.html"
     ),
     "decoupled": (
         "\b\nExample:\n  tbptt decoupled sample_data/sensors.csv --id-col sensor --time-col t \\\n"
@@ -275,6 +279,15 @@ class Group(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # `tbptt grid compare ...` is a command of its own beside `tbptt grid INPUT ...`
+        # (an input file named compare is ./compare).
+        if args[:2] == ["grid", "compare"] and self is cli:
+            return "grid compare", grid_compare, args[2:]
+        return super().resolve_command(ctx, args)
 
 
 def print_version(ctx: click.Context, _: Any, value: bool) -> None:
@@ -405,6 +418,136 @@ def validate(
 
         raise InputDataError(f"{path}: {len(report_doc['problems'])} problem(s) found")
     click.echo(f"{path}: ok ({', '.join(report_doc['checked'])})", err=True)
+
+
+@cli.command(name="report", epilog=EXIT_TABLE)
+@click.argument("path", metavar="INPUT")
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    required=True,
+    metavar="PATH.html",
+    help="the HTML page to write",
+)
+@click.option("--no-clobber", is_flag=True, help="fail (exit 73) if the page exists")
+@click.option(
+    "--wait",
+    type=click.FLOAT,
+    default=0.0,
+    metavar="SECONDS",
+    help="seconds to wait for another run's lock",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON summary object on stdout")
+@click.option("-q", "--quiet", is_flag=True, help="print nothing on success")
+@click.option("--debug", is_flag=True, help="show the traceback of an internal error")
+def report_command(
+    path: str,
+    output_path: str,
+    no_clobber: bool,
+    wait: float,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+    **options: Any,
+) -> None:
+    """Draw what decides the chunk length, as one HTML page: the lengths, the ACF/PACF
+    with the lag each --rule picks, the padding of every length x batch size, commands.
+
+    Needs matplotlib: pip install 'tbptt-cli[report]'.
+
+    \b
+    Example:
+      tbptt report sample_data/load.csv --id-col site --time-col hour -o out/load.html
+    """
+    from tbptt_cli.report.options import ReportOptions
+    from tbptt_cli.report.page import input_report
+
+    reading = InputOptions(path=path, **flag_values("input", InputOptions, options))
+    settings = ReportOptions(**flag_values("report", ReportOptions, options))
+    summary = input_report(reading, settings, output_path, no_clobber, wait)
+    if as_json:
+        emit_json(summary)
+    elif not quiet:
+        lags = ", ".join(f"{r} {v['lag'] or 'none'}" for r, v in summary["rules"].items())
+        click.echo(f"wrote {output_path} (lags by rule: {lags or 'no correlogram'})", err=True)
+
+
+def _report_options() -> list[click.Option]:
+    from tbptt_cli.report.options import ReportOptions
+
+    return section_options("report", ReportOptions) + section_options("input", InputOptions)
+
+
+report_command.params.extend(_report_options())
+
+
+@click.command(name="compare", epilog=EXIT_TABLE)
+@click.argument("grid_index", metavar="GRID.json")
+@click.argument("results", metavar="RESULTS.csv")
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    metavar="PATH.html",
+    help="also write an HTML page with box plots (needs tbptt-cli[report])",
+)
+@click.option(
+    "--higher-is-better/--lower-is-better",
+    default=False,
+    help="how scores rank: accuracy, or a loss (the default)",
+)
+@click.option(
+    "--alpha",
+    type=click.FLOAT,
+    default=0.05,
+    show_default=True,
+    help="significance level of the tests (Holm-adjusted)",
+)
+@click.option("--no-clobber", is_flag=True, help="fail (exit 73) if the page exists")
+@click.option(
+    "--wait",
+    type=click.FLOAT,
+    default=0.0,
+    metavar="SECONDS",
+    help="seconds to wait for another run's lock",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+@click.option("--debug", is_flag=True, help="show the traceback of an internal error")
+def grid_compare(
+    grid_index: str,
+    results: str,
+    output_path: str | None,
+    higher_is_better: bool,
+    alpha: float,
+    no_clobber: bool,
+    wait: float,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Compare training scores per chunk length of a grid: box plots, medians and a
+    Mann-Whitney U test of the best length against each other one.
+
+    RESULTS.csv has the columns length,repeat,score (one line per training run). The
+    one-line verdict goes to stdout (or one JSON object with --json).
+
+    \b
+    Example:
+      tbptt grid compare out/sensors_grid/grid.json results.csv -o out/compare.html
+    """
+    from tbptt_cli.report.compare import compare_grid
+
+    summary = compare_grid(
+        grid_index, results, output_path, higher_is_better, alpha, no_clobber, wait
+    )
+    for warning in summary["warnings"]:
+        click.echo(f"{label('warning')} {warning}", err=True)
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(summary["verdict"])
+    if output_path:
+        click.echo(f"wrote {output_path}", err=True)
 
 
 def label(kind: str) -> str:

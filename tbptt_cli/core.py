@@ -59,6 +59,7 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
     if output is None and not run.dry_run:
         raise UsageError("no output: pass -o/--output PATH.h5 (or -n/--dry-run)")
     strategy = STRATEGIES[config.strategy]
+    check_run_report(config, _output_paths(config, output)[:-1] if output else [])
     with atomic.signals_raise(), contextlib.ExitStack() as stack:
         if output is not None and not run.dry_run:
             for path in _output_paths(config, output):
@@ -92,9 +93,10 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
                 for summary in plans:
                     summary.update(output=None, manifest=None, outputs=[])
             return {"plan": plans, "timings": timings}
+        pages = _report_pages(config, targets[0].data, [(targets[0].path.name, targets[0].plan)])
         with _timed(timings, "write"):
-            write_targets(targets, config, source, run, before_commit=join_checks)
-        return {**_summary(targets[0], config, True), "timings": timings}
+            write_targets(targets, config, source, run, before_commit=join_checks, pages=pages)
+        return {**_summary(targets[0], config, True), **_report_key(config), "timings": timings}
 
 
 def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target]:
@@ -161,8 +163,10 @@ def write_targets(
     source: SourceInfo,
     run: RunOptions,
     before_commit: Callable[[], None] | None = None,
+    pages: list[tuple[Path, str]] | None = None,
 ) -> None:
-    """Every data file, then every manifest, staged and committed together.
+    """Every data file, then every manifest and ``--report`` page, staged and committed
+    together.
 
     ``before_commit`` may raise to abort the commit (the staged files are removed)."""
     params = config.as_dict()
@@ -184,7 +188,7 @@ def write_targets(
                 {**target.plan.report, **target.extra},
             )
             manifests.append((target.manifest, manifest.dumps(doc)))
-        for path, text in manifests:
+        for path, text in manifests + (pages or []):
             temp = _stage(txn, path)
             try:
                 temp.write_text(text, encoding="utf-8")
@@ -205,7 +209,8 @@ def _write_one(
     # Where the file lives and how much memory made it are not part of it: the same data
     # gives the same bytes anywhere.
     params = config.as_dict()
-    params["output"] = {k: v for k, v in params["output"].items() if k not in ("path", "manifest")}
+    placed = ("path", "manifest", "report")
+    params["output"] = {k: v for k, v in params["output"].items() if k not in placed}
     params["input"] = {k: v for k, v in params["input"].items() if k != "memory_limit"}
     attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, params)
     tick = run.progress(target.plan.samples, 0) if run.progress else None
@@ -239,11 +244,34 @@ def _stage(txn: atomic.Transaction, path: Path) -> Path:
 
 
 def _output_paths(config: Config, output: Path) -> list[Path]:
+    """Every file the run writes; the ``--report`` page (if any) last."""
     paths = [output, manifest_path(output, config.output.manifest)]
     if getattr(config.params, "val_fraction", 0.0):
         val = val_output_path(output, config.params.val_output)
         paths += [val, manifest_path(val, None)]
-    return paths
+    return paths + ([Path(config.output.report)] if config.output.report else [])
+
+
+def check_run_report(config: Config, outputs: list[Path]) -> None:
+    if config.output.report is not None:
+        from tbptt_cli.report.page import check_run_report as check
+
+        check(config, outputs)
+
+
+def _report_pages(
+    config: Config, data: SequenceSet, files: list[tuple[str, Plan]]
+) -> list[tuple[Path, str]]:
+    """The ``--report`` page, drawn before anything is written (a drawing error aborts)."""
+    if config.output.report is None:
+        return []
+    from tbptt_cli.report.page import run_report
+
+    return [run_report(config, data, files)]
+
+
+def _report_key(config: Config) -> dict[str, str]:
+    return {"report": config.output.report} if config.output.report else {}
 
 
 def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
@@ -307,10 +335,14 @@ def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
     if config.output.path is None and not run.dry_run:
         raise UsageError("no output: pass -o/--output OUTDIR (a directory) or -n/--dry-run")
     outdir = Path(config.output.path or "dry-run")
+    check_run_report(config, [outdir])
     timings: dict[str, float] = {}
     with atomic.signals_raise(), contextlib.ExitStack() as stack:
         if not run.dry_run:
             _check_grid_dir(outdir, config.output.no_clobber)
+            report = Path(config.output.report) if config.output.report else None
+            if report is not None and report.resolve().parent != outdir.resolve():
+                atomic.check_writable(report, config.output.no_clobber)
             stack.enter_context(atomic.output_lock(outdir, run.wait))
             _recover_grid_dir(outdir)
         with _timed(timings, "read"):
@@ -322,12 +354,16 @@ def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
         if run.dry_run:
             entries = _grid_entries(targets, config, written=False)
         else:
+            files = [(t.path.name, t.plan) for t in targets]
+            pages = _report_pages(config, data, files)
             with _timed(timings, "write"):
-                entries = _write_grid(outdir, targets, config, source, run)
+                entries = _write_grid(outdir, targets, config, source, run, pages)
     warnings = [f"length {k}: {w}" for k, plan in plans for w in plan.warnings]
     body = {"output": config.output.path and str(outdir), "grid": entries, "warnings": warnings}
     body["text"] = grid_table(entries)
-    return {"plan": body, "timings": timings} if run.dry_run else {**body, "timings": timings}
+    if run.dry_run:
+        return {"plan": body, "timings": timings}
+    return {**body, **_report_key(config), "timings": timings}
 
 
 def _grid_targets(
@@ -371,10 +407,15 @@ def _grid_entries(targets: list[Target], config: Config, written: bool) -> list[
 
 
 def _write_grid(
-    outdir: Path, targets: list[Target], config: Config, source: SourceInfo, run: RunOptions
+    outdir: Path,
+    targets: list[Target],
+    config: Config,
+    source: SourceInfo,
+    run: RunOptions,
+    pages: list[tuple[Path, str]],
 ) -> list[dict[str, Any]]:
     """Stage every file and grid.json in a fresh directory, then swap it in for OUTDIR;
-    returns grid.json's entries."""
+    returns grid.json's entries. A page inside OUTDIR is staged there too."""
     try:
         staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(outdir), dir=outdir.parent))
     except OSError as e:
@@ -389,8 +430,12 @@ def _write_grid(
             replace(t, path=staging / t.path.name, manifest=staging / t.manifest.name)
             for t in targets
         ]
+        inside = [
+            (staging / path.name if path.resolve().parent == outdir.resolve() else path, text)
+            for path, text in pages
+        ]
         try:
-            write_targets(staged, config, source, run)
+            write_targets(staged, config, source, run, pages=inside)
         except Interrupted as e:  # committed into staging only: OUTDIR is not replaced yet
             raise Interrupted(e.signum) from None
         index = staging / GRID_INDEX

@@ -58,3 +58,6 @@ class OutputOptions:
     dtype: str = opt("float32", "dtype of X and y", ("float16", "float32", "float64"))
     compression: str = opt("none", "none, lzf or gzip[:0-9]")
     no_clobber: bool = opt(False, "fail (exit 73) if the output exists")
+    report: str | None = opt(
+        None, "also write an HTML report of the output (needs tbptt-cli[report])"
+    )

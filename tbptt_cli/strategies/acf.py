@@ -270,6 +270,11 @@ def correlogram(a: Analysis, rule: str, chosen: int, length: int) -> str:
     return "\n".join(lines)
 
 
+def chunk_length(lag: int, params: DomainAcfParams) -> int:
+    """The chunk length a chosen lag gives: lag x --multiple, at least --min-length."""
+    return max(lag * params.multiple, params.min_length)
+
+
 def check_params(params: DomainAcfParams) -> None:
     if not 0 < params.alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, not {params.alpha}")
@@ -290,7 +295,7 @@ def plan_domain_acf(data: SequenceSet, params: DomainAcfParams) -> Plan:
     check_params(params)
     a, warnings = analyse(data, params)
     lag = choose_lag(params.rule, a)
-    length = max(lag * params.multiple, params.min_length)
+    length = chunk_length(lag, params)
     plan = plan_with_length(data, params, length)
     analysis = {
         "feature": a.feature,

@@ -49,13 +49,13 @@ def grid_lengths(data: SequenceSet, params: GridParams) -> list[int]:
     return factor_lengths(data, params.min_length, params.max_length)
 
 
-def parse_lengths(text: str) -> list[int]:
+def parse_lengths(text: str, flag: str = "--lengths") -> list[int]:
     """``"25,50,100"`` as sorted distinct positive integers."""
     items = [item.strip() for item in text.split(",")]
     valid = all(item.isascii() and item.isdigit() and int(item) >= 1 for item in items)
     if not valid:
         raise UsageError(
-            f"--lengths must be comma-separated positive integers such as 25,50,100, not {text!r}"
+            f"{flag} must be comma-separated positive integers such as 25,50,100, not {text!r}"
         )
     return sorted({int(item) for item in items})
 
