@@ -27,6 +27,8 @@ STYLE: dict[Any, Any] = {  # matplotlib types the keys as literals
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
+# No date (the same bytes every run) and no RDF block: the page footer names the tools.
+NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 WIDTH = 9.0  # inches; the page scales SVGs to its width
 RULE_COLOURS = {"pacf": "tab:purple", "acf": "tab:green", "season": "tab:orange"}
 CHOSEN = "tab:red"
@@ -64,7 +66,7 @@ def svg(fig: Any) -> str:
 
     buffer = io.StringIO()
     with matplotlib.rc_context(STYLE):
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
+        fig.savefig(buffer, format="svg", metadata=NO_METADATA)
     text = buffer.getvalue()
     return text[text.index("<svg") :]
 
@@ -160,7 +162,8 @@ def padding_heatmap(
         for p, packing in enumerate(PACKINGS):
             ax = axes[0, p]
             share = padding.padded[p]
-            image = ax.imshow(share, cmap="Reds", vmin=0, vmax=top, aspect="auto")
+            edges = np.arange(columns + 1) - 0.5, np.arange(rows + 1) - 0.5
+            image = ax.pcolormesh(*edges, share, cmap="Reds", vmin=0, vmax=top)
             ax.set_xticks(range(columns), [str(b) for b in padding.batch_sizes])
             ax.set_yticks(range(rows), [str(k) for k in padding.lengths])
             ax.set_xlabel("batch size")
@@ -182,6 +185,7 @@ def padding_heatmap(
                 if b.packing == packing:
                     i, j = padding.lengths.index(b.length), padding.batch_sizes.index(b.batch_size)
                     ax.plot(j + 0.32, i - 0.22, marker="*", color="tab:blue", markersize=7)
+        axes[0, 0].invert_yaxis()  # the shortest length on top, as in a table
         axes[0, 0].set_ylabel("chunk length")
         colorbar = fig.colorbar(image, ax=list(axes[0]), shrink=0.9, format="{x:.0%}")
         colorbar.set_label("padded share of X")

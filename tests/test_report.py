@@ -1,0 +1,185 @@
+"""tbptt report and --report: the numbers behind the page, the page itself, and failures."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tbptt_cli.report.facts import (
+    PaddingMap,
+    candidate_batch_sizes,
+    candidate_lengths,
+    padding_map,
+)
+from tbptt_cli.sequences import SequenceSet
+
+LOAD = ["sample_data/load.csv", "--id-col", "site", "--time-col", "hour"]
+
+
+@pytest.fixture(autouse=True)
+def at_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).parent.parent)
+
+
+def walks(tmp_path: Path) -> Path:
+    """Nine ragged sequences, so block and lanes packings differ."""
+    lengths = [37, 120, 64, 5, 90, 91, 200, 33, 64]
+    path = tmp_path / "walks.npz"
+    values = np.random.default_rng(0).normal(size=(sum(lengths), 1)).cumsum(axis=0)
+    np.savez(path, values=values, lengths=np.array(lengths))
+    return path
+
+
+def test_the_padding_map_is_what_split_writes(tmp_path: Path, tbptt) -> None:
+    path = walks(tmp_path)
+    data = SequenceSet.from_offsets(
+        np.load(path)["values"], np.concatenate([[0], np.cumsum(np.load(path)["lengths"])])
+    )
+    padding = padding_map(data, [16, 50], [1, 4])
+    for p, packing in enumerate(("block", "lanes")):
+        for i, length in enumerate((16, 50)):
+            for j, batch in enumerate((1, 4)):
+                out = tmp_path / f"{packing}{length}{batch}.h5"
+                args = ["--length", length, "--batch-size", batch, "--packing", packing]
+                assert tbptt("split", path, *args, "-o", out, "-q").code == 0
+                with h5py.File(out) as f:
+                    padded = 1 - f["mask"][()].mean()
+                assert padding.padded[p, i, j] == pytest.approx(padded, abs=1e-12)
+    assert padding.padded[0, 0, 1] != padding.padded[1, 0, 1]  # the packings differ here
+
+
+def test_best_layout_is_the_largest_batch_within_the_slack() -> None:
+    padded = np.array([[[0.0, 0.05, 0.3]], [[0.0, 0.09, 0.12]]])  # block, lanes x 1 length
+    padding = PaddingMap([24], [1, 8, 32], padded)
+    assert padding.best([0]) == (8, "block", 0.05)  # 32 is 12 points off; block wins the tie
+    padding.padded[0, 0, 1] = 0.5
+    assert padding.best([0]) == (8, "lanes", 0.09)
+
+
+def test_candidate_lengths_and_batch_sizes() -> None:
+    assert candidate_lengths(np.array([25] * 4), None, [24]) == [8, 16, 24, 25]
+    assert candidate_lengths(np.array([3000]), None, []) == [8, 16, 32, 64, 128, 256, 512, 1024]
+    assert candidate_lengths(np.array([3000]), "100,50", [7]) == [7, 50, 100]
+    assert candidate_batch_sizes(6, None, []) == [1, 2, 4, 6]
+    assert candidate_batch_sizes(500, None, [3]) == [1, 2, 3, 4, 8, 16, 32, 64, 128]
+    assert candidate_batch_sizes(500, "16,8", []) == [8, 16]
+
+
+def test_report_names_what_domain_acf_chooses(tmp_path: Path, tbptt) -> None:
+    result = tbptt("report", *LOAD, "-o", tmp_path / "r.html", "--max-lag", 30, "--json")
+    assert result.code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    for rule in ("pacf", "acf", "season"):
+        out = tmp_path / f"{rule}.h5"
+        run = tbptt("domain", "acf", *LOAD, "--rule", rule, "--max-lag", 30, "-o", out, "-q")
+        assert run.code == 0
+        analysis = json.loads(out.with_suffix(".manifest.json").read_text())["analysis"]
+        assert doc["rules"][rule]["lag"] == analysis["lag"]
+    assert doc["rules"]["season"]["lag"] == 24
+    assert doc["rules"]["season"]["reason"].startswith("the highest significant ACF peak")
+    page = (tmp_path / "r.html").read_text()
+    assert "domain acf would choose lag <b>29</b> with its default rule pacf" in page
+    assert "tbptt domain acf sample_data/load.csv --id-col site --time-col hour --max-lag 30 " \
+        "--rule season --batch-size 3 -o load_season.h5" in page.replace("</span> <span>", " ")
+
+
+def test_the_page_is_self_contained_and_the_same_every_time(tmp_path: Path, tbptt) -> None:
+    for name in ("a.html", "b.html"):
+        assert tbptt("report", *LOAD, "-o", tmp_path / name, "-q").code == 0
+    page = (tmp_path / "a.html").read_bytes()
+    assert page == (tmp_path / "b.html").read_bytes()
+    text = page.decode()
+    assert text.count("<svg") == 3 and "<script" not in text
+    # Only references inside the page (#id, data:), nothing to fetch.
+    assert re.findall(r"\b(?:src|href)\s*=\s*\"(?!#|data:)|url\((?!#)|@import", text) == []
+    assert len(re.findall(r"href=\"#", text)) > 10
+    assert set(re.findall(r"https?://[^\"' ]+", text)) == {
+        "http://www.w3.org/2000/svg",  # namespaces, never fetched
+        "http://www.w3.org/1999/xlink",
+    }
+
+
+def test_report_refuses_bad_input(tmp_path: Path, tbptt, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "r.html"
+    result = tbptt("report", *LOAD, "--lengths", "24,x", "-o", out)
+    assert result.code == 2
+    assert "--lengths must be comma-separated positive integers" in result.stderr
+    result = tbptt("report", *LOAD, "--batch-sizes", "0", "-o", out)
+    assert result.code == 2 and "--batch-sizes must be comma-separated" in result.stderr
+    assert tbptt("report", tmp_path / "none.csv", "-o", out).code == 66
+    assert tbptt("report", *LOAD, "-o", tmp_path / "no" / "r.html").code == 73
+    result = tbptt("report", *LOAD, "--feature", "load", "-o", out)
+    assert result.code == 0  # a report draws what it can and says why not
+    assert "--feature &#x27;load&#x27; is not a feature of the input" in out.read_text()
+    assert tbptt("report", *LOAD, "-o", out, "--no-clobber").code == 73
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = tbptt("report", *LOAD, "-o", tmp_path / "m.html")
+    assert result.code == 2
+    assert result.stderr == (
+        "tbptt: error: HTML reports need matplotlib, which is not installed; "
+        "pip install 'tbptt-cli[report]'\n"
+    )
+    assert not (tmp_path / "m.html").exists()
+
+
+def test_run_report_beside_an_unchanged_output(tmp_path: Path, tbptt) -> None:
+    split = ["split", "sample_data/sensors.csv", "--id-col", "sensor", "--length", "100"]
+    assert tbptt(*split, "-o", tmp_path / "plain.h5", "-q").code == 0
+    result = tbptt(*split, "-o", tmp_path / "s.h5", "--report", tmp_path / "s.html")
+    assert result.code == 0, result.stderr
+    assert result.stderr.endswith(f"wrote {tmp_path / 's.html'} (report)\n")
+    assert (tmp_path / "s.h5").read_bytes() == (tmp_path / "plain.h5").read_bytes()
+    page = (tmp_path / "s.html").read_text()
+    assert "split wrote" in page and "Its layout is outlined in black" in page
+    params = json.loads((tmp_path / "s.manifest.json").read_text())["params"]
+    assert params["output"]["report"] == str(tmp_path / "s.html")
+
+
+def test_a_failed_run_writes_no_report(tmp_path: Path, tbptt, monkeypatch) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a\n1\nnan\n3\n")
+    out, page = tmp_path / "o.h5", tmp_path / "o.html"
+    assert tbptt("split", bad, "--length", 2, "-o", out, "--report", page).code == 65
+    assert tbptt("split", bad, "--length", 2, "-o", out, "--report", tmp_path / "x" / "p").code == 73
+    result = tbptt("split", bad, "--length", 2, "-o", out, "--report", out)
+    assert result.code == 2 and "names an output of the run" in result.stderr
+    from tbptt_cli.report import plots
+
+    def broken(*args: object) -> str:
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(plots, "padding_heatmap", broken)
+    good = ["split", *LOAD, "--length", 24, "-o", out, "--report", page]
+    assert tbptt(*good).code == 70
+    assert tbptt(*good[:-2], "-n", "--report", page).code == 0  # a dry run draws nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".o.h5.lock", "bad.csv"]
+
+
+def test_report_from_a_config_file(tmp_path: Path, tbptt) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "strategy: domain-acf\ninput: {path: sample_data/load.csv, id_col: site, "
+        f"time_col: hour}}\ndomain-acf: {{rule: season}}\noutput: {{path: {tmp_path}/l.h5, "
+        f"report: {tmp_path}/l.html}}\n"
+    )
+    assert tbptt("run", config, "-q").code == 0
+    page = (tmp_path / "l.html").read_text()
+    assert "Chosen lag: <b>24</b> (rule season), chunk length 24" in page
+
+
+def test_grid_report_inside_and_outside_the_directory(tmp_path: Path, tbptt) -> None:
+    grid = ["grid", "sample_data/sensors.csv", "--id-col", "sensor", "--lengths", "50,100,200"]
+    inside = tmp_path / "g" / "report.html"
+    assert tbptt(*grid, "-o", tmp_path / "g", "--report", inside, "-q").code == 0
+    assert tbptt(*grid, "-o", tmp_path / "h", "--report", tmp_path / "h.html", "-q").code == 0
+    for page in (inside, tmp_path / "h.html"):
+        text = page.read_text()
+        assert all(f"<td class=text>len_{k}.h5</td>" in text for k in (50, 100, 200))
+        assert "Their layouts are outlined" in text
+    assert tbptt(*grid, "-o", tmp_path / "g", "--report", inside, "-q").code == 0  # replaced
