@@ -6,6 +6,7 @@ without them it stalls on background lookups.
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
@@ -31,7 +32,9 @@ FLAGS = [
 ]
 # Appended to a copy of the page: writes where each plot landed into the DOM.
 PROBE = """<script>
-const found = {height: document.documentElement.scrollHeight, plots: {}, text: document.body.innerText};
+const found = {
+  height: document.documentElement.scrollHeight, plots: {}, text: document.body.innerText
+};
 for (const f of document.querySelectorAll("figure.plot")) {
   const r = f.getBoundingClientRect();
   found.plots[f.id] = [r.left, r.top + window.scrollY, r.width, r.height];
@@ -74,21 +77,17 @@ def render(page: Path, screenshot: Path) -> Rendered:
     with tempfile.TemporaryDirectory() as work:
         probe = Path(work) / "probe.html"
         probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
-        dom = run(["--window-size=%d,1000" % WIDTH, "--dump-dom", probe.as_uri()], work + "/a")
+        dom = run([f"--window-size={WIDTH},1000", "--dump-dom", probe.as_uri()], work + "/a")
         start = dom.index('<pre id="probe">') + len('<pre id="probe">')
-        found = json.loads(unescape(dom[start : dom.index("</pre>", start)]))
+        found = json.loads(html.unescape(dom[start : dom.index("</pre>", start)]))
         height = min(MAX_HEIGHT, int(found["height"]) + 20)
-        run([f"--window-size={WIDTH},{height}", f"--screenshot={screenshot}", page.as_uri()],
-            work + "/b")
+        run(
+            [f"--window-size={WIDTH},{height}", f"--screenshot={screenshot}", page.as_uri()],
+            work + "/b",
+        )
     image = np.asarray(Image.open(screenshot).convert("RGB"))
     plots = {k: tuple(int(round(v)) for v in rect) for k, rect in found["plots"].items()}
     return Rendered(image, plots, found["text"])  # type: ignore[arg-type]
-
-
-def unescape(text: str) -> str:
-    import html
-
-    return html.unescape(text)
 
 
 def assert_drawn(region: np.ndarray, name: str) -> None:

@@ -85,6 +85,32 @@ def test_no_length_clearly_best(tmp_path: Path, tbptt) -> None:
     assert all(r["p_holm"] >= 0.05 for r in doc["lengths"] if r["p_holm"] is not None)
 
 
+def test_alpha_sets_the_bar(tmp_path: Path, tbptt) -> None:
+    index, table = grid_json(tmp_path, [25, 50, 100]), results(tmp_path, synthetic(0.03, 1))
+    strict = json.loads(tbptt("grid", "compare", index, table, "--json").stdout)
+    loose = json.loads(tbptt("grid", "compare", index, table, "--json", "--alpha", 0.9).stdout)
+    assert strict["lengths"] == loose["lengths"] and loose["alpha"] == 0.9
+    assert (strict["clear"], loose["clear"]) == (False, True)
+    assert loose["verdict"].endswith("< 0.9)")
+
+
+def test_the_page_is_written_whole(tmp_path: Path, tbptt) -> None:
+    index, table = grid_json(tmp_path, [25, 50, 100]), results(tmp_path, synthetic(0.3))
+    page = tmp_path / "c.html"
+    result = tbptt("grid", "compare", index, table, "-o", page, "--json")
+    assert json.loads(result.stdout)["output"] == str(page)
+    assert result.stderr == f"wrote {page}\n"
+    text = page.read_text()
+    assert text.count("<svg") == 1 and "best length 50 (median score" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".c.html.lock",
+        "c.html",
+        "grid.json",
+        "results.csv",
+    ]
+    assert tbptt("grid", "compare", index, table, "-o", page, "--no-clobber").code == 73
+
+
 def test_higher_is_better_flips_the_winner(tmp_path: Path, tbptt) -> None:
     index, table = grid_json(tmp_path, [25, 50, 100]), results(tmp_path, synthetic(0.3))
     doc = json.loads(tbptt("grid", "compare", index, table, "--json", "--higher-is-better").stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import sys
@@ -18,6 +19,7 @@ from tbptt_cli.report.facts import (
     padding_map,
 )
 from tbptt_cli.sequences import SequenceSet
+from tbptt_cli.strategies.acf import significance_band
 
 LOAD = ["sample_data/load.csv", "--id-col", "site", "--time-col", "hour"]
 
@@ -85,8 +87,30 @@ def test_report_names_what_domain_acf_chooses(tmp_path: Path, tbptt) -> None:
     assert doc["rules"]["season"]["reason"].startswith("the highest significant ACF peak")
     page = (tmp_path / "r.html").read_text()
     assert "domain acf would choose lag <b>29</b> with its default rule pacf" in page
-    assert "tbptt domain acf sample_data/load.csv --id-col site --time-col hour --max-lag 30 " \
+    assert (
+        "tbptt domain acf sample_data/load.csv --id-col site --time-col hour --max-lag 30 "
         "--rule season --batch-size 3 -o load_season.h5" in page.replace("</span> <span>", " ")
+    )
+
+
+def test_report_options_reach_the_page(tmp_path: Path, tbptt) -> None:
+    out = tmp_path / "r.html"
+    options = ["--lengths", "48,24", "--batch-sizes", "3,1", "--alpha", 0.01, "--max-lag", 26]
+    doc = json.loads(tbptt("report", *LOAD, *options, "-o", out, "--json").stdout)
+    assert doc["rules"]["season"]["lag"] == 24 and doc["max_lag"] == 26
+    assert doc["lengths"] == sorted({24, 48} | {r["length"] for r in doc["rules"].values()})
+    assert doc["batch_sizes"] == [1, 3]
+    assert doc["band"] == pytest.approx(significance_band(0.01, 3984))
+    assert doc["output"] == str(out) and out.is_file()
+
+
+def test_report_waits_for_the_lock(tmp_path: Path, tbptt) -> None:
+    out = tmp_path / "r.html"
+    with open(tmp_path / ".r.html.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = tbptt("report", *LOAD, "-o", out, "--wait", 0.1)
+    assert result.code == 75 and "another tbptt run holds the lock" in result.stderr
+    assert not out.exists()
 
 
 def test_the_page_is_self_contained_and_the_same_every_time(tmp_path: Path, tbptt) -> None:
@@ -146,7 +170,9 @@ def test_a_failed_run_writes_no_report(tmp_path: Path, tbptt, monkeypatch) -> No
     bad.write_text("a\n1\nnan\n3\n")
     out, page = tmp_path / "o.h5", tmp_path / "o.html"
     assert tbptt("split", bad, "--length", 2, "-o", out, "--report", page).code == 65
-    assert tbptt("split", bad, "--length", 2, "-o", out, "--report", tmp_path / "x" / "p").code == 73
+    assert (
+        tbptt("split", bad, "--length", 2, "-o", out, "--report", tmp_path / "x" / "p").code == 73
+    )
     result = tbptt("split", bad, "--length", 2, "-o", out, "--report", out)
     assert result.code == 2 and "names an output of the run" in result.stderr
     from tbptt_cli.report import plots

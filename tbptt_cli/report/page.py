@@ -208,6 +208,8 @@ def build(
         body += [f"<p>{escape(what)}:</p>", shell(line)]
     summary = {
         "feature": gram.analysis.feature if gram.analysis else None,
+        "band": gram.analysis.band if gram.analysis else None,
+        "max_lag": gram.analysis.max_lag if gram.analysis else None,
         "rules": {
             c.rule: {"lag": c.lag, "length": c.length, "reason": c.reason} for c in gram.choices
         },
