@@ -65,8 +65,9 @@ def test_best_layout_is_the_largest_batch_within_the_slack() -> None:
 
 
 def test_candidate_lengths_and_batch_sizes() -> None:
-    assert candidate_lengths(np.array([25] * 4), None, [24]) == [8, 16, 24, 25]
-    assert candidate_lengths(np.array([3000]), None, []) == [8, 16, 32, 64, 128, 256, 512, 1024]
+    assert candidate_lengths(np.array([25] * 4), None, [24]) == [16, 24, 25]
+    assert candidate_lengths(np.array([3000]), None, []) == [16, 32, 64, 128, 256, 512, 1024]
+    assert candidate_lengths(np.array([12, 5]), None, []) == [12]
     assert candidate_lengths(np.array([3000]), "100,50", [7]) == [7, 50, 100]
     assert candidate_batch_sizes(6, None, []) == [1, 2, 4, 6]
     assert candidate_batch_sizes(500, None, [3]) == [1, 2, 3, 4, 8, 16, 32, 64, 128]

@@ -27,7 +27,9 @@ PACKINGS = ("block", "lanes")
 # for its length counts as good enough, and the largest batch size among those wins:
 # larger batches train faster, and a little padding costs only its share of compute.
 SLACK = 0.10
-LADDER = (8, 1024)  # default candidate lengths: the powers of two in this range
+# Default candidate lengths: the powers of two in this range. Every cell of the map is a
+# real plan, whose cost grows with steps / length: the shortest length costs the most.
+LADDER = (16, 1024)
 GRID_FALLBACK = (16, 256)  # the grid suggested when no rule finds a lag
 
 
@@ -143,7 +145,7 @@ def candidate_lengths(lengths: np.ndarray, given: str | None, extra: list[int]) 
     if given:
         return sorted(set(parse_lengths(given)) | set(extra))
     longest = int(lengths.max(initial=1))
-    ladder = [k for k in 2 ** np.arange(3, 11) if LADDER[0] <= k < longest]
+    ladder = [1 << k for k in range(32) if LADDER[0] <= 1 << k <= min(LADDER[1], longest - 1)]
     whole = [longest] if longest <= LADDER[1] else []
     return sorted({int(k) for k in ladder} | set(whole) | set(extra))
 
