@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -420,6 +421,25 @@ def validate(
     click.echo(f"{path}: ok ({', '.join(report_doc['checked'])})", err=True)
 
 
+def page_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--no-clobber, --wait, --json and --debug of the commands that write one HTML page."""
+    options = [
+        click.option("--no-clobber", is_flag=True, help="fail (exit 73) if the page exists"),
+        click.option(
+            "--wait",
+            type=click.FLOAT,
+            default=0.0,
+            metavar="SECONDS",
+            help="seconds to wait for another run's lock",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout"),
+        click.option("--debug", is_flag=True, help="show the traceback of an internal error"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command(name="report", epilog=EXIT_TABLE)
 @click.argument("path", metavar="INPUT")
 @click.option(
@@ -430,17 +450,8 @@ def validate(
     metavar="PATH.html",
     help="the HTML page to write",
 )
-@click.option("--no-clobber", is_flag=True, help="fail (exit 73) if the page exists")
-@click.option(
-    "--wait",
-    type=click.FLOAT,
-    default=0.0,
-    metavar="SECONDS",
-    help="seconds to wait for another run's lock",
-)
-@click.option("--json", "as_json", is_flag=True, help="print one JSON summary object on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="print nothing on success")
-@click.option("--debug", is_flag=True, help="show the traceback of an internal error")
+@page_options
 def report_command(
     path: str,
     output_path: str,
@@ -504,16 +515,7 @@ report_command.params.extend(_report_options())
     show_default=True,
     help="significance level of the tests (Holm-adjusted)",
 )
-@click.option("--no-clobber", is_flag=True, help="fail (exit 73) if the page exists")
-@click.option(
-    "--wait",
-    type=click.FLOAT,
-    default=0.0,
-    metavar="SECONDS",
-    help="seconds to wait for another run's lock",
-)
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-@click.option("--debug", is_flag=True, help="show the traceback of an internal error")
+@page_options
 def grid_compare(
     grid_index: str,
     results: str,

@@ -32,6 +32,7 @@ NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 WIDTH = 9.0  # inches; the page scales SVGs to its width
 RULE_COLOURS = {"pacf": "tab:purple", "acf": "tab:green", "season": "tab:orange"}
 CHOSEN = "tab:red"
+LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}
 CELL_TEXT_LIMIT = 160  # cells per panel up to which each cell shows its percentage
 
 
@@ -130,6 +131,7 @@ def correlogram(a: Analysis, choices: Sequence[RuleChoice], chosen: int | None) 
                     xytext=(3, -21 - 11 * list(RULE_COLOURS).index(choice.rule)),
                     textcoords="offset points",
                     color=RULE_COLOURS[choice.rule],
+                    bbox=LABEL_BOX,
                 )
         if chosen is not None:
             top.annotate(
@@ -140,6 +142,7 @@ def correlogram(a: Analysis, choices: Sequence[RuleChoice], chosen: int | None) 
                 textcoords="offset points",
                 color=CHOSEN,
                 fontweight="bold",
+                bbox=LABEL_BOX,
             )
         top.set_title(
             f"{a.feature!r}: {a.steps} steps in {a.sequences} sequence(s), "
