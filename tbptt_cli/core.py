@@ -93,7 +93,8 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
                 for summary in plans:
                     summary.update(output=None, manifest=None, outputs=[])
             return {"plan": plans, "timings": timings}
-        pages = _report_pages(config, targets[0].data, [(targets[0].path.name, targets[0].plan)])
+        files = [(t.path.name, t.plan) for t in targets]  # the validation file too
+        pages = _report_pages(config, targets[0].data, files)
         with _timed(timings, "write"):
             write_targets(targets, config, source, run, before_commit=join_checks, pages=pages)
         return {**_summary(targets[0], config, True), **_report_key(config), "timings": timings}

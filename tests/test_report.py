@@ -166,6 +166,14 @@ def test_run_report_beside_an_unchanged_output(tmp_path: Path, tbptt) -> None:
     assert params["output"]["report"] == str(tmp_path / "s.html")
 
 
+def test_run_report_lists_the_validation_file(tmp_path: Path, tbptt) -> None:
+    args = ["--length", 24, "--val-fraction", 0.2, "--val-by", "time", "--batch-size", 3]
+    out, page = tmp_path / "v.h5", tmp_path / "v.html"
+    assert tbptt("split", *LOAD, *args, "-o", out, "--report", page, "-q").code == 0
+    rows = re.findall(r"<td class=text>([\w.]+\.h5)</td>", page.read_text())
+    assert rows == ["v.h5", "v.val.h5"]
+
+
 def test_a_failed_run_writes_no_report(tmp_path: Path, tbptt, monkeypatch) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("a\n1\nnan\n3\n")
