@@ -18,6 +18,7 @@ import click
 from tbptt_cli import __version__
 from tbptt_cli.errors import EXIT_CODES, TbpttError, UsageError
 from tbptt_cli.options import InputOptions, OutputOptions
+from tbptt_cli.params import SHARED_PARAMS
 from tbptt_cli.registry import STRATEGIES
 
 EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(
@@ -25,11 +26,38 @@ EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(
 )
 
 
-def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
-    """One dataclass field as ``--field-name`` with ``TBPTT_FIELD_NAME`` as its env var."""
+class EnvOption(click.Option):
+    """An option whose errors name the environment variable when the value came from it."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        if from_environment(ctx, self.name):
+            return f"environment variable {self.envvar}"
+        return super().get_error_hint(ctx)  # type: ignore[arg-type]
+
+
+def from_environment(ctx: click.Context | None, name: str | None) -> bool:
+    source = ctx.get_parameter_source(name) if ctx is not None and name else None
+    return source is click.core.ParameterSource.ENVIRONMENT
+
+
+def envvar_name(section: str, cls: type, name: str) -> str:
+    """``TBPTT_<OPTION>`` for a shared option, ``TBPTT_<COMMAND>_<OPTION>`` for one
+    command's own, so a variable set for one command never changes another."""
+    if section in ("input", "output") or declared_by(cls, name) in SHARED_PARAMS:
+        return "TBPTT_" + name.upper()
+    command = section.removeprefix("domain-").replace("-", "_").upper()
+    return f"TBPTT_{command}_{name.upper()}"
+
+
+def declared_by(cls: type, name: str) -> type:
+    return next(c for c in cls.__mro__ if name in c.__dict__.get("__annotations__", {}))
+
+
+def field_option(section: str, cls: type, field: dataclasses.Field[Any]) -> click.Option:
+    """One dataclass field as ``--field-name`` with its environment variable."""
     flag = "--" + field.name.replace("_", "-")
     dest = f"{section.replace('-', '_')}__{field.name}"
-    envvar = "TBPTT_" + field.name.upper()
+    envvar = envvar_name(section, cls, field.name)
     kind = str(field.type)
     default = "" if field.default is None else f"default: {field.default}; "
     help_text = f"{field.metadata['help']} [{default}env {envvar}]"
@@ -37,9 +65,7 @@ def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
         # --no-clobber pairs with --clobber, --truncate with --no-truncate.
         name = field.name.replace("_", "-")
         opposite = f"--{name[3:]}" if name.startswith("no-") else f"--no-{name}"
-        return click.Option(
-            [f"{flag}/{opposite}", dest], default=None, help=help_text, envvar=envvar
-        )
+        return EnvOption([f"{flag}/{opposite}", dest], default=None, help=help_text, envvar=envvar)
     choices = field.metadata.get("choices")
     click_type: Any
     if choices:
@@ -48,7 +74,7 @@ def field_option(section: str, field: dataclasses.Field[Any]) -> click.Option:
         click_type = click.STRING
     else:
         click_type = click.INT if kind.startswith("int") else click.FLOAT
-    return click.Option(
+    return EnvOption(
         [flag, dest],
         type=click_type,
         default=None,
@@ -61,7 +87,7 @@ def section_options(section: str, cls: type) -> list[click.Option]:
     """A section's flags, the class's own fields first (``--length`` before the shared ones)."""
     own = cls.__dict__.get("__annotations__", {})
     fields = sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
-    return [field_option(section, f) for f in fields if f.metadata.get("cli", True)]
+    return [field_option(section, cls, f) for f in fields if f.metadata.get("cli", True)]
 
 
 def run_options() -> list[click.Parameter]:
@@ -129,14 +155,21 @@ def flag_values(section: str, cls: type, kwargs: dict[str, Any]) -> dict[str, An
     """The section's options given as flags or environment variables, converted."""
     from tbptt_cli.config import convert
 
+    ctx = click.get_current_context(silent=True)
     values = {}
     for field in dataclasses.fields(cls):
-        value = kwargs.get(f"{section.replace('-', '_')}__{field.name}")
+        dest = f"{section.replace('-', '_')}__{field.name}"
+        value = kwargs.get(dest)
         if value is not None:
             try:
                 values[field.name] = convert(field, value)
             except UsageError as e:
-                raise UsageError(f"--{field.name.replace('_', '-')}: {e}") from None
+                where = (
+                    f"environment variable {envvar_name(section, cls, field.name)}"
+                    if from_environment(ctx, dest)
+                    else "--" + field.name.replace("_", "-")
+                )
+                raise UsageError(f"{where}: {e}") from None
     return values
 
 
@@ -153,7 +186,9 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
         overrides["input"]["path"] = kwargs["input_path"]
     if kwargs["output_path"] is not None:
         overrides["output"]["path"] = kwargs["output_path"]
-    config = cfg.resolve(name, raw, overrides, source)
+    base = os.path.dirname(kwargs["config_file"] or "")
+    config = cfg.resolve(name, raw, overrides, source, base)
+    cfg.check_outputs(config)
     if kwargs["print_config"]:
         import yaml
 
@@ -192,7 +227,7 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
             click.echo(f"timings: {spent}", err=True)
     if kwargs["as_json"]:
         plain = [without_outputs(t) for t in targets]
-        emit_json({"plan": plain[0] if grid else plain} if dry else plain[0])
+        emit_json({"plan": plain[0] if grid else plain} if dry else plain[0], wrote=not dry)
 
 
 def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
@@ -226,25 +261,27 @@ def without_outputs(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k != "outputs"}
 
 
-def emit_json(document: dict[str, Any]) -> None:
-    """One line on stdout; a closed pipe or a full device is exit 74, never a traceback.
+def emit_json(document: dict[str, Any], wrote: bool = True) -> None:
+    """One line on stdout. After a run that ``wrote`` its outputs, a closed pipe or a full
+    device is exit 74 (the outputs stay committed); a command that only reads (inspect,
+    validate) ends quietly on a closed pipe: the reader has what it wanted.
 
     Click turns EPIPE into a silent exit 1 and other OS errors escape it, so both are
-    caught here. The outputs were committed before this line is printed.
+    caught here.
     """
     from tbptt_cli.errors import WriteError
 
+    written = "; the outputs were written" if wrote else ""
     try:
         sys.stdout.write(json.dumps(document, sort_keys=True) + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
-        raise WriteError(
-            "stdout: broken pipe (the reader went away); the outputs were written"
-        ) from None
+        if wrote:
+            raise WriteError(f"stdout: broken pipe (the reader went away){written}") from None
     except OSError as e:
         _silence_stdout()
-        raise WriteError(f"stdout: {e.strerror or e}; the outputs were written") from None
+        raise WriteError(f"stdout: {e.strerror or e}{written}") from None
 
 
 EXAMPLES = {
@@ -382,7 +419,7 @@ def inspect_command(path: str, as_json: bool, debug: bool, **reader: Any) -> Non
     options = InputOptions(path=path, **flag_values("input", InputOptions, reader))
     text, document = inspect_path(options)
     if as_json:
-        emit_json(document)
+        emit_json(document, wrote=False)
     else:
         click.echo(text, err=True)
 
@@ -407,17 +444,20 @@ def validate(
     Example:
       tbptt validate out/sensors.h5 --against sample_data/sensors.csv
     """
+    from tbptt_cli.errors import InputDataError
     from tbptt_cli.validate import validate_output
 
     report_doc = validate_output(path, manifest, against)
+    failed = InputDataError(f"{path}: {len(report_doc['problems'])} problem(s) found")
     if as_json:
-        emit_json(report_doc)
+        # One object on stdout: the report, which carries the error when a check failed.
+        failure = {"error": str(failed), "exit": failed.exit_code}
+        emit_json({**report_doc, **failure} if report_doc["problems"] else report_doc, False)
+        failed.json_sent = True
     for problem in report_doc["problems"]:
         click.echo(f"tbptt: {problem}", err=True)
     if report_doc["problems"]:
-        from tbptt_cli.errors import InputDataError
-
-        raise InputDataError(f"{path}: {len(report_doc['problems'])} problem(s) found")
+        raise failed
     click.echo(f"{path}: ok ({', '.join(report_doc['checked'])})", err=True)
 
 
@@ -580,47 +620,56 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_main(args: list[str]) -> int:
-    debug = "--debug" in args
+    """Run the command; an error is one line on stderr and, with --json, one
+    ``{"error": ..., "exit": N}`` object on stdout (so ``| jq`` never reads nothing)."""
     try:
         cli.main(args=args, prog_name="tbptt", standalone_mode=False)
+        return 0
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.UsageError as e:
+    except (Exception, KeyboardInterrupt) as e:  # every outcome becomes an exit code here
+        error: BaseException = e
+    code, message = describe_error(error, "--debug" in args)
+    if isinstance(error, KeyboardInterrupt | click.exceptions.Abort):
+        click.echo("tbptt: interrupted", err=True)
+    elif code == 70 and not isinstance(error, TbpttError):
+        click.echo(f"tbptt: internal error: {message}", err=True)
+    else:
+        click.echo(f"{label('error')} {message}", err=True)
+    if "--json" in args and not getattr(error, "json_sent", False):
+        _json_error(message, code)
+    return code
+
+
+def describe_error(e: BaseException, debug: bool) -> tuple[int, str]:
+    """The exit code and the one-line message for people."""
+    if isinstance(e, KeyboardInterrupt | click.exceptions.Abort):
+        return 130, "interrupted"
+    if isinstance(e, click.UsageError):
         where = e.ctx.command_path if e.ctx else "tbptt"
         message = " ".join(e.format_message().split()).rstrip(".")
-        click.echo(f"{label('error')} {message} (see '{where} --help')", err=True)
-        return 2
-    except click.exceptions.Abort:
-        click.echo("tbptt: interrupted", err=True)
-        return 130
-    except click.ClickException as e:
-        click.echo(f"{label('error')} {e.format_message()}", err=True)
-        return e.exit_code
-    except TbpttError as e:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        click.echo(f"{label('error')} {e}", err=True)
-        return e.exit_code
-    except KeyboardInterrupt:
-        click.echo("tbptt: interrupted", err=True)
-        return 130
-    except BrokenPipeError:
+        return 2, f"{message} (see '{where} --help')"
+    if isinstance(e, click.ClickException):
+        return e.exit_code, e.format_message()
+    if isinstance(e, BrokenPipeError):
         _silence_stdout()
-        click.echo("tbptt: error: stdout: broken pipe (the reader went away)", err=True)
-        return 74
-    except Exception as e:  # the one place a bug becomes exit 70, not a traceback
-        if debug:
-            import traceback
+        return 74, "stdout: broken pipe (the reader went away)"
+    if debug:
+        import traceback
 
-            traceback.print_exc()
-        click.echo(
-            f"tbptt: internal error: {type(e).__name__}: {e}; re-run with --debug and report it",
-            err=True,
-        )
-        return 70
-    return 0
+        traceback.print_exception(e)
+    if isinstance(e, TbpttError):
+        return e.exit_code, str(e)
+    # The one place a bug becomes exit 70, not a traceback.
+    return 70, f"{type(e).__name__}: {e}; re-run with --debug and report it"
+
+
+def _json_error(message: str, code: int) -> None:
+    try:
+        sys.stdout.write(json.dumps({"error": message, "exit": code}, sort_keys=True) + "\n")
+        sys.stdout.flush()
+    except OSError:  # stdout is closed or full: the stderr line has said it all
+        _silence_stdout()
 
 
 def _silence_stdout() -> None:

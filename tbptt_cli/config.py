@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,21 @@ class Config:
             "output": _plain(self.output),
             self.strategy: _plain(self.params),
         }
+
+
+def check_outputs(config: Config) -> None:
+    """HDF5 needs a seekable file: ``-`` (stdout) is refused, not written as a file named -."""
+    named = {
+        "-o/--output": config.output.path,
+        "--manifest": config.output.manifest,
+        "--val-output": getattr(config.params, "val_output", None),
+    }
+    for flag, value in named.items():
+        if value == "-":
+            raise UsageError(
+                f"{flag} -: tbptt writes files (HDF5 needs to seek), not stdout; name a "
+                "file such as out/train.h5 (--json puts the summary on stdout)"
+            )
 
 
 def check_required(config: Config) -> None:
@@ -100,8 +116,12 @@ def resolve(
     raw: dict[str, Any],
     overrides: dict[str, dict[str, Any]],
     source: str = "config",
+    base: str = "",
 ) -> Config:
-    """Defaults, then the file's sections, then flags and environment (``overrides``)."""
+    """Defaults, then the file's sections, then flags and environment (``overrides``).
+
+    Relative paths in the file are taken from ``base``, the file's folder, so a config
+    runs the same from any working directory; paths given as flags stay as given."""
     classes = {
         "input": InputOptions,
         "output": OutputOptions,
@@ -120,14 +140,14 @@ def resolve(
         values = raw.get(section) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: {section}: must be a mapping of option: value")
-        converted = _convert_section(cls, values, source, section)
+        converted = _convert_section(cls, values, source, section, base)
         merged = {**converted, **overrides.get(section, {})}
         built[section] = cls(**merged)
     return Config(strategy, built["input"], built["output"], built[strategy])
 
 
 def _convert_section(
-    cls: type, values: dict[str, Any], source: str, section: str
+    cls: type, values: dict[str, Any], source: str, section: str, base: str = ""
 ) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     converted = {}
@@ -138,7 +158,22 @@ def _convert_section(
             converted[key] = convert(fields[key], value)
         except UsageError as e:
             raise ConfigError(f"{source}: {section}.{key}: {e}") from None
+        if fields[key].metadata.get("path") and converted[key] is not None:
+            converted[key] = relative_to(base, converted[key])
     return converted
+
+
+def relative_to(base: str, path: Any) -> Any:
+    """``path`` (or each of a list of paths) taken from the folder ``base``; ``-`` (stdin)
+    and absolute paths stay. ``configs/../data.csv`` is tidied to ``data.csv`` unless a
+    symbolic link makes the two differ."""
+    if isinstance(path, tuple | list):
+        return type(path)(relative_to(base, p) for p in path)
+    if base in ("", ".") or path == "-" or os.path.isabs(path):
+        return path
+    joined = os.path.join(base, path)
+    tidy = os.path.normpath(joined)
+    return tidy if os.path.realpath(tidy) == os.path.realpath(joined) else joined
 
 
 def convert(field: dataclasses.Field[Any], value: Any) -> Any:
@@ -175,6 +210,17 @@ def convert(field: dataclasses.Field[Any], value: Any) -> Any:
         return tuple(str(i).strip() for i in items if str(i).strip())
     if isinstance(value, dict | list):
         raise UsageError(f"must be a single value, not {value!r}")
+    if isinstance(value, bool):
+        # YAML 1.1 reads yes/no/on/off/true/false unquoted as booleans, never as a name.
+        fix = (
+            "write none for no target, or quote a column name"
+            if field.name == "target"
+            else "quote it"
+        )
+        raise UsageError(
+            f"must be text, not the boolean {str(value).lower()} (YAML reads unquoted "
+            f"yes/no/on/off as true/false); {fix}, e.g. 'no'"
+        )
     text = str(value)
     choices = field.metadata.get("choices")
     if choices and text not in choices:

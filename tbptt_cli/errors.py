@@ -7,6 +7,8 @@ class TbpttError(Exception):
     """Base class: a message for people and the process exit code that goes with it."""
 
     exit_code = 70
+    # Set when the command already printed its --json object, which carries this error.
+    json_sent = False
 
 
 class UsageError(TbpttError):

@@ -21,7 +21,7 @@ CSV = ("csv", "tsv")
 
 @dataclass(frozen=True)
 class InputOptions:
-    path: str | None = opt(None, "input file, or - for stdin", cli=False)
+    path: str | None = opt(None, "input file, or - for stdin", cli=False, path=True)
     format: str | None = opt(
         None, "input format (default: from the suffix)", ("csv", "tsv", "npy", "npz")
     )
@@ -53,8 +53,8 @@ class InputOptions:
 
 @dataclass(frozen=True)
 class OutputOptions:
-    path: str | None = opt(None, "output .h5 file", cli=False)
-    manifest: str | None = opt(None, "manifest path (default <stem>.manifest.json)")
+    path: str | None = opt(None, "output .h5 file", cli=False, path=True)
+    manifest: str | None = opt(None, "manifest path (default <stem>.manifest.json)", path=True)
     dtype: str = opt("float32", "dtype of X and y", ("float16", "float32", "float64"))
     compression: str = opt("none", "none, lzf or gzip[:0-9]")
     no_clobber: bool = opt(False, "fail (exit 73) if the output exists")

@@ -1,5 +1,7 @@
 """Every strategy's parameters: one field = one flag, one config key, one env variable.
 
+The classes of layout options several commands share come first (``SHARED_PARAMS``).
+
 Kept free of numpy so that ``tbptt --help`` builds its commands without importing it.
 """
 
@@ -34,7 +36,7 @@ class StatefulParams(LayoutParams):
     )
     seed: int = opt(0, "random seed (jitter, validation split)")
     val_fraction: float = opt(0.0, "fraction held out for validation (0 = none)")
-    val_output: str | None = opt(None, "validation output .h5 (default <stem>.val.h5)")
+    val_output: str | None = opt(None, "validation output .h5 (default <stem>.val.h5)", path=True)
     val_by: str = opt(
         "sequence", "hold out whole sequences, or the last part of each", ("sequence", "time")
     )
@@ -46,6 +48,11 @@ class JitterParams:
 
     jitter: float = opt(0.0, "variable-length BPTT: SD of each batch's chunk length (0 = off)")
     p_half: float = opt(0.05, "with --jitter: probability a batch draws around K/2")
+
+
+# Options that mean the same in every command that has them read ``TBPTT_<OPTION>``;
+# the others, declared by one strategy's class, read ``TBPTT_<COMMAND>_<OPTION>``.
+SHARED_PARAMS: tuple[type, ...] = (LayoutParams, StatefulParams, JitterParams)
 
 
 @dataclass(frozen=True)

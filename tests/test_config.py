@@ -53,7 +53,7 @@ def test_precedence_flag_env_file_default(repo, tbptt, monkeypatch):
     resolved = yaml.safe_load(tbptt("run", config, "--print-config").stdout)
     assert resolved["split"]["length"] == 100 and resolved["output"]["dtype"] == "float32"
     assert resolved["split"]["remainder"] == "pad"  # a default
-    monkeypatch.setenv("TBPTT_LENGTH", "40")
+    monkeypatch.setenv("TBPTT_SPLIT_LENGTH", "40")
     monkeypatch.setenv("TBPTT_DTYPE", "float16")
     resolved = yaml.safe_load(tbptt("run", config, "--print-config").stdout)
     assert resolved["split"]["length"] == 40 and resolved["output"]["dtype"] == "float16"
@@ -116,3 +116,64 @@ def test_clobber_flag_overrides_no_clobber_in_the_file(tmp_path, tbptt, monkeypa
     assert refused.code == 73 and Path("o.h5").read_bytes() == b"old"
     assert tbptt("run", "c.yaml", "x.npy", "-o", "o.h5", "--clobber").code == 0
     assert Path("o.h5").read_bytes()[:4] == b"\x89HDF"
+
+
+def test_relative_paths_in_a_config_are_taken_from_its_folder(tmp_path, tbptt, monkeypatch):
+    """`tbptt run jobs/x.yaml` finds its input and writes its output from any directory."""
+    jobs = tmp_path / "project" / "jobs"
+    jobs.mkdir(parents=True)
+    np.save(tmp_path / "project" / "x.npy", np.arange(40.0).reshape(4, 10))
+    (jobs / "x.yaml").write_text(
+        "strategy: split\ninput:\n  path: ../x.npy\nsplit:\n  length: 5\n  val_fraction: 0.25\n"
+        "  val_output: ../out/v.h5\noutput:\n  path: ../out/t.h5\n  manifest: ../out/t.json\n"
+    )
+    (tmp_path / "project" / "out").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = "../project/jobs/x.yaml"
+    resolved = yaml.safe_load(tbptt("run", config, "--print-config").stdout)
+    assert resolved["input"]["path"] == "../project/x.npy"
+    assert resolved["output"] == {**resolved["output"], "path": "../project/out/t.h5"}
+    assert resolved["output"]["manifest"] == "../project/out/t.json"
+    assert resolved["split"]["val_output"] == "../project/out/v.h5"
+    result = tbptt("run", config)
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "project" / "out").glob("[!.]*")) == [
+        "t.h5", "t.json", "v.h5", "v.manifest.json",
+    ]  # fmt: skip
+    # Flags are paths as typed, from the working directory; absolute paths stay.
+    np.save("here.npy", np.arange(20.0).reshape(2, 10))
+    again = tbptt("run", config, "here.npy", "-o", "mine.h5", "--val-output", tmp_path / "v.h5")
+    assert again.code == 0 and Path("mine.h5").exists() and (tmp_path / "v.h5").exists()
+    (jobs / "abs.yaml").write_text(f"strategy: asis\ninput:\n  path: {tmp_path / 'here.npy'}\n")
+    assert yaml.safe_load(tbptt("run", jobs / "abs.yaml", "--print-config").stdout)["input"][
+        "path"
+    ] == str(tmp_path / "here.npy")
+
+
+def test_relative_to_keeps_a_path_a_symbolic_link_would_change(tmp_path):
+    from tbptt_cli.config import relative_to
+
+    (tmp_path / "real" / "configs").mkdir(parents=True)
+    (tmp_path / "configs").symlink_to(tmp_path / "real" / "configs")
+    linked = str(tmp_path / "configs")
+    assert relative_to(linked, "../data.csv") == f"{linked}/../data.csv"
+    plain = str(tmp_path / "real" / "configs")
+    assert relative_to(plain, "../data.csv") == str(tmp_path / "real" / "data.csv")
+    assert relative_to(plain, "-") == "-" and relative_to("", "a.csv") == "a.csv"
+
+
+@pytest.mark.parametrize("spelling", ["no", "off", "false", "yes"])
+def test_an_unquoted_yaml_boolean_is_not_a_column_name(spelling):
+    with pytest.raises(ConfigError) as raised:
+        resolve("split", yaml.safe_load(f"input:\n  target: {spelling}\n"), {}, "c.yaml")
+    assert str(raised.value) == (
+        f"c.yaml: input.target: must be text, not the boolean "
+        f"{str(yaml.safe_load(spelling)).lower()} (YAML reads unquoted yes/no/on/off as "
+        "true/false); write none for no target, or quote a column name, e.g. 'no'"
+    )
+    quoted = resolve("split", yaml.safe_load(f"input:\n  target: '{spelling}'\n"), {}, "c")
+    assert quoted.input.target == spelling
+    with pytest.raises(ConfigError, match="output.compression: must be text, not the boolean"):
+        resolve("split", {"output": {"compression": False}}, {}, "c.yaml")
