@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -43,27 +44,32 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def slow_run(slow: Path, out: Path) -> subprocess.Popen[str]:
     """Started and holding the lock (its temp file exists) when this returns."""
     process = tbptt("split", slow, "--length", 100, "--compression", "gzip:9", "-o", out)
-    deadline = time.monotonic() + 30
-    while not list(out.parent.glob(f".{out.name}.tmp.*")) and time.monotonic() < deadline:
+    while not list(out.parent.glob(f".{out.name}.tmp.*")) and process.poll() is None:
         time.sleep(0.01)
     assert process.poll() is None, "the slow run ended too soon"
     return process
 
 
 def test_second_run_exits_75_at_once_naming_the_lock(inputs, tmp_path):
+    """The first run is stopped (SIGSTOP) while it holds the lock, so it cannot finish
+    first however loaded the machine is, and a second run that waited for the lock
+    instead of exiting at once would hang until the timeout. No clock is read."""
     slow, fast = inputs
     out = tmp_path / "out.h5"
     first = slow_run(slow, out)
-    started = time.monotonic()
-    second = tbptt("split", fast, "--length", 10, "-o", out)
-    _, err = second.communicate(timeout=30)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = tbptt("split", fast, "--length", 10, "-o", out)
+        _, err = second.communicate(timeout=120)
+        assert first.poll() is None  # still stopped, still holding the lock
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 75
-    assert time.monotonic() - started < 1.5  # interpreter start included
     assert err == (
         f"tbptt: error: {out}: another tbptt run holds the lock "
         f"{tmp_path / '.out.h5.lock'}; wait for it or pass --wait SECONDS\n"
     )
-    first.communicate(timeout=60)
+    first.communicate(timeout=120)
     assert first.returncode == 0
     with h5py.File(out) as f:
         assert f["X"].shape == (8 * 2000, 100, 1)
