@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tbptt_cli import atomic, hdf5, manifest
+from tbptt_cli import atomic, hdf5, manifest, scaling
 from tbptt_cli.config import Config
 from tbptt_cli.digest import in_background, sha256_file
 from tbptt_cli.errors import InputDataError, Interrupted, OutputError, UsageError
@@ -107,11 +107,15 @@ def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target
     fraction = getattr(params, "val_fraction", 0.0)
     main = manifest_path(output, config.output.manifest)
     if not fraction:
-        return [Target(output, main, strategy.plan(data, params), data)]
+        data, warnings = scaling.fit(data, config.output.scale)
+        return [Target(output, main, with_warnings(strategy.plan(data, params), warnings), data)]
     train, held_out = hold_out(data, fraction, params.val_by, params.seed)
+    # Scaled with the training part's parameters: nothing of the held-out steps leaks in.
+    train, warnings = scaling.fit(train, config.output.scale)
+    held_out = replace(held_out, scaling=train.scaling)
     val_path = val_output_path(output, params.val_output)
     val_manifest = manifest_path(val_path, None)
-    train_plan = strategy.plan(train, params)
+    train_plan = with_warnings(strategy.plan(train, params), warnings)
     train_target = Target(output, main, train_plan, train)
     val_plan = strategy.plan_validation(held_out, params, train_plan)
     val_target = Target(val_path, val_manifest, val_plan, held_out)
@@ -126,6 +130,10 @@ def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target
     }
     val_target.extra["val"] = {"of": str(output), "by": params.val_by, "fraction": fraction}
     return [train_target, val_target]
+
+
+def with_warnings(plan: Plan, warnings: list[str]) -> Plan:
+    return replace(plan, warnings=plan.warnings + tuple(warnings)) if warnings else plan
 
 
 def _require_samples(targets: list[Target], source: object) -> None:
@@ -349,7 +357,11 @@ def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
         with _timed(timings, "read"):
             data, source = read_input(config.input, spill_dir=outdir.parent, progress=run.progress)
         with _timed(timings, "plan"):
-            plans: list[tuple[int, Plan]] = STRATEGIES["grid"].plan(data, config.params)
+            data, warnings = scaling.fit(data, config.output.scale)
+            plans: list[tuple[int, Plan]] = [
+                (k, with_warnings(plan, warnings))
+                for k, plan in STRATEGIES["grid"].plan(data, config.params)
+            ]
         targets = _grid_targets(outdir, plans, data)
         _require_samples(targets, config.input.path)
         if run.dry_run:

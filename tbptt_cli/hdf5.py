@@ -295,6 +295,8 @@ def root_attrs(
         "params": json.dumps(params, sort_keys=True),
         "tool_version": __version__,
     }
+    if data.scaling is not None:
+        attrs["scale"] = json.dumps(data.scaling.document(data), sort_keys=True)
     for key, value in plan.attrs.items():
         attrs[key] = value
     return attrs

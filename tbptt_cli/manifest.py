@@ -119,6 +119,8 @@ def build(
         "batch_size_hints": batch_size_hints(plan),
         "warnings": list(plan.warnings),
     }
+    if data.scaling is not None:
+        manifest["scale"] = data.scaling.document(data)
     manifest.update(extra)
     return manifest
 

@@ -8,13 +8,16 @@ offset or filler rows take the per-step scatter path.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from tbptt_cli.errors import InputDataError
 from tbptt_cli.plan import Plan, ragged_arange
 from tbptt_cli.sequences import SequenceSet
 
+Transform = Callable[[np.ndarray], np.ndarray]  # raw values -> scaled, float64
 CONVERT_BYTES = 16 << 20  # input bytes copied per piece when the dtype changes
 PIECE_BYTES = 2 << 20  # windows gathered per temporary when copying into a buffer
 
@@ -39,14 +42,32 @@ def gather(
 
     Given ``buffer`` (uint8, at least the bytes of X), X may be written into it instead
     of fresh memory: a writer reusing two buffers saves faulting in 64 MiB per slab.
+    A value the output dtype cannot hold is an `InputDataError` naming its column, never
+    an inf in the output (numpy flags the overflow of a cast; it costs nothing here).
     """
+    try:
+        with np.errstate(over="raise"):
+            return _gather(plan, data, start, stop, dtype, buffer)
+    except FloatingPointError:
+        raise too_large(data, dtype) from None
+
+
+def _gather(
+    plan: Plan,
+    data: SequenceSet,
+    start: int,
+    stop: int,
+    dtype: np.dtype,
+    buffer: np.ndarray | None,
+) -> Slab:
     rows = slice(start, stop)
     n, window = stop - start, plan.window
     sequence, length, lead = plan.sequence[rows], plan.length[rows], plan.lead[rows]
     first_step = data.starts[np.maximum(sequence, 0)] + plan.offset[rows]
     is_full = (length == window) & (lead == 0) & (sequence >= 0)
     full, partial = np.flatnonzero(is_full), np.flatnonzero(~is_full & (length > 0))
-    X = _filled(data.values, first_step, full, n, window, dtype, buffer)
+    on_values, on_targets = transforms(data)
+    X = _filled(data.values, first_step, full, n, window, dtype, buffer, on_values)
     mask = np.zeros((n, window), dtype=np.uint8)
     mask[full] = 1
     # The scatter path: one index per real step of the rows that are not full windows.
@@ -55,12 +76,13 @@ def gather(
     local_row = np.repeat(partial, counts)
     column = np.repeat(lead[partial].astype(np.int64), counts) + step
     source = np.repeat(first_step[partial], counts) + step
-    X[local_row, column] = _take(data.values, source)
+    X[local_row, column] = _scaled(_take(data.values, source), on_values)
     mask[local_row, column] = 1
     y = None
     if data.targets is not None:
-        y = _filled(data.targets, first_step + data.target_shift, full, n, window, dtype)
-        y[local_row, column] = _take(data.targets, source + data.target_shift)
+        shifted = first_step + data.target_shift
+        y = _filled(data.targets, shifted, full, n, window, dtype, None, on_targets)
+        y[local_row, column] = _scaled(_take(data.targets, source + data.target_shift), on_targets)
     loss_mask = None
     if plan.loss_from is not None:
         loss_mask = mask.copy()
@@ -76,10 +98,11 @@ def _filled(
     window: int,
     dtype: np.dtype,
     buffer: np.ndarray | None = None,
+    transform: Transform | None = None,
 ) -> np.ndarray:
-    """``[n, window, F]`` zeros with the full rows' windows copied in."""
-    if len(full) == n and values.dtype == dtype:  # the common case: one copy, no zeroing
-        return _windows(values, first, window, buffer)
+    """``[n, window, F]`` zeros with the full rows' windows copied in (and transformed)."""
+    if len(full) == n and values.dtype == dtype and transform is None:
+        return _windows(values, first, window, buffer)  # the common case: one copy
     shape = (n, window, values.shape[1])
     size = int(np.prod(shape)) * dtype.itemsize
     if buffer is not None and len(buffer) >= size:
@@ -93,10 +116,44 @@ def _filled(
     step = max(1, CONVERT_BYTES // max(window * values.shape[1] * values.itemsize, 1))
     for begin in range(0, len(full), step):
         rows = full[begin : begin + step]
-        out[rows] = _windows(values, first[rows], window)
+        out[rows] = _scaled(_windows(values, first[rows], window), transform)
         if values.dtype != dtype:
             release(values)
     return out
+
+
+def transforms(data: SequenceSet) -> tuple[Transform | None, Transform | None]:
+    """What ``--scale`` does to the values and to the targets on their way out."""
+    scaling = data.scaling
+    return (scaling.features, scaling.targets) if scaling else (None, None)
+
+
+def _scaled(values: np.ndarray, transform: Transform | None) -> np.ndarray:
+    return values if transform is None else transform(values)
+
+
+def too_large(data: SequenceSet, dtype: np.dtype) -> InputDataError:
+    """The column holding the largest value (as it would be written) beyond ``dtype``."""
+    from tbptt_cli.scaling import steps_in_blocks
+
+    limit = float(np.finfo(dtype).max)
+    scaling = data.scaling
+    for kind, names, targets, transform in (
+        ("feature", data.feature_names, False, transforms(data)[0]),
+        ("target", data.target_names, True, transforms(data)[1]),
+    ):
+        largest = np.zeros(len(names))
+        for block in steps_in_blocks(data, targets):
+            written = np.abs(_scaled(block, transform))
+            largest = np.maximum(largest, written.max(axis=0, initial=0))
+        if np.any(largest > limit):
+            j = int(np.argmax(largest))
+            scaled = f" after --scale {scaling.method}" if scaling else ""
+            return InputDataError(
+                f"{kind} '{names[j]}' holds {largest[j]:.6g}{scaled}, more than {dtype} can "
+                f"hold (largest {limit:.6g}); pass --dtype float32 or float64, or --scale standard"
+            )
+    return InputDataError(f"a value is too large for {dtype}; pass --dtype float64")
 
 
 def _windows(

@@ -1,8 +1,9 @@
 """Typed, frozen option objects shared by the CLI, config files and the core.
 
 Every field is one command-line flag (``--field-name``), one config key (``field_name``)
-and one ``TBPTT_FIELD_NAME`` environment variable. ``opt`` attaches the help text and
-the allowed choices that the CLI and the config loader both read.
+and one environment variable (``TBPTT_FIELD_NAME`` for these shared options). ``opt``
+attaches the help text and the allowed choices that the CLI and the config loader both
+read; ``path=True`` marks a path that a config file gives relative to its own folder.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ class InputOptions:
         ("NT", "TF"),
         applies_to=("npy",),
     )
-    target: str = opt("none", "none, next (y[t] = x[t+1]) or a column name")
+    target: str = opt(
+        "none",
+        "none; next (y[t] = x[t+H], every feature); next:COL[,COL] (those features, kept "
+        "as inputs); or a column name (per-step targets, not a feature)",
+    )
+    horizon: int = opt(1, "with --target next[:COL]: predict H steps ahead (y[t] = x[t+H])")
     nan: str = opt("error", "what to do with NaN/inf cells", ("error", "ffill", "zero", "drop"))
     memory_limit: str = opt(
         "256M",
@@ -59,5 +65,49 @@ class OutputOptions:
     compression: str = opt("none", "none, lzf or gzip[:0-9]")
     no_clobber: bool = opt(False, "fail (exit 73) if the output exists")
     report: str | None = opt(
-        None, "also write an HTML report of the output (needs tbptt-cli[report])"
+        None, "also write an HTML report of the output (needs tbptt-cli[report])",
+        path=True,
+    )
+    scale: str = opt(
+        "none",
+        "scale each feature with parameters fitted on the training part only",
+        ("none", "standard", "minmax"),
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """``--target`` parsed: ``kind`` none, next or column; ``columns`` the next:COL names
+    (None: every feature) or the one column name."""
+
+    kind: str
+    columns: tuple[str, ...] | None = None
+    horizon: int = 1
+
+
+def parse_target(target: str, horizon: int = 1) -> Target:
+    """``none``, ``next``, ``next:COL[,COL]`` or a column name, checked with ``--horizon``."""
+    from tbptt_cli.errors import UsageError
+
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise UsageError(f"--horizon must be a positive integer, not {horizon!r}")
+    if target == "next":
+        return Target("next", None, horizon)
+    if target.startswith("next:"):
+        names = [name.strip() for name in target[len("next:") :].split(",") if name.strip()]
+        if not names:
+            raise UsageError("--target next: names no column; write next:COL[,COL] or next")
+        return Target("next", tuple(dict.fromkeys(names)), horizon)
+    if horizon != 1:
+        raise UsageError(
+            f"--horizon applies to --target next or next:COL, not --target {target}; to "
+            "predict a column ahead while feeding it in, use --target next:COL"
+        )
+    return Target("none") if target == "none" else Target("column", (target,))
+
+
+def target_column(target: str) -> str | None:
+    """The column ``--target NAME`` takes out of the features, or None (none, next...)."""
+    return (
+        target if target != "none" and target != "next" and not target.startswith("next:") else None
     )

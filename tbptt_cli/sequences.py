@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tbptt_cli.scaling import Scaling
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,10 @@ class SequenceSet:
     target_shift: int = 0
     # Columns read but not used as features (a time or boundary column), float64 [total_steps].
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # The feature each target column repeats (``--target next``), None for column targets.
+    target_features: list[int] | None = None
+    # ``--scale``: how gathered values are scaled on their way to X and y.
+    scaling: Scaling | None = None
 
     @classmethod
     def from_offsets(
@@ -79,14 +87,19 @@ class SequenceSet:
         start = int(self.starts[i]) + self.target_shift
         return np.asarray(self.targets[start : start + int(self.lengths[i])])
 
-    def with_next_target(self) -> SequenceSet:
-        """``y[t] = x[t+1]``: every sequence loses its last step."""
+    def with_next_target(self, columns: list[int] | None = None, horizon: int = 1) -> SequenceSet:
+        """``y[t] = x[t+H]`` of the chosen features (default all), which stay features too:
+        every sequence loses its last H steps. The targets are a view of the values
+        unless the chosen columns are irregularly spaced (then a copy of those columns)."""
+        chosen = list(range(self.features)) if columns is None else list(columns)
+        prefix = "next_" if horizon == 1 else f"next{horizon}_"
         return replace(
             self,
-            targets=self.values,
-            target_names=[f"next_{name}" for name in self.feature_names],
-            target_shift=1,
-            lengths=np.maximum(self.lengths - 1, 0),
+            targets=column_view(self.values, chosen),
+            target_names=[prefix + self.feature_names[j] for j in chosen],
+            target_shift=horizon,
+            target_features=chosen,
+            lengths=np.maximum(self.lengths - horizon, 0),
         )
 
     def subset(self, index: np.ndarray) -> SequenceSet:
@@ -103,6 +116,17 @@ class SequenceSet:
         first = replace(self, lengths=head)
         rest = replace(self, starts=self.starts + head, lengths=self.lengths - head)
         return first, rest
+
+
+def column_view(values: np.ndarray, columns: list[int]) -> np.ndarray:
+    """``values[:, columns]``, as a view (no copy of a memory-mapped input) when the
+    columns are evenly spaced and increasing."""
+    if columns == list(range(values.shape[1])):
+        return values
+    step = columns[1] - columns[0] if len(columns) > 1 else 1
+    if step > 0 and columns == list(range(columns[0], columns[-1] + 1, step)):
+        return values[:, columns[0] : columns[-1] + 1 : step]
+    return np.ascontiguousarray(values[:, columns])
 
 
 @dataclass(frozen=True)

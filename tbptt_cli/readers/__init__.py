@@ -23,7 +23,7 @@ import numpy as np
 
 from tbptt_cli.digest import in_background, sha256_stream
 from tbptt_cli.errors import InputDataError, InputMissingError, UsageError
-from tbptt_cli.options import InputOptions
+from tbptt_cli.options import InputOptions, parse_target, target_column
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 
 __all__ = ["read_input"]
@@ -242,7 +242,7 @@ def named_columns(
     """``--target NAME``, the kept columns and ``--features`` as column indices (features
     None: the reader picks its default)."""
     target = None
-    if opts.target not in ("none", "next"):
+    if target_column(opts.target):
         target = column_index(path, names, "--target", opts.target)
     kept = [column_index(path, names, "", name) for name in keep]
     if opts.features is None:
@@ -338,12 +338,26 @@ def _forward_fill(
     return np.take_along_axis(np.asarray(values), source, axis=0)
 
 
+def feature_index(features: Sequence[str], name: str) -> int:
+    if name not in features:
+        raise InputDataError(
+            f"--target next:{name}: '{name}' is not a feature (the features are "
+            f"{', '.join(features)}); add it to --features, or use --target {name} for a "
+            "target column that is not an input"
+        )
+    return list(features).index(name)
+
+
 def finish(
     data: SequenceSet, opts: InputOptions, path: str, may_have_missing: bool = True
 ) -> SequenceSet:
     """The steps every reader ends with: repair missing values, then ``--target next``."""
+    target = parse_target(opts.target, opts.horizon)
     if opts.nan not in ("error", "keep") and may_have_missing and data.count:
         data = repair_missing(opts.nan, path, data)
-    if opts.target == "next":
-        data = data.with_next_target()
+    if target.kind == "next":
+        columns = None
+        if target.columns is not None:
+            columns = [feature_index(data.feature_names, name) for name in target.columns]
+        data = data.with_next_target(columns, target.horizon)
     return data

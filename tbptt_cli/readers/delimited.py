@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from tbptt_cli.errors import InputDataError, TbpttError, UsageError
-from tbptt_cli.options import InputOptions
+from tbptt_cli.options import InputOptions, target_column
 from tbptt_cli.readers import (
     NAN_FIX,
     column_index,
@@ -104,7 +104,7 @@ def _read_fast(
     if names is None or len(set(names)) != len(names):
         return None
     index = {name: i for i, name in enumerate(names)}
-    target = opts.target if opts.target not in ("none", "next") else None
+    target = target_column(opts.target)
     wanted = [opts.id_col, opts.time_col, target, *keep, *(opts.features or ())]
     if any(name is not None and name not in index for name in wanted):
         return None
@@ -368,7 +368,7 @@ def _read_wide(
     rows: Iterator[Row],
 ) -> SequenceSet:
     """One row per sequence, one column per step; trailing empty cells end a shorter row."""
-    if opts.target not in ("none", "next"):
+    if target_column(opts.target):
         raise UsageError("--target NAME needs --layout long; wide rows hold one feature")
     for flag, given in (
         ("--time-col", opts.time_col),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,8 +12,10 @@ import numpy as np
 
 from tbptt_cli.options import InputOptions
 from tbptt_cli.plan import Plan
+from tbptt_cli.scaling import Scaling
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.validate.common import SHOWN, Index, attr, listed, slab_ranges
+from tbptt_cli.validate.manifest import scale_of
 
 
 def input_options(doc: dict[str, Any], path: str) -> InputOptions:
@@ -85,6 +88,12 @@ def check_against(f: h5py.File, index: Index, doc: dict[str, Any], against: str)
 
     data, _ = read_input(input_options(doc, against), keep=keep_columns(doc))
     data, lengths, problems = match_sequences(part_written(data, doc), index)
+    scale = scale_of(f)
+    if scale is not None:  # the input as it was scaled on its way into the file
+        try:
+            data = replace(data, scaling=Scaling.from_document(scale))
+        except (KeyError, TypeError, ValueError):
+            return [*problems, "the file's scale attribute cannot be read"]
     seq = index.sequence
     known = np.append(lengths, -1)[np.where((seq >= 0) & (seq < len(lengths)), seq, len(lengths))]
     fits = (seq == -1) | (index.offset + index.length <= known)

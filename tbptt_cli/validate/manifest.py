@@ -38,7 +38,18 @@ def check_manifest(f: h5py.File, path: str, doc: dict[str, Any]) -> list[str]:
         params = None
     if not contained(params, doc.get("params")):
         problems.append("the parameters recorded in the file differ from the manifest's params")
+    if scale_of(f) != doc.get("scale"):
+        problems.append("the scale parameters in the file differ from the manifest's scale")
     return problems
+
+
+def scale_of(f: h5py.File) -> dict[str, Any] | None:
+    """The file's ``scale`` attribute (``--scale``), None when it was not scaled."""
+    try:
+        found = json.loads(attr(f, "scale", "null"))
+    except (TypeError, json.JSONDecodeError):
+        return {"unreadable": True}
+    return found if isinstance(found, dict) else None
 
 
 def contained(part: Any, whole: Any) -> bool:
