@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -623,7 +624,11 @@ def run_main(args: list[str]) -> int:
     """Run the command; an error is one line on stderr and, with --json, one
     ``{"error": ..., "exit": N}`` object on stdout (so ``| jq`` never reads nothing)."""
     try:
-        cli.main(args=args, prog_name="tbptt", standalone_mode=False)
+        with warnings.catch_warnings():
+            # A numpy RuntimeWarning (overflow, invalid value) means a numeric path that
+            # is not guarded: it fails as an internal error, never as raw text plus inf.
+            warnings.simplefilter("error", RuntimeWarning)
+            cli.main(args=args, prog_name="tbptt", standalone_mode=False)
         return 0
     except click.exceptions.Exit as e:
         return e.exit_code

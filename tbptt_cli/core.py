@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tbptt_cli import atomic, hdf5, manifest, scaling
+from tbptt_cli import atomic, hdf5, manifest, materialize, scaling
 from tbptt_cli.config import Config
 from tbptt_cli.digest import in_background, sha256_file
 from tbptt_cli.errors import InputDataError, Interrupted, OutputError, UsageError
@@ -88,6 +88,8 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
         _require_samples(targets, config.input.path)
         if run.dry_run:
             join_checks()
+            for target in targets:  # what the gather of a real run would refuse
+                materialize.check_fits(target.plan, target.data, np.dtype(config.output.dtype))
             plans = [_summary(t, config, False) for t in targets]
             if output is None:  # nothing named: say so rather than show a made-up path
                 for summary in plans:
@@ -365,6 +367,8 @@ def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
         targets = _grid_targets(outdir, plans, data)
         _require_samples(targets, config.input.path)
         if run.dry_run:
+            for target in targets:
+                materialize.check_fits(target.plan, target.data, np.dtype(config.output.dtype))
             entries = _grid_entries(targets, config, written=False)
         else:
             files = [(t.path.name, t.plan) for t in targets]

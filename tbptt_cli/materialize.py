@@ -49,7 +49,8 @@ def gather(
         with np.errstate(over="raise"):
             return _gather(plan, data, start, stop, dtype, buffer)
     except FloatingPointError:
-        raise too_large(data, dtype) from None
+        error = too_large(data, dtype)
+        raise error or InputDataError(f"a value is too large for {dtype}") from None
 
 
 def _gather(
@@ -132,28 +133,57 @@ def _scaled(values: np.ndarray, transform: Transform | None) -> np.ndarray:
     return values if transform is None else transform(values)
 
 
-def too_large(data: SequenceSet, dtype: np.dtype) -> InputDataError:
-    """The column holding the largest value (as it would be written) beyond ``dtype``."""
+def check_fits(plan: Plan, data: SequenceSet, dtype: np.dtype) -> None:
+    """Raise what `gather` would raise for a value ``dtype`` cannot hold, without
+    gathering (a dry run): only the steps the plan writes are looked at."""
+    real = plan.sequence >= 0
+    starts = data.starts[plan.sequence[real]] + plan.offset[real]
+    error = too_large(data, dtype, starts, plan.length[real])
+    if error is not None:
+        raise error
+
+
+def too_large(
+    data: SequenceSet,
+    dtype: np.dtype,
+    starts: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
+) -> InputDataError | None:
+    """The column holding the largest value (as it would be written) beyond ``dtype``,
+    among the steps of ``starts``/``lengths`` (default: every sequence's)."""
     from tbptt_cli.scaling import steps_in_blocks
 
+    starts = data.starts if starts is None else starts
+    lengths = data.lengths if lengths is None else lengths
     limit = float(np.finfo(dtype).max)
-    scaling = data.scaling
-    for kind, names, targets, transform in (
-        ("feature", data.feature_names, False, transforms(data)[0]),
-        ("target", data.target_names, True, transforms(data)[1]),
+    on_values, on_targets = transforms(data)
+    for kind, names, source, shift, transform in (
+        ("feature", data.feature_names, data.values, 0, on_values),
+        ("target", data.target_names, data.targets, data.target_shift, on_targets),
     ):
+        if source is None or not _may_exceed(source, limit, transform):
+            continue
         largest = np.zeros(len(names))
-        for block in steps_in_blocks(data, targets):
+        for block in steps_in_blocks(source, starts + shift, lengths):
             written = np.abs(_scaled(block, transform))
             largest = np.maximum(largest, written.max(axis=0, initial=0))
         if np.any(largest > limit):
             j = int(np.argmax(largest))
-            scaled = f" after --scale {scaling.method}" if scaling else ""
+            scaled = f" after --scale {data.scaling.method}" if data.scaling else ""
+            wider = [d for d in ("float32", "float64") if np.dtype(d).itemsize > dtype.itemsize]
+            fix = f"--dtype {wider[0]}" + (f" (or {wider[1]})" if len(wider) > 1 else "")
+            fix += "" if data.scaling else ", or --scale standard"
             return InputDataError(
                 f"{kind} '{names[j]}' holds {largest[j]:.6g}{scaled}, more than {dtype} can "
-                f"hold (largest {limit:.6g}); pass --dtype float32 or float64, or --scale standard"
+                f"hold (largest {limit:.6g}); pass {fix}"
             )
-    return InputDataError(f"a value is too large for {dtype}; pass --dtype float64")
+    return None
+
+
+def _may_exceed(source: np.ndarray, limit: float, transform: Transform | None) -> bool:
+    """False when no value of ``source`` can be beyond ``limit``: its own type is no wider."""
+    kind = source.dtype.kind
+    return transform is not None or kind != "f" or float(np.finfo(source.dtype).max) > limit
 
 
 def _windows(

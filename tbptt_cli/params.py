@@ -81,7 +81,15 @@ class DomainAcfParams(StatefulParams, JitterParams):
         ("pacf", "acf", "season"),
     )
     max_lag: int | None = opt(
-        None, "largest lag examined (default 10*log10(steps), below the longest sequence)"
+        None,
+        "largest lag examined (default 10*log10(steps); with --rule season at least 133, "
+        "a weekly series' year x 2.5, up to a third of the longest sequence)",
+    )
+    difference: str = opt(
+        "auto",
+        "analyse first differences: auto (when the ACF never crosses zero: a trend), 0 "
+        "(never) or 1 (always); the data written stays raw",
+        ("auto", "0", "1"),
     )
     alpha: float = opt(0.05, "significance level of the band +-z(1-alpha/2)/sqrt(n)")
     multiple: int = opt(1, "chunk length = chosen lag x this")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tbptt_cli.errors import InputDataError
 from tbptt_cli.sequences import SequenceSet
 
 BLOCK_ROWS = 1 << 16  # steps read at a time: memory stays bounded on a mapped input
@@ -73,10 +74,14 @@ def fit(data: SequenceSet, method: str) -> tuple[SequenceSet, list[str]]:
     """``data`` carrying the parameters fitted on its own steps, and the warnings."""
     if method == "none":
         return data, []
-    if method == "standard":
-        count, center, spread = _moments(data)
-    else:
-        count, center, spread = _range(data)
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            count, center, spread = _moments(data) if method == "standard" else _range(data)
+    except FloatingPointError:
+        raise InputDataError(
+            f"--scale {method}: the values are too large to compute the scale in float64 "
+            "(squares or ranges beyond 1e308); rescale the input first"
+        ) from None
     constant = count > 0 and not np.all(spread > 0)
     scale = np.where(spread > 0, spread, 1.0)
     warnings = []
@@ -97,7 +102,7 @@ def fit(data: SequenceSet, method: str) -> tuple[SequenceSet, list[str]]:
 def _moments(data: SequenceSet) -> tuple[int, np.ndarray, np.ndarray]:
     """Count, mean and standard deviation per column, merged block by block (Chan et al.)."""
     count, mean, m2 = 0, np.zeros(data.features), np.zeros(data.features)
-    for block in steps_in_blocks(data):
+    for block in steps_in_blocks(data.values, data.starts, data.lengths):
         n = len(block)
         block_mean = block.mean(axis=0)
         block_m2 = ((block - block_mean) ** 2).sum(axis=0)
@@ -112,7 +117,7 @@ def _moments(data: SequenceSet) -> tuple[int, np.ndarray, np.ndarray]:
 def _range(data: SequenceSet) -> tuple[int, np.ndarray, np.ndarray]:
     count = 0
     low, high = np.full(data.features, np.inf), np.full(data.features, -np.inf)
-    for block in steps_in_blocks(data):
+    for block in steps_in_blocks(data.values, data.starts, data.lengths):
         count += len(block)
         low = np.minimum(low, block.min(axis=0))
         high = np.maximum(high, block.max(axis=0))
@@ -121,26 +126,24 @@ def _range(data: SequenceSet) -> tuple[int, np.ndarray, np.ndarray]:
     return count, low, high - low
 
 
-def steps_in_blocks(data: SequenceSet, targets: bool = False) -> Iterator[np.ndarray]:
-    """The set's steps (its values, or its targets) as float64 blocks ``[n, columns]``,
-    each step once, in storage order; rows that belong to no sequence are skipped."""
-    source = data.targets if targets else data.values
-    if source is None:
+def steps_in_blocks(
+    source: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> Iterator[np.ndarray]:
+    """The rows ``[starts[i], starts[i] + lengths[i])`` of ``source`` as float64 blocks
+    ``[n, columns]``, each row once (ranges may overlap), in storage order."""
+    order = np.argsort(starts, kind="stable")
+    begins = np.asarray(starts, dtype=np.int64)[order]
+    ends = begins + np.asarray(lengths, dtype=np.int64)[order]
+    live = ends > begins
+    begins, ends = begins[live], ends[live]
+    if not len(begins):
         return
-    shift = data.target_shift if targets else 0
-    order = np.argsort(data.starts, kind="stable")
-    starts = data.starts[order] + shift
-    ends = starts + data.lengths[order]
-    live = ends > starts
-    starts, ends = starts[live], ends[live]
-    if not len(starts):
-        return
-    first, last = int(starts[0]), int(ends.max())
+    reach = np.maximum.accumulate(ends)  # the furthest any range starting here or before goes
+    first, last = int(begins[0]), int(reach[-1])
     for begin in range(first, last, BLOCK_ROWS):
         rows = np.arange(begin, min(begin + BLOCK_ROWS, last))
-        # Sequences never overlap: a row is inside the last sequence starting at or before it.
-        owner = np.searchsorted(starts, rows, side="right") - 1
-        inside = ends[owner] > rows  # owner >= 0 here, since rows start at starts[0]
+        # rows start at begins[0], so every row has a range starting at or before it
+        inside = reach[np.searchsorted(begins, rows, side="right") - 1] > rows
         if inside.any():
             block = np.asarray(source[begin : begin + len(rows)], dtype=np.float64)
             yield block if inside.all() else block[inside]

@@ -156,6 +156,8 @@ def test_max_lag_is_clipped_below_the_longest_sequence():
         for w in plan.warnings
     )
     auto = plan_domain_acf(as_set(seasonal(5000, seed=3)), DomainAcfParams(rule="season"))
+    assert auto.report["analysis"]["max_lag"] == 133  # the season reach, below 5000 / 3
+    auto = plan_domain_acf(as_set(seasonal(5000, seed=3)), DomainAcfParams(rule="acf"))
     assert auto.report["analysis"]["max_lag"] == 36  # 10 * log10(5000)
 
 
@@ -169,10 +171,24 @@ def test_errors_name_the_problem_and_the_fix():
     with pytest.raises(InputDataError, match=r"'load' is constant"):
         plan_domain_acf(as_set(np.ones(50), names=("load",)), DomainAcfParams())
     trend = as_set(np.arange(300.0))
-    with pytest.raises(InputDataError, match=r"never crosses zero"):
-        plan_domain_acf(trend, DomainAcfParams(rule="season", max_lag=20))
-    with pytest.raises(InputDataError, match=r"never falls inside the band; raise --max-lag"):
-        plan_domain_acf(trend, DomainAcfParams(rule="acf", max_lag=20))
+    raw = DomainAcfParams(rule="season", max_lag=20, difference="0")
+    with pytest.raises(InputDataError) as raised:
+        plan_domain_acf(trend, raw)
+    assert str(raised.value) == (
+        "the ACF of 'x' up to lag 20 (band +-0.1132) never crosses zero (a trend?); pass "
+        "--difference 1 or --max-lag 133 (up to 299 for this input), or use --rule pacf"
+    )
+    with pytest.raises(InputDataError, match=r"never falls inside the band; pass --max-lag 133"):
+        plan_domain_acf(trend, replace(raw, rule="acf"))
+    with pytest.raises(InputDataError) as raised:  # auto: its differences are all 1
+        plan_domain_acf(trend, replace(raw, difference="auto"))
+    assert str(raised.value) == (
+        "the first differences of 'x' are constant within every sequence, so there is no "
+        "autocorrelation; pass --difference 0 or use split --length K"
+    )
+    short = as_set(np.arange(30.0))  # crosses zero near lag 9, never peaks after it
+    with pytest.raises(InputDataError, match=r"allow no lag past 29; use --rule pacf or split"):
+        plan_domain_acf(short, DomainAcfParams(rule="season", max_lag=29, difference="0"))
     with pytest.raises(UsageError, match=r"--alpha"):
         plan_domain_acf(noise, DomainAcfParams(alpha=1.5))
     with pytest.raises(UsageError, match=r"--multiple"):

@@ -31,6 +31,12 @@ FFT_BLOCK = 1 << 22  # float64 cells per FFT block: bounds memory with many shor
 BAR = 24  # characters of a correlogram bar, for |value| = 1
 SHOWN_LAGS = 36  # lag lines at most; beyond, a subset is shown (<= 40 lines)
 FIRST_LAGS = 12  # always shown when summarizing
+# The default --max-lag of --rule season reaches 2.5 x the longest season it looks for:
+# the year of a weekly series (52 or 53 steps). Longer seasons need --max-lag.
+SEASON_REACH = 133
+SMOOTH = 16  # --rule season: peaks found on the ACF averaged over lags k +- k/SMOOTH
+FUNDAMENTAL = 0.9  # --rule season: a shorter peak this high is the season, not its multiple
+CONSTANT_RMS = 1e-10  # spread below this, relative to the largest value: constant
 
 
 def lagged_products(x: np.ndarray, lengths: np.ndarray, nlags: int) -> np.ndarray:
@@ -77,7 +83,7 @@ def _block_products(
 
 def acf(x: np.ndarray, nlags: int) -> np.ndarray:
     """The biased ACF of one series at lags 0..nlags (statsmodels ``acf(adjusted=False)``)."""
-    x = np.asarray(x, dtype=np.float64).ravel()
+    x = unit(np.asarray(x, dtype=np.float64).ravel())
     products = lagged_products(x, np.array([len(x)]), nlags)
     if products[0] <= 0:
         raise InputDataError("the series is constant; its autocorrelation is undefined")
@@ -105,6 +111,22 @@ def pacf_ldb(acf_values: np.ndarray, nlags: int) -> np.ndarray:
     return pacf
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    """``x`` divided by its largest magnitude: the ACF does not change, and the lagged
+    products of values near 1e200 (or 1e-200) stay in float64's range."""
+    largest = float(np.abs(x).max(initial=0.0))
+    return x / largest if largest > 0 else x
+
+
+def first_differences(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x[t+1] - x[t]`` within each sequence (sequences end to end): one step shorter each."""
+    ends = np.cumsum(lengths)
+    within = np.ones(max(len(x) - 1, 0), dtype=bool)
+    last = ends[(ends > 0) & (ends < len(x))] - 1  # a difference across two sequences
+    within[last] = False
+    return np.diff(x)[within], np.maximum(lengths - 1, 0)
+
+
 def significance_band(alpha: float, steps: int) -> float:
     return NormalDist().inv_cdf(1.0 - alpha / 2.0) / math.sqrt(steps)
 
@@ -118,6 +140,14 @@ class Analysis:
     steps: int
     sequences: int
     max_lag: int
+    longest_lag: int  # the largest lag the input allows (its longest sequence - 1)
+    difference: int  # 1: the analysis ran on first differences
+
+    @property
+    def series(self) -> str:
+        """What was analysed, in words."""
+        differences = "the first differences of " if self.difference else ""
+        return f"{differences}{self.feature!r}"
 
 
 def feature_column(data: SequenceSet, feature: str | None) -> tuple[str, np.ndarray]:
@@ -141,8 +171,11 @@ def feature_column(data: SequenceSet, feature: str | None) -> tuple[str, np.ndar
     return data.feature_names[j], np.asarray(column, dtype=np.float64)
 
 
-def resolve_max_lag(requested: int | None, lengths: np.ndarray) -> tuple[int, list[str]]:
-    """The lags examined: as asked (or 10*log10(steps)), below the longest sequence."""
+def resolve_max_lag(
+    requested: int | None, lengths: np.ndarray, rule: str = "pacf"
+) -> tuple[int, list[str]]:
+    """The lags examined: as asked, or 10*log10(steps) (with --rule season at least
+    SEASON_REACH, up to a third of the longest sequence), below the longest sequence."""
     longest = int(lengths.max(initial=0))
     if longest < 2:
         raise InputDataError(
@@ -151,7 +184,10 @@ def resolve_max_lag(requested: int | None, lengths: np.ndarray) -> tuple[int, li
         )
     limit = longest - 1
     if requested is None:
-        return min(limit, max(1, int(10 * math.log10(int(lengths.sum()))))), []
+        default = max(1, int(10 * math.log10(int(lengths.sum()))))
+        if rule == "season":
+            default = max(default, min(SEASON_REACH, longest // 3))
+        return min(limit, default), []
     if requested < 1:
         raise UsageError(f"--max-lag must be at least 1, not {requested}")
     if requested > limit:
@@ -163,28 +199,71 @@ def resolve_max_lag(requested: int | None, lengths: np.ndarray) -> tuple[int, li
 
 
 def analyse(data: SequenceSet, params: DomainAcfParams) -> tuple[Analysis, list[str]]:
+    """The correlogram of the feature, or of its first differences (``--difference``)."""
     name, x = feature_column(data, params.feature)
     if not np.all(np.isfinite(x)):
         raise InputDataError(f"feature {name!r} has NaN/inf values; pass --nan ffill|zero|drop")
-    max_lag, warnings = resolve_max_lag(params.max_lag, data.lengths)
-    products = lagged_products(x, data.lengths, max_lag)
-    if products[0] <= 0:
-        raise InputDataError(
-            f"feature {name!r} is constant within every sequence, so it has no "
-            f"autocorrelation; choose another --feature or use split --length K"
-        )
-    correlations = products / products[0]
-    steps = int(data.lengths.sum())
+    x, lengths = unit(x), data.lengths
+    max_lag, warnings = resolve_max_lag(params.max_lag, lengths, params.rule)
+    # Every sample ACF crosses zero somewhere (its lags sum to -1/2); a stationary series
+    # does so within a few dozen lags, a trend only after about a third of its length.
+    # So a trend is an ACF above 0 up to 10*log10(steps) and a tenth of the longest
+    # sequence, however many lags --max-lag examines.
+    longest = int(lengths.max())
+    trend_lag = min(longest - 1, max(int(10 * math.log10(int(lengths.sum()))), longest // 10))
+    correlations = _correlations(
+        x, lengths, max(max_lag, trend_lag), f"feature {name!r} is", "choose another --feature"
+    )
+    trend = not np.any(correlations[1 : trend_lag + 1] <= 0)
+    correlations = correlations[: max_lag + 1]
+    differenced, shorter = first_differences(x, lengths)
+    possible = int(shorter.max(initial=0)) >= 2
+    difference = params.difference == "1" or (params.difference == "auto" and trend and possible)
+    if difference:
+        if not possible:
+            raise InputDataError(
+                f"--difference 1 leaves sequences of at most {int(shorter.max(initial=0))} "
+                "step(s), too short for an ACF; pass --difference 0"
+            )
+        if params.difference == "auto":
+            warnings.append(
+                f"the ACF of {name!r} stays above 0 up to lag {trend_lag} (a trend), so the lag "
+                "was chosen on its first differences; the data written stays raw "
+                "(--difference 0 analyses the series as it is)"
+            )
+        x, lengths = differenced, shorter
+        max_lag = min(max_lag, int(lengths.max()) - 1)
+        what = f"the first differences of {name!r} are"
+        correlations = _correlations(x, lengths, max_lag, what, "pass --difference 0")
+    steps = int(lengths.sum())
     band = significance_band(params.alpha, steps)
     pacf = pacf_ldb(correlations, max_lag)
-    live = int(np.count_nonzero(data.lengths))
-    return Analysis(name, correlations, pacf, band, steps, live, max_lag), warnings
+    live = int(np.count_nonzero(lengths))
+    limit = int(lengths.max(initial=0)) - 1
+    analysis = Analysis(
+        name, correlations, pacf, band, steps, live, max_lag, limit, int(difference)
+    )
+    return analysis, warnings
+
+
+def _correlations(
+    x: np.ndarray, lengths: np.ndarray, max_lag: int, what: str, fix: str
+) -> np.ndarray:
+    """The pooled ACF of ``x`` (scaled by `unit`); a series whose spread is only rounding
+    noise (the differences of a straight line) counts as constant."""
+    products = lagged_products(x, lengths, max_lag)
+    if products[0] <= CONSTANT_RMS**2 * len(x):
+        raise InputDataError(
+            f"{what} constant within every sequence, so there is no autocorrelation; "
+            f"{fix} or use split --length K"
+        )
+    return products / products[0]
 
 
 def choose_lag(rule: str, a: Analysis) -> int:
     """The lag each rule picks; InputDataError (65) when the correlogram offers none."""
     lags = np.arange(1, a.max_lag + 1)
-    seen = f"of {a.feature!r} up to lag {a.max_lag} (band +-{a.band:.4f})"
+    seen = f"of {a.series} up to lag {a.max_lag} (band +-{a.band:.4f})"
     if rule == "pacf":
         outside = lags[np.abs(a.pacf[1:]) > a.band]
         if not len(outside):
@@ -196,30 +275,80 @@ def choose_lag(rule: str, a: Analysis) -> int:
     if rule == "acf":
         inside = lags[np.abs(a.acf[1:]) <= a.band]
         if not len(inside):
-            raise InputDataError(
-                f"the ACF {seen} never falls inside the band; raise --max-lag or use --rule pacf"
-            )
+            raise InputDataError(f"the ACF {seen} never falls inside the band; {remedy(a)}")
         return int(inside[0])
     return _season(a, seen)
 
 
 def _season(a: Analysis, seen: str) -> int:
-    crossings = np.flatnonzero(a.acf[1:] <= 0) + 1
+    crossings = zero_crossings(a.acf, bool(a.difference))
     if not len(crossings):
+        trend = "" if a.difference else " (a trend?)"
         raise InputDataError(
-            f"the ACF {seen} never crosses zero (a trend?); difference the series, raise "
-            f"--max-lag or use --rule pacf"
+            f"the ACF {seen} never crosses zero{trend}; {remedy(a, not a.difference)}"
         )
     # A peak needs both neighbours, so the last lag examined cannot be one.
     k = np.arange(int(crossings[0]) + 1, a.max_lag)
-    r = a.acf
+    r = smoothed(a.acf)
     peaks = k[(r[k] > r[k - 1]) & (r[k] >= r[k + 1]) & (r[k] > a.band)]
     if not len(peaks):
         raise InputDataError(
             f"no significant ACF peak {seen} after its first zero crossing at lag "
-            f"{int(crossings[0])}; raise --max-lag or use --rule pacf"
+            f"{int(crossings[0])}; {remedy(a)}"
         )
-    return int(peaks[np.argmax(r[peaks])])
+    return fundamental(peaks, r)
+
+
+def fundamental(peaks: np.ndarray, r: np.ndarray) -> int:
+    """The highest peak, unless it is a multiple of a shorter peak nearly as high (at least
+    FUNDAMENTAL of it): noise often lifts 2 x the season a little above the season itself
+    (weekly CO2: 0.330 at lag 104, 0.319 at 53). A multiple may be off by one step per
+    period, since a season of 52.18 steps peaks at 52 or 53."""
+    highest = int(peaks[np.argmax(r[peaks])])
+    for lag in sorted(int(k) for k in peaks if r[k] >= FUNDAMENTAL * r[highest]):
+        times = round(highest / lag)
+        if lag < highest and times >= 2 and abs(highest - times * lag) <= times:
+            return lag
+    return highest
+
+
+def smoothed(r: np.ndarray) -> np.ndarray:
+    """The ACF averaged over a window of lags k +- k/SMOOTH around each lag k: a noisy
+    season's hump is jagged (weekly CO2 differenced: 0.303, 0.282, 0.262, 0.319 at lags
+    50..53), and a window that grows with the lag evens it out without blurring short
+    seasons. The window's edges cut lags fractionally, so its width grows smoothly and
+    does not favour one lag over its neighbour."""
+    lags = np.arange(len(r), dtype=np.float64)
+    half = np.maximum(lags / SMOOTH, 0.5)  # at least lag k itself
+    low = np.maximum(lags - half, -0.5)
+    high = np.minimum(lags + half, len(r) - 0.5)
+    # The integral of r as a step function (lag k covers k - 0.5 .. k + 0.5).
+    edges = np.arange(len(r) + 1) - 0.5
+    area = np.concatenate([[0.0], np.cumsum(r)])
+    return (np.interp(high, edges, area) - np.interp(low, edges, area)) / (high - low)
+
+
+def zero_crossings(r: np.ndarray, differenced: bool) -> np.ndarray:
+    """Lags >= 1 where the ACF is <= 0. First differences push lag 1 below 0 on their own
+    (differenced white noise has -0.5 there) while the hump around lag 0 goes on, so
+    there lag 1 alone, followed by a positive lag 2, is not where the hump ends."""
+    crossings = np.flatnonzero(r[1:] <= 0) + 1
+    if differenced and len(crossings) and crossings[0] == 1 and len(r) > 2 and r[2] > 0:
+        return crossings[1:]
+    return crossings
+
+
+def remedy(a: Analysis, difference: bool = False) -> str:
+    """What to pass to look further (which --max-lag), or what else to use."""
+    passes = ["--difference 1"] if difference else []
+    if a.max_lag < a.longest_lag:
+        wider = min(a.longest_lag, max(2 * a.max_lag, SEASON_REACH))
+        passes.append(f"--max-lag {wider} (up to {a.longest_lag} for this input)")
+    if not passes:
+        return (
+            f"the sequences allow no lag past {a.longest_lag}; use --rule pacf or split --length K"
+        )
+    return f"pass {' or '.join(passes)}, or use --rule pacf"
 
 
 def _bar(value: float, band: float) -> str:
@@ -254,7 +383,7 @@ def correlogram(a: Analysis, rule: str, chosen: int, length: int) -> str:
         return f"{value:+.3f}{star} {_bar(value, a.band)}"
 
     lines = [
-        f"ACF/PACF of {a.feature!r}: {a.steps} steps in {a.sequences} sequence(s), "
+        f"ACF/PACF of {a.series}: {a.steps} steps in {a.sequences} sequence(s), "
         f"band +-{a.band:.4f} (|)",
         f"{'lag':>4}  {'acf':<{BAR + 8}}  pacf",
     ]
@@ -300,6 +429,7 @@ def plan_domain_acf(data: SequenceSet, params: DomainAcfParams) -> Plan:
     analysis = {
         "feature": a.feature,
         "rule": params.rule,
+        "difference": a.difference,
         "lag": lag,
         "length": length,
         "multiple": params.multiple,
