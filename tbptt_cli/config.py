@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tbptt_cli.errors import ConfigError, UsageError
-from tbptt_cli.options import InputOptions, OutputOptions
+from tbptt_cli.options import InputOptions, OutputOptions, parse_target
 from tbptt_cli.registry import STRATEGIES
 
 
@@ -52,6 +52,7 @@ def check_outputs(config: Config) -> None:
 
 def check_required(config: Config) -> None:
     """Options the strategy cannot run without, checked before any input is read."""
+    parse_target(config.input.target, config.input.horizon)
     for field in dataclasses.fields(config.params):
         if field.metadata.get("required") and getattr(config.params, field.name) is None:
             flag = "--" + field.name.replace("_", "-")

@@ -299,10 +299,21 @@ def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
         "dtype": config.output.dtype,
         "bytes": _bytes(target, config, written),
         "warnings": list(plan.warnings),
-        "text": plan.text,
+        "text": "\n".join(t for t in (plan.text, horizon_note(config, data)) if t),
         "outputs": [str(target.path), str(target.manifest)]
         + ([target.extra["val"]["output"]] if "output" in target.extra.get("val", {}) else []),
     }
+
+
+def horizon_note(config: Config, data: SequenceSet) -> str:
+    """Said when --horizon H > 1 shortens every sequence by H steps."""
+    horizon = config.input.horizon
+    if horizon == 1 or not data.target_names:
+        return ""
+    return (
+        f"target {', '.join(data.target_names)}: y[t] = x[t+{horizon}]; each sequence "
+        f"loses its last {horizon} steps"
+    )
 
 
 def _bytes(target: Target, config: Config, written: bool) -> int:

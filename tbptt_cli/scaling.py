@@ -87,9 +87,9 @@ def fit(data: SequenceSet, method: str) -> tuple[SequenceSet, list[str]]:
     warnings = []
     if constant:
         names = [n for n, s in zip(data.feature_names, spread, strict=True) if not s > 0]
+        which = f"feature {names[0]} is" if len(names) == 1 else f"features {', '.join(names)} are"
         warnings.append(
-            f"--scale {method}: {', '.join(names)} constant in the training part; scaled "
-            "with scale 1 (all 0)"
+            f"--scale {method}: {which} constant in the training part; it is written as 0 (scale 1)"
         )
     columns = data.target_features
     n_targets = len(data.target_names)

@@ -342,8 +342,8 @@ def feature_index(features: Sequence[str], name: str) -> int:
     if name not in features:
         raise InputDataError(
             f"--target next:{name}: '{name}' is not a feature (the features are "
-            f"{', '.join(features)}); add it to --features, or use --target {name} for a "
-            "target column that is not an input"
+            f"{', '.join(features)}); next:COL predicts features: name one, or add the "
+            "column to --features"
         )
     return list(features).index(name)
 
