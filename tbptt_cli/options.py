@@ -65,7 +65,8 @@ class OutputOptions:
     compression: str = opt("none", "none, lzf or gzip[:0-9]")
     no_clobber: bool = opt(False, "fail (exit 73) if the output exists")
     report: str | None = opt(
-        None, "also write an HTML report of the output (needs tbptt-cli[report])",
+        None,
+        "also write an HTML report of the output (needs tbptt-cli[report])",
         path=True,
     )
     scale: str = opt(

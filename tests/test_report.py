@@ -199,9 +199,9 @@ def test_a_failed_run_writes_no_report(tmp_path: Path, tbptt, monkeypatch) -> No
 def test_report_from_a_config_file(tmp_path: Path, tbptt) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(
-        "strategy: domain-acf\ninput: {path: sample_data/load.csv, id_col: site, "
-        f"time_col: hour}}\ndomain-acf: {{rule: season}}\noutput: {{path: {tmp_path}/l.h5, "
-        f"report: {tmp_path}/l.html}}\n"
+        # Relative paths in a config are taken from its folder: these are absolute or local.
+        f"strategy: domain-acf\ninput: {{path: {Path(LOAD[0]).resolve()}, id_col: site, "
+        "time_col: hour}\ndomain-acf: {rule: season}\noutput: {path: l.h5, report: l.html}\n"
     )
     assert tbptt("run", config, "-q").code == 0
     page = (tmp_path / "l.html").read_text()

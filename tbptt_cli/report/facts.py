@@ -103,6 +103,7 @@ def from_manifest(section: dict[str, object], params: DomainAcfParams) -> Correl
         steps=int(values["n"]),  # type: ignore[call-overload]
         sequences=int(values["sequences"]),  # type: ignore[call-overload]
         max_lag=int(values["max_lag"]),  # type: ignore[call-overload]
+        difference=int(values.get("difference", 0)),  # type: ignore[call-overload]
     )
     return Correlogram(analysis, rule_choices(analysis, params))
 
@@ -132,7 +133,7 @@ def why(rule: str, a: acf.Analysis, lag: int) -> str:
     if rule == "acf":
         earlier = f"lags 1 to {lag - 1} are all outside it" if lag > 1 else "already at lag 1"
         return f"the first lag whose ACF ({a.acf[lag]:+.3f}) falls inside {band}; {earlier}"
-    crossing = int(np.flatnonzero(a.acf[1:] <= 0)[0]) + 1
+    crossing = int(acf.zero_crossings(a.acf, bool(a.difference))[0])
     return (
         f"the highest significant ACF peak ({a.acf[lag]:+.3f}) after the ACF first "
         f"crosses zero at lag {crossing}"

@@ -140,8 +140,10 @@ class Analysis:
     steps: int
     sequences: int
     max_lag: int
-    longest_lag: int  # the largest lag the input allows (its longest sequence - 1)
-    difference: int  # 1: the analysis ran on first differences
+    # The largest lag the input allows (its longest sequence - 1; None: not known, as for
+    # an analysis read back from a manifest), and 1 when first differences were analysed.
+    longest_lag: int | None = None
+    difference: int = 0
 
     @property
     def series(self) -> str:
@@ -341,7 +343,9 @@ def zero_crossings(r: np.ndarray, differenced: bool) -> np.ndarray:
 def remedy(a: Analysis, difference: bool = False) -> str:
     """What to pass to look further (which --max-lag), or what else to use."""
     passes = ["--difference 1"] if difference else []
-    if a.max_lag < a.longest_lag:
+    if a.longest_lag is None:
+        passes.append("a larger --max-lag")
+    elif a.max_lag < a.longest_lag:
         wider = min(a.longest_lag, max(2 * a.max_lag, SEASON_REACH))
         passes.append(f"--max-lag {wider} (up to {a.longest_lag} for this input)")
     if not passes:
