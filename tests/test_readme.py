@@ -110,7 +110,7 @@ def copy_tree(destination: Path) -> Path:
     skip = shutil.ignore_patterns(
         ".git",
         ".venv",
-        "venv",
+        "venv*",
         "out",
         "build",
         "*.egg-info",
