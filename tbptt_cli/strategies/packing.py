@@ -1,0 +1,170 @@
+"""Where every chunk of a stateful layout goes: pieces, ranks, rows and batches.
+
+A *piece* is the unit a layout places: a contiguous part of one sequence that fills one
+row over consecutive batches, state carried, starting with a reset. Without
+``--streams`` a piece is a whole sequence; with ``--streams S`` each sequence is cut into
+S parts of whole chunks (their chunk counts differ by at most one), as torch's
+``batchify`` cuts one token stream, so they can be laid side by side as S rows.
+
+Pieces are dealt to the ranks (longest first, each to the rank with the least work so
+far), then every rank lays its own pieces (in input order) into its B rows:
+
+- ``block``: B pieces side by side; the block spans as many batches as its longest piece.
+- ``lanes``: each row a queue of pieces; a row takes the next piece when its own ends.
+- ``stream``: each row a queue of steps; the next piece starts right after the previous
+  one, inside the same chunk (``position`` is then a step of the row, not a batch).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tbptt_cli.plan import ragged_arange
+
+
+@dataclass(frozen=True)
+class Pieces:
+    sequence: np.ndarray  # int64 [P]
+    start: np.ndarray  # int64 [P]: the piece's first step in its sequence
+    steps: np.ndarray  # int64 [P]
+    part: np.ndarray  # int64 [P]: which part of its sequence (0 without --streams)
+    counts: np.ndarray  # int64 [P]: chunks of the nominal length
+    last: np.ndarray  # bool [P]: holds its sequence's end, where --remainder applies
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def take(self, index: np.ndarray) -> Pieces:
+        return Pieces(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
+
+
+def cut(lengths: np.ndarray, units: np.ndarray, length: int, streams: int) -> Pieces:
+    """Each sequence as ``min(streams, units)`` parts of whole chunks; ``units`` are its
+    chunks under the remainder rule. A part's steps end where the next part begins; the
+    last part keeps the tail (padded or dropped by the remainder rule)."""
+    parts = np.minimum(streams, units)
+    sequence = np.repeat(np.arange(len(lengths), dtype=np.int64), parts)
+    part = ragged_arange(parts)
+    whole, extra = units // np.maximum(parts, 1), units % np.maximum(parts, 1)
+    counts = whole[sequence] + (part < extra[sequence])
+    before = np.cumsum(counts) - counts  # chunks before the piece, counted from sequence 0
+    start = (before - (np.cumsum(units) - units)[sequence]) * length
+    last = part == parts[sequence] - 1
+    steps = np.where(last, lengths[sequence] - start, counts * length)
+    return Pieces(sequence, start.astype(np.int64), steps, part, counts, last)
+
+
+def deal(weights: np.ndarray, ranks: int) -> np.ndarray:
+    """The rank of every piece: the heaviest first, each to the rank with the least weight
+    so far (ties: the lowest rank)."""
+    rank = np.zeros(len(weights), dtype=np.int64)
+    if ranks == 1:
+        return rank
+    load = [(0, r) for r in range(ranks)]
+    for i in np.argsort(-weights, kind="stable").tolist():
+        total, r = load[0]
+        rank[i] = r
+        heapq.heapreplace(load, (total + int(weights[i]), r))
+    return rank
+
+
+def lane_schedule(
+    count_at: Callable[[int, int], int], pieces: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Piece i goes to the row that frees first (ties: lowest row), where it takes
+    ``count_at(i, first)`` batches (or steps): returns (row, first, count) per piece."""
+    rows, first, counts = (np.empty(pieces, dtype=np.int64) for _ in range(3))
+    free = [(0, row) for row in range(batch_size)]
+    for i in range(pieces):
+        batch, row = free[0]
+        count = count_at(i, batch)
+        rows[i], first[i], counts[i] = row, batch, count
+        heapq.heapreplace(free, (batch + count, row))
+    return rows, first, counts
+
+
+def fixed_lanes(counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`lane_schedule` for fixed counts; equal counts are a plain round robin."""
+    if len(counts) and np.all(counts == counts[0]):
+        index = np.arange(len(counts))
+        return index % batch_size, (index // batch_size) * counts[0]
+    fixed = counts.tolist()
+    rows, first, _ = lane_schedule(lambda i, _: fixed[i], len(fixed), batch_size)
+    return rows, first
+
+
+def fixed_blocks(counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, first batch) of B pieces side by side, each block as long as its longest."""
+    index = np.arange(len(counts))
+    padded = np.zeros(-(-len(counts) // batch_size) * batch_size, dtype=np.int64)
+    padded[: len(counts)] = counts
+    block_batches = padded.reshape(-1, batch_size).max(axis=1)
+    block_first = np.cumsum(block_batches) - block_batches
+    return index % batch_size, block_first[index // batch_size]
+
+
+def fixed_schedule(pieces: Pieces, batch_size: int, packing: str) -> tuple[np.ndarray, np.ndarray]:
+    """(row, first) of one rank's pieces at the nominal chunk length: ``first`` is a batch,
+    or for ``stream`` a step of the row."""
+    if packing == "block":
+        return fixed_blocks(pieces.counts, batch_size)
+    return fixed_lanes(pieces.steps if packing == "stream" else pieces.counts, batch_size)
+
+
+@dataclass(frozen=True)
+class Dealt:
+    """Pieces dealt to ranks, each rank's pieces in input order."""
+
+    pieces: Pieces
+    ranks: int
+    rank: np.ndarray  # int64 [P]
+
+    @classmethod
+    def of(cls, pieces: Pieces, ranks: int, packing: str) -> Dealt:
+        weights = pieces.steps if packing == "stream" else pieces.counts
+        return cls(pieces, ranks, deal(weights, ranks))
+
+    def members(self) -> list[np.ndarray]:
+        """The pieces of each rank, in input order."""
+        return [np.flatnonzero(self.rank == r) for r in range(self.ranks)]
+
+
+def filler(dealt: Dealt, batch_size: int, packing: str, length: int) -> tuple[int, int]:
+    """(filler rows, all rows) of the layout at the nominal chunk length."""
+    batches, real = 0, 0
+    for members in dealt.members():
+        mine = dealt.pieces.take(members)
+        rows, first = fixed_schedule(mine, batch_size, packing)
+        if packing == "stream":
+            ends = np.bincount(rows, weights=mine.steps, minlength=batch_size).astype(np.int64)
+            batches = max(batches, -(-int(ends.max(initial=0)) // length))
+            real += int((-(-ends // length)).sum())
+        else:
+            batches = max(batches, int((first + mine.counts).max(initial=0)))
+            real += int(mine.counts.sum())
+    total = batches * batch_size * dealt.ranks
+    return total - real, total
+
+
+def filler_bound(dealt: Dealt, batch_size: int, packing: str, length: int) -> tuple[int, int]:
+    """A lower bound of `filler` that needs no lane simulation (block: exact)."""
+    if packing == "block":
+        return filler(dealt, batch_size, packing, length)
+    batches, real = 0, 0
+    for members in dealt.members():
+        mine = dealt.pieces.take(members)
+        if packing == "stream":
+            steps = int(mine.steps.sum())
+            longest = max(-(-steps // batch_size), int(mine.steps.max(initial=0)))
+            batches = max(batches, -(-longest // length))
+            real += steps // length + batch_size  # each row's last chunk may be partial
+        else:
+            chunks = int(mine.counts.sum())
+            batches = max(batches, -(-chunks // batch_size), int(mine.counts.max(initial=0)))
+            real += chunks
+    total = batches * batch_size * dealt.ranks
+    return max(total - real, 0), total
