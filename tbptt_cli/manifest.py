@@ -83,7 +83,7 @@ def reset_every(plan: Plan) -> int | None:
         return 1
     if plan.packing != "block" or plan.samples == 0:
         return None
-    whole: np.ndarray = plan.reset.reshape(-1, plan.ranks, plan.batch_size).all(axis=2)
+    whole = np.all(plan.reset.reshape(-1, plan.ranks, plan.batch_size) != 0, axis=2)
     gaps: set[int] = set()
     for rank in range(plan.ranks):
         starts = np.flatnonzero(whole[:, rank])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -97,14 +97,18 @@ def fixed_lanes(counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.nda
     return rows, first
 
 
+def block_batches(counts: np.ndarray, batch_size: int) -> np.ndarray:
+    """The batches of each block of B pieces side by side: its longest piece's chunks."""
+    padded = np.zeros(-(-len(counts) // batch_size) * batch_size, dtype=np.int64)
+    padded[: len(counts)] = counts
+    return padded.reshape(-1, batch_size).max(axis=1)
+
+
 def fixed_blocks(counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, first batch) of B pieces side by side, each block as long as its longest."""
     index = np.arange(len(counts))
-    padded = np.zeros(-(-len(counts) // batch_size) * batch_size, dtype=np.int64)
-    padded[: len(counts)] = counts
-    block_batches = padded.reshape(-1, batch_size).max(axis=1)
-    block_first = np.cumsum(block_batches) - block_batches
-    return index % batch_size, block_first[index // batch_size]
+    batches = block_batches(counts, batch_size)
+    return index % batch_size, (np.cumsum(batches) - batches)[index // batch_size]
 
 
 def fixed_schedule(pieces: Pieces, batch_size: int, packing: str) -> tuple[np.ndarray, np.ndarray]:
@@ -117,28 +121,44 @@ def fixed_schedule(pieces: Pieces, batch_size: int, packing: str) -> tuple[np.nd
 
 @dataclass(frozen=True)
 class Dealt:
-    """Pieces dealt to ranks, each rank's pieces in input order."""
+    """Pieces dealt to ranks: ``members[r]`` are rank r's pieces in input order and
+    ``own[r]`` those pieces themselves."""
 
     pieces: Pieces
     ranks: int
     rank: np.ndarray  # int64 [P]
+    members: list[np.ndarray]
+    own: list[Pieces]
+    laid: dict[tuple[int, int, str], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )  # `schedule`'s results: lanes are simulated once per batch size, not per question
+
+    def schedule(self, rank: int, batch_size: int, packing: str) -> tuple[np.ndarray, np.ndarray]:
+        """`fixed_schedule` of one rank's pieces."""
+        key = (rank, batch_size, packing)
+        if key not in self.laid:
+            self.laid[key] = fixed_schedule(self.own[rank], batch_size, packing)
+        return self.laid[key]
 
     @classmethod
     def of(cls, pieces: Pieces, ranks: int, packing: str) -> Dealt:
         weights = pieces.steps if packing == "stream" else pieces.counts
-        return cls(pieces, ranks, deal(weights, ranks))
-
-    def members(self) -> list[np.ndarray]:
-        """The pieces of each rank, in input order."""
-        return [np.flatnonzero(self.rank == r) for r in range(self.ranks)]
+        rank = deal(weights, ranks)
+        if ranks == 1:
+            return cls(pieces, 1, rank, [np.arange(len(pieces))], [pieces])
+        members = [np.flatnonzero(rank == r) for r in range(ranks)]
+        return cls(pieces, ranks, rank, members, [pieces.take(m) for m in members])
 
 
 def filler(dealt: Dealt, batch_size: int, packing: str, length: int) -> tuple[int, int]:
     """(filler rows, all rows) of the layout at the nominal chunk length."""
     batches, real = 0, 0
-    for members in dealt.members():
-        mine = dealt.pieces.take(members)
-        rows, first = fixed_schedule(mine, batch_size, packing)
+    for rank, mine in enumerate(dealt.own):
+        if packing == "block":
+            batches = max(batches, int(block_batches(mine.counts, batch_size).sum()))
+            real += int(mine.counts.sum())
+            continue
+        rows, first = dealt.schedule(rank, batch_size, packing)
         if packing == "stream":
             ends = np.bincount(rows, weights=mine.steps, minlength=batch_size).astype(np.int64)
             batches = max(batches, -(-int(ends.max(initial=0)) // length))
@@ -151,12 +171,9 @@ def filler(dealt: Dealt, batch_size: int, packing: str, length: int) -> tuple[in
 
 
 def filler_bound(dealt: Dealt, batch_size: int, packing: str, length: int) -> tuple[int, int]:
-    """A lower bound of `filler` that needs no lane simulation (block: exact)."""
-    if packing == "block":
-        return filler(dealt, batch_size, packing, length)
+    """A lower bound of `filler` (lanes, stream) that needs no simulation of the rows."""
     batches, real = 0, 0
-    for members in dealt.members():
-        mine = dealt.pieces.take(members)
+    for mine in dealt.own:
         if packing == "stream":
             steps = int(mine.steps.sum())
             longest = max(-(-steps // batch_size), int(mine.steps.max(initial=0)))

@@ -37,7 +37,6 @@ from tbptt_cli.strategies.packing import (
     cut,
     filler,
     filler_bound,
-    fixed_schedule,
     lane_schedule,
 )
 
@@ -126,7 +125,7 @@ def auto_batch(dealt: Dealt, packing: str, length: int, max_filler: float) -> in
         -(-len(dealt.pieces) // dealt.ranks),
         max_filler,
         lambda size: filler(dealt, size, packing, length),
-        lambda size: filler_bound(dealt, size, packing, length),
+        None if packing == "block" else lambda size: filler_bound(dealt, size, packing, length),
     )
 
 
@@ -266,14 +265,13 @@ def _schedule(
     rows = np.zeros(len(pieces), dtype=np.int64)
     first = np.zeros(len(pieces), dtype=np.int64)
     jittered = batch_lengths.chunking.jitter > 0 and params.packing != "stream"
-    for members in dealt.members():
-        mine = pieces.take(members)
+    for rank, (members, mine) in enumerate(zip(dealt.members, dealt.own, strict=True)):
         if jittered:
             drop = mine.last & (params.remainder == "drop")
             laid = _jittered_schedule(mine, drop, size, params.packing, batch_lengths)
             counts[members], rows[members], first[members] = laid
         else:
-            rows[members], first[members] = fixed_schedule(mine, size, params.packing)
+            rows[members], first[members] = dealt.schedule(rank, size, params.packing)
     return counts, rows, first
 
 
@@ -338,9 +336,10 @@ def _emit_chunks(
     part[sample] = pieces.part[piece]
     # Keras resets whole batches: the first batch of every block (lanes: of the rank's
     # file) resets every row.
-    if packing == "block":
-        live = counts > 0
-        whole = np.unique(first[live] * ranks + dealt.rank[live])
+    if packing == "block":  # the first piece of each block: members B apart in each rank
+        heads = np.concatenate([members[::batch_size] for members in dealt.members])
+        whole = first[heads] * ranks + dealt.rank[heads]
+        whole = whole[whole < batches * ranks]
     else:
         whole = np.arange(ranks if batches else 0)
     plan["reset"][(whole[:, None] * batch_size + np.arange(batch_size)).ravel()] = 1
@@ -369,7 +368,8 @@ def _emit_stream(
     high = np.minimum(end[piece], cum[batch + 1])
     sample = (batch * ranks + dealt.rank[piece]) * batch_size + rows[piece]
     column = low - cum[batch]
-    order = np.lexsort((column, sample))
+    # A row's pieces come in queue order, so sorting by row alone keeps their columns sorted.
+    order = np.argsort(sample, kind="stable")
     segments = Segments(
         sample[order],
         column[order],
