@@ -6,7 +6,10 @@ handle is opened on first use and reopened in a forked worker, because an h5py h
 shared across ``fork`` is not safe, and a pickled `BatchFile` carries the path only.
 
 Row i of batch k continues row i of batch k-1 unless ``reset[i]``: carry the recurrent
-state across batches, zero the rows flagged in ``reset``, and never shuffle.
+state across batches, zero the rows flagged in ``reset``, and never shuffle. A file laid
+out for R data-parallel ranks (``--ranks``) is read by rank: ``BatchFile(path, rank=r,
+world_size=R)`` yields rank r's batches; without a rank, each batch holds the R ranks'
+rows side by side (one process training on all of them carries state the same way).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tbptt_cli.errors import InputDataError, InputMissingError
 
 FORMAT_VERSION = 1
 ROW_DATASETS = ("sequence", "offset", "reset")
-DATASETS = ("X", "y", "mask", "loss_mask", *ROW_DATASETS)
+DATASETS = ("X", "y", "mask", "loss_mask", "step_reset", "step_sequence", *ROW_DATASETS)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Batch:
     sequence: np.ndarray  # int64 [rows], -1 for filler rows
     offset: np.ndarray  # int64 [rows], first real step's position in its sequence
     length: int  # timesteps: the window, or batch_length[index] (variable-length BPTT)
+    step_reset: np.ndarray | None = None  # uint8 [rows, length], --packing stream
+    step_sequence: np.ndarray | None = None  # int64 [rows, length], --packing stream
 
     @property
     def rows(self) -> int:
@@ -54,7 +59,12 @@ class BatchFile:
     then closes it again; the datasets are opened lazily, once per process.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         self.path = Path(path)
         with _open(self.path) as f:
             self.attrs: dict[str, Any] = _check_format(f, self.path)
@@ -63,19 +73,26 @@ class BatchFile:
             self.has_loss_mask = "loss_mask" in f
             self.batch_length = np.asarray(f["batch_length"][:]) if "batch_length" in f else None
         self._batch_size = int(self.attrs["batch_size"])
-        if self._batch_size < 1:
+        self.ranks = int(self.attrs.get("ranks", 1))
+        if self._batch_size < 1 or self.ranks < 1:
             raise InputDataError(
-                f"{self.path}: attribute batch_size is {self._batch_size}; "
-                "the file is damaged, write it again"
+                f"{self.path}: attribute batch_size is {self._batch_size}, ranks "
+                f"{self.ranks}; the file is damaged, write it again"
             )
+        self.rank = _check_rank(self.path, rank, world_size, self.ranks)
+        # Batch k read here is rows [k * step + skip, + rows): one rank's batch, or all ranks'.
+        self._rows = self._batch_size if rank is not None else self._batch_size * self.ranks
+        self._step = self._batch_size * self.ranks
+        self._skip = self._batch_size * (rank or 0)
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._data: dict[str, h5py.Dataset] = {}
 
     @property
     def batch_size(self) -> int:
-        """The batch size the file is laid out for (a stateful file works with no other)."""
-        return self._batch_size
+        """Rows per batch read: the size the file is laid out for (per rank, or times the
+        ranks when no rank is chosen). A stateful file works with no other."""
+        return self._rows
 
     @property
     def window(self) -> int:
@@ -86,7 +103,7 @@ class BatchFile:
         return bool(self.attrs["stateful"])
 
     def __len__(self) -> int:
-        return -(-self.samples // self._batch_size)
+        return -(-self.samples // self._step)
 
     def __getitem__(self, index: int) -> Batch:
         count = len(self)
@@ -94,8 +111,11 @@ class BatchFile:
         if not 0 <= k < count:
             raise IndexError(f"batch {index} out of range: {self.path} has {count} batches")
         data = self._datasets()
-        rows = slice(k * self._batch_size, min((k + 1) * self._batch_size, self.samples))
-        steps = self.window if self.batch_length is None else int(self.batch_length[k])
+        first = k * self._step + self._skip
+        rows = slice(first, min(first + self._rows, self.samples))
+        # Every rank's batch k has the same length: that of the file's batch k * ranks.
+        lengths = self.batch_length
+        steps = self.window if lengths is None else int(lengths[k * self.ranks])
 
         def window(name: str) -> np.ndarray:
             # h5py reads only the hyperslab [rows, :steps]: memory stays one batch.
@@ -111,6 +131,8 @@ class BatchFile:
             sequence=data["sequence"][rows],
             offset=data["offset"][rows],
             length=steps,
+            step_reset=window("step_reset") if "step_reset" in data else None,
+            step_sequence=window("step_sequence") if "step_sequence" in data else None,
         )
 
     def __iter__(self) -> Iterator[Batch]:
@@ -136,7 +158,8 @@ class BatchFile:
         return state
 
     def __repr__(self) -> str:
-        return f"BatchFile({str(self.path)!r}, batches={len(self)}, batch_size={self._batch_size})"
+        rank = f", rank={self.rank}" if self.rank is not None else ""
+        return f"BatchFile({str(self.path)!r}{rank}, batches={len(self)}, batch_size={self._rows})"
 
     def _datasets(self) -> dict[str, h5py.Dataset]:
         """This process's datasets; a forked child opens its own file, not the parent's."""
@@ -147,6 +170,18 @@ class BatchFile:
             self._pid = os.getpid()
             self._data = {name: self._file[name] for name in DATASETS if name in self._file}
         return self._data
+
+
+def _check_rank(path: Path, rank: int | None, world_size: int | None, ranks: int) -> int | None:
+    """The rank to read (None: all side by side); a world size must be the file's."""
+    if world_size is not None and world_size != ranks:
+        raise ValueError(
+            f"{path} is laid out for {ranks} rank(s), not a world size of {world_size}; "
+            f"write it with --ranks {world_size}"
+        )
+    if rank is not None and not 0 <= rank < ranks:
+        raise ValueError(f"rank {rank} is not one of the {ranks} rank(s) {path} is laid out for")
+    return rank
 
 
 def _open(path: Path) -> h5py.File:
