@@ -253,7 +253,8 @@ def batch_text(t: dict[str, Any]) -> str:
     """``6 (15 batches, 18.9% filler)``; per rank ``6 x 2 ranks (8 batches each, ...)``;
     and with --streams the parts per sequence."""
     size, ranks = t["batch_size"], t["ranks"]
-    each = f"{t['batches'] // ranks} batches each" if ranks > 1 else f"{t['batches']} batches"
+    count = t["batches"] // ranks
+    each = f"{count} batch{'es' if count != 1 else ''}" + (" each" if ranks > 1 else "")
     streams = f"{t['streams']} streams per sequence, " if t["streams"] > 1 else ""
     width = f"{size} x {ranks} ranks" if ranks > 1 else f"{size}"
     return f"{width} ({streams}{each}, {t['filler_share']:.1%} filler)"

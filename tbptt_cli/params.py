@@ -21,8 +21,10 @@ class BatchParams:
         "rows per batch: auto (the largest up to 128 within --max-filler) or an integer",
         auto_or_int=True,
     )
-    max_filler: float = opt(
-        0.1, "with --batch-size auto: the largest share of filler rows (fully masked) allowed"
+    max_filler: float | None = opt(
+        None,
+        "with --batch-size auto: the largest share of filler rows (fully masked) allowed "
+        "(default 0.1)",
     )
 
 

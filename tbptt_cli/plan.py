@@ -23,6 +23,7 @@ class BatchChoice:
     size: int | None
     max_filler: float = DEFAULT_MAX_FILLER
     ranks: int = 1
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,14 @@ def batch_choice(params: Any) -> BatchChoice:
     if ranks < 1:
         raise UsageError(f"--ranks must be at least 1, not {ranks}")
     size = parse_batch_size(params.batch_size)
-    return BatchChoice(size, check_max_filler(params.max_filler), ranks)
+    given = params.max_filler
+    unused = given is not None and size is not None and getattr(params, "streams", 1) != "auto"
+    warnings = (
+        f"--max-filler {given} was not used: it bounds the filler of --batch-size auto "
+        f"(and --streams auto), and the batch size is {size}",
+    )
+    max_filler = DEFAULT_MAX_FILLER if given is None else check_max_filler(given)
+    return BatchChoice(size, max_filler, ranks, warnings if unused else ())
 
 
 def check_max_filler(value: float) -> float:
@@ -243,7 +251,7 @@ def stateless_plan(
         return total - rows, total
 
     size = batch.size or choose_batch(max(1, rows), batch.max_filler, filler)
-    warnings = list(extra.pop("warnings", ()))
+    warnings = [*extra.pop("warnings", ()), *batch.warnings]
     if batch.size is None and size == 1 and rows > 1:
         warnings.append(batch_one_warning(batch.max_filler, "pass --batch-size B"))
     fill = filler_rows(filler(size)[0])

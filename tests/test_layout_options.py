@@ -62,7 +62,7 @@ def test_stateless_outputs_pad_to_the_batch_size_given(tmp_path, tbptt, command)
         source.write_text("id,t,x,eos\n" + "\n".join(rows) + "\n")
         command = [*command, "--id-col", "id", "--time-col", "t"]
     out = tmp_path / "o.h5"
-    assert tbptt(*command, source, "-o", out).stderr.count(", batch 13 (1 batches, 0.0%") == 1
+    assert tbptt(*command, source, "-o", out).stderr.count(", batch 13 (1 batch, 0.0%") == 1
     result = tbptt(*command, source, "--batch-size", 7, "--json", "-o", out)
     summary = json.loads(result.stdout)
     assert (summary["samples"], summary["batch_size"], summary["batches"]) == (14, 7, 2)
@@ -138,3 +138,14 @@ def test_mostly_padding_warns_with_the_cure(tmp_path, tbptt, args, cure):
 def test_a_little_padding_gives_no_warning(tmp_path, tbptt):
     result = tbptt("split", npz(tmp_path, [60, 58]), "--length", 10, "-o", tmp_path / "o.h5")
     assert "warning" not in result.stderr
+
+
+def test_max_filler_with_a_given_batch_size_is_said_to_be_unused(tmp_path, tbptt):
+    source = npz(tmp_path, [60, 30])
+    result = tbptt("split", source, "--length", 10, "--batch-size", 2, "--max-filler", 0.2, "-n")
+    assert (
+        "tbptt: warning: --max-filler 0.2 was not used: it bounds the filler of --batch-size "
+        "auto (and --streams auto), and the batch size is 2\n"
+    ) in result.stderr
+    quiet = tbptt("split", source, "--length", 10, "--batch-size", 2, "--streams", "auto", "-n")
+    assert "warning" not in quiet.stderr

@@ -233,7 +233,7 @@ def layout_warnings(
     choice: BatchChoice,
     size: int,
 ) -> list[str]:
-    warnings = []
+    warnings = list(choice.warnings)
     if choice.size is None and size == 1 and int(pieces.counts.sum()) > choice.ranks:
         cures = ["pass --batch-size B"]
         if params.packing == "block":
