@@ -107,13 +107,18 @@ def test_the_config_file_takes_the_layout_keys(tmp_path, tbptt):
     assert summary["filler_share"] <= 0.05 and summary["warnings"] == []
 
 
-def test_a_single_series_warns_and_names_streams(tmp_path, tbptt):
+def test_batch_one_warns_with_the_cures_that_apply(tmp_path, tbptt):
     result = tbptt("split", npz(tmp_path, [500]), "--length", 10, "-o", tmp_path / "o.h5")
     assert (
         "tbptt: warning: --batch-size auto chose 1: every larger batch needs more than 10% "
-        "filler rows (--max-filler); pass --batch-size B, --packing lanes or --streams auto "
-        "(each sequence as parallel streams)\n"
+        "filler rows (--max-filler); one sequence fills one row; --streams auto cuts it into "
+        "parallel streams\n"
     ) in result.stderr
+    ragged = tbptt("split", npz(tmp_path, [500, 90, 260]), "--length", 10, "-n")
+    assert (
+        "filler rows (--max-filler); pass --batch-size B, a larger --max-filler, --packing "
+        "lanes or --streams auto (each sequence as parallel streams)\n"
+    ) in ragged.stderr
 
 
 @pytest.mark.parametrize(

@@ -235,13 +235,7 @@ def layout_warnings(
 ) -> list[str]:
     warnings = list(choice.warnings)
     if choice.size is None and size == 1 and int(pieces.counts.sum()) > choice.ranks:
-        cures = ["pass --batch-size B"]
-        if params.packing == "block":
-            cures.append("--packing lanes")
-        if params.streams == 1 and params.order == "interleaved":
-            cures.append("--streams auto (each sequence as parallel streams)")
-        listed = ", ".join(cures[:-1]) + " or " + cures[-1] if len(cures) > 1 else cures[0]
-        warnings.append(batch_one_warning(choice.max_filler, listed))
+        warnings.append(batch_one_warning(choice.max_filler, batch_cures(pieces, params, choice)))
     dropped = int(np.count_nonzero(units == 0))
     if dropped:
         warnings.append(f"{dropped} sequence(s) shorter than one chunk produced no sample")
@@ -254,6 +248,21 @@ def layout_warnings(
                 f"--streams {requested} parts (one per chunk)"
             )
     return warnings
+
+
+def batch_cures(pieces: Pieces, params: StatefulParams, choice: BatchChoice) -> str:
+    """What gives a batch larger than 1: more rows to fill it, or more filler allowed."""
+    streams = params.streams == 1 and params.order == "interleaved"
+    if len(pieces) <= choice.ranks:  # one piece per rank: only parallel streams help
+        if streams:
+            return "one sequence fills one row; --streams auto cuts it into parallel streams"
+        return "one sequence fills one row; pass more --streams"
+    cures = ["pass --batch-size B", "a larger --max-filler"]
+    if params.packing == "block":
+        cures.append("--packing lanes")
+    if streams:
+        cures.append("--streams auto (each sequence as parallel streams)")
+    return ", ".join(cures[:-1]) + " or " + cures[-1]
 
 
 def _schedule(
