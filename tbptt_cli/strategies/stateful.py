@@ -139,7 +139,9 @@ def choose_streams(
     if not len(live):
         return 1
     wanted = -(-STREAM_ROWS * choice.ranks // len(live))
-    most = max(1, min(wanted, int(np.median(live)) // MIN_STREAM_CHUNKS))
+    most = min(wanted, int(np.median(live)) // MIN_STREAM_CHUNKS)
+    if most <= 1:
+        return 1
     best: tuple[tuple[bool, int, float, int], int] | None = None
     for streams in range(1, most + 1):
         dealt = Dealt.of(cut(lengths, units, length, streams), choice.ranks, packing)
