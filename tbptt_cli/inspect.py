@@ -232,7 +232,7 @@ def suggest(data: SequenceSet, options: InputOptions) -> dict[str, Any]:
 
 def split_batch(lengths: np.ndarray, length: int) -> tuple[int, str]:
     """What ``--batch-size auto`` would pick; lanes when block packing only fits tiny batches."""
-    from tbptt_cli.strategies.stateful import choose_batch_size
+    from tbptt_cli.strategies.packing import choose_batch_size
 
     counts = -(-lengths[lengths > 0] // length)
     batch = choose_batch_size(counts, "block")

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import StatefulParams
-from tbptt_cli.strategies.stateful import Chunking, choose_batch_size, stateful_plan
+from tbptt_cli.strategies.packing import choose_batch_size
+from tbptt_cli.strategies.stateful import Chunking, stateful_plan
 
 
 def chunks_of(length: int, k: int, remainder: str) -> list[tuple[int, int]]:

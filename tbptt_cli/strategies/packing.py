@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tbptt_cli.plan import ragged_arange
+from tbptt_cli.plan import BatchChoice, choose_batch, ragged_arange, within
+
+STREAM_ROWS = 32  # --streams auto aims at this many rows per rank ...
+MIN_STREAM_CHUNKS = 8  # ... while every stream keeps at least this many chunks
 
 
 @dataclass(frozen=True)
@@ -185,3 +188,50 @@ def filler_bound(dealt: Dealt, batch_size: int, packing: str, length: int) -> tu
             real += chunks
     total = batches * batch_size * dealt.ranks
     return max(total - real, 0), total
+
+
+def choose_batch_size(
+    counts: np.ndarray, packing: str, max_filler: float = 0.1, ranks: int = 1
+) -> int:
+    """What ``--batch-size auto`` picks for whole sequences of ``counts`` chunks."""
+    counts = np.asarray(counts, dtype=np.int64)
+    index = np.arange(len(counts), dtype=np.int64)
+    pieces = Pieces(index, 0 * index, counts, 0 * index, counts, index >= 0)
+    return auto_batch(Dealt.of(pieces, ranks, packing), packing, 1, max_filler)
+
+
+def auto_batch(dealt: Dealt, packing: str, length: int, max_filler: float) -> int:
+    """The largest B up to 128 (and up to the pieces per rank) within ``max_filler``."""
+    return choose_batch(
+        -(-len(dealt.pieces) // dealt.ranks),
+        max_filler,
+        lambda size: filler(dealt, size, packing, length),
+        None if packing == "block" else lambda size: filler_bound(dealt, size, packing, length),
+    )
+
+
+def choose_streams(
+    lengths: np.ndarray, units: np.ndarray, length: int, choice: BatchChoice, packing: str
+) -> int:
+    """``--streams auto``: enough parts for about 32 rows per rank, each part at least 8
+    chunks long; among those the count that gives the largest batch within --max-filler
+    (a given batch size: the fewest parts within it), ties to fewer parts."""
+    live = units[units > 0]
+    if not len(live):
+        return 1
+    wanted = -(-STREAM_ROWS * choice.ranks // len(live))
+    most = min(wanted, int(np.median(live)) // MIN_STREAM_CHUNKS)
+    if most <= 1:
+        return 1
+    best: tuple[tuple[bool, int, float, int], int] | None = None
+    for streams in range(1, most + 1):
+        dealt = Dealt.of(cut(lengths, units, length, streams), choice.ranks, packing)
+        if len(dealt.pieces) < choice.ranks:
+            continue
+        size = choice.size or auto_batch(dealt, packing, length, choice.max_filler)
+        fill, total = filler(dealt, size, packing, length)
+        fits = within(fill, total, choice.max_filler)
+        key = (fits, size, 0.0 if fits else -fill / max(total, 1), -streams)
+        if best is None or key > best[0]:
+            best = (key, streams)
+    return best[1] if best else 1

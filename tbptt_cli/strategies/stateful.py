@@ -24,26 +24,22 @@ from tbptt_cli.plan import (
     Segments,
     batch_choice,
     batch_one_warning,
-    choose_batch,
     filler_rows,
     padding_warning,
     parse_batch_size,
     ragged_arange,
-    within,
 )
 from tbptt_cli.strategies.packing import (
     Dealt,
     Pieces,
+    auto_batch,
+    choose_streams,
     cut,
-    filler,
-    filler_bound,
     lane_schedule,
 )
 
 MIN_JITTER_LENGTH = 5
 DRAW = 4096  # batch lengths drawn at a time
-STREAM_ROWS = 32  # --streams auto aims at this many rows per rank ...
-MIN_STREAM_CHUNKS = 8  # ... while every stream keeps at least this many chunks
 
 
 @dataclass(frozen=True)
@@ -109,55 +105,11 @@ def chunk_counts(
     return -(-lengths // length)
 
 
-def choose_batch_size(
-    counts: np.ndarray, packing: str, max_filler: float = 0.1, ranks: int = 1
-) -> int:
-    """What ``--batch-size auto`` picks for whole sequences of ``counts`` chunks."""
-    counts = np.asarray(counts, dtype=np.int64)
-    index = np.arange(len(counts), dtype=np.int64)
-    pieces = Pieces(index, 0 * index, counts, 0 * index, counts, index >= 0)
-    return auto_batch(Dealt.of(pieces, ranks, packing), packing, 1, max_filler)
-
-
-def auto_batch(dealt: Dealt, packing: str, length: int, max_filler: float) -> int:
-    """The largest B up to 128 (and up to the pieces per rank) within ``max_filler``."""
-    return choose_batch(
-        -(-len(dealt.pieces) // dealt.ranks),
-        max_filler,
-        lambda size: filler(dealt, size, packing, length),
-        None if packing == "block" else lambda size: filler_bound(dealt, size, packing, length),
-    )
-
-
-def choose_streams(
-    lengths: np.ndarray, units: np.ndarray, length: int, choice: BatchChoice, packing: str
-) -> int:
-    """``--streams auto``: enough parts for about 32 rows per rank, each part at least 8
-    chunks long; among those the count that gives the largest batch within --max-filler
-    (a given batch size: the fewest parts within it), ties to fewer parts."""
-    live = units[units > 0]
-    if not len(live):
-        return 1
-    wanted = -(-STREAM_ROWS * choice.ranks // len(live))
-    most = min(wanted, int(np.median(live)) // MIN_STREAM_CHUNKS)
-    if most <= 1:
-        return 1
-    best: tuple[tuple[bool, int, float, int], int] | None = None
-    for streams in range(1, most + 1):
-        dealt = Dealt.of(cut(lengths, units, length, streams), choice.ranks, packing)
-        if len(dealt.pieces) < choice.ranks:
-            continue
-        size = choice.size or auto_batch(dealt, packing, length, choice.max_filler)
-        fill, total = filler(dealt, size, packing, length)
-        fits = within(fill, total, choice.max_filler)
-        key = (fits, size, 0.0 if fits else -fill / max(total, 1), -streams)
-        if best is None or key > best[0]:
-            best = (key, streams)
-    return best[1] if best else 1
-
-
-def check_layout(params: StatefulParams, chunking: Chunking, choice: BatchChoice) -> None:
-    """Combinations that cannot be laid out, refused before anything is planned."""
+def check_layout(
+    params: StatefulParams, chunking: Chunking, choice: BatchChoice, streams: int | None
+) -> None:
+    """Combinations that cannot be laid out, refused before anything is planned
+    (``streams`` None: auto)."""
     if params.order == "sequential":
         if choice.size not in (None, 1):
             raise UsageError(
@@ -165,7 +117,7 @@ def check_layout(params: StatefulParams, chunking: Chunking, choice: BatchChoice
                 f"carries state correctly with batch size 1, not {choice.size}; use "
                 f"--order interleaved"
             )
-        if params.streams != 1:
+        if streams != 1:
             raise UsageError(
                 "--streams lays the parts of a sequence side by side, --order sequential "
                 "one after another in a single row; drop one of them"
@@ -176,7 +128,7 @@ def check_layout(params: StatefulParams, chunking: Chunking, choice: BatchChoice
                 f"--packing stream pads only the end of each row, so --remainder "
                 f"{params.remainder} does not apply; drop it (or use --packing lanes)"
             )
-        if params.streams != 1:
+        if streams != 1:
             raise UsageError(
                 "--packing stream already queues sequences step after step in every row; "
                 "--streams cuts sequences for block and lanes packing: drop one of them"
@@ -195,14 +147,13 @@ def stateful_plan(
     if chunking.jitter < 0 or not 0 <= chunking.p_half <= 1:
         raise UsageError("--jitter must be >= 0 and --p-half between 0 and 1")
     choice = batch_choice(params)
-    check_layout(params, chunking, choice)
+    requested = parse_batch_size(params.streams, "--streams")
+    check_layout(params, chunking, choice, requested)
     if params.order == "sequential":
         choice = replace(choice, size=1)
     length, packing = chunking.length, params.packing
     units = chunk_counts(lengths, length, params.remainder, ids)
-    streams = parse_batch_size(params.streams, "--streams")
-    if streams is None:
-        streams = choose_streams(lengths, units, length, choice, packing)
+    streams = requested or choose_streams(lengths, units, length, choice, packing)
     pieces = cut(lengths, units, length, streams)
     if 0 < len(pieces) < choice.ranks:
         raise UsageError(
@@ -212,7 +163,7 @@ def stateful_plan(
         )
     dealt = Dealt.of(pieces, choice.ranks, packing)
     size = choice.size or auto_batch(dealt, packing, length, choice.max_filler)
-    warnings = layout_warnings(lengths, units, pieces, params, choice, size)
+    warnings = layout_warnings(units, pieces, params, choice, size, requested)
     batch_lengths = BatchLengths(chunking)
     if packing == "stream":
         rows, position = _schedule(dealt, size, params, batch_lengths)[1:]
@@ -228,20 +179,21 @@ def stateful_plan(
 
 
 def layout_warnings(
-    lengths: np.ndarray,
     units: np.ndarray,
     pieces: Pieces,
     params: StatefulParams,
     choice: BatchChoice,
     size: int,
+    requested: int | None,
 ) -> list[str]:
+    """What the run says about the layout: ``requested`` is the --streams given."""
     warnings = list(choice.warnings)
     if choice.size is None and size == 1 and int(pieces.counts.sum()) > choice.ranks:
-        warnings.append(batch_one_warning(choice.max_filler, batch_cures(pieces, params, choice)))
+        cures = batch_cures(pieces, params, choice, requested == 1)
+        warnings.append(batch_one_warning(choice.max_filler, cures))
     dropped = int(np.count_nonzero(units == 0))
     if dropped:
         warnings.append(f"{dropped} sequence(s) shorter than one chunk produced no sample")
-    requested = parse_batch_size(params.streams, "--streams")
     if requested:
         fewer = int(np.count_nonzero((units > 0) & (units < requested)))
         if fewer:
@@ -252,9 +204,10 @@ def layout_warnings(
     return warnings
 
 
-def batch_cures(pieces: Pieces, params: StatefulParams, choice: BatchChoice) -> str:
-    """What gives a batch larger than 1: more rows to fill it, or more filler allowed."""
-    streams = params.streams == 1 and params.order == "interleaved"
+def batch_cures(pieces: Pieces, params: StatefulParams, choice: BatchChoice, one: bool) -> str:
+    """What gives a batch larger than 1: more rows to fill it, or more filler allowed
+    (``one``: a single stream per sequence was asked for)."""
+    streams = one and params.order == "interleaved"
     if len(pieces) <= choice.ranks:  # one piece per rank: only parallel streams help
         if streams:
             return "one sequence fills one row; --streams auto cuts it into parallel streams"
