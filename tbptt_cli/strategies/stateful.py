@@ -172,8 +172,6 @@ def stateful_plan(
         counts, rows, first = _schedule(dealt, size, params, batch_lengths)
         plan = _emit_chunks(dealt, counts, rows, first, size, batch_lengths, packing)
     plan = replace(plan, order=params.order, streams=streams)
-    if streams == 1:
-        plan = replace(plan, part=None)
     padded = padding_warning(plan, chunking.shorter)
     return replace(plan, warnings=tuple(warnings + ([padded] if padded else [])))
 
@@ -287,17 +285,22 @@ def _emit_chunks(
     cum = batch_lengths.cumulative(batches)[: batches + 1]
     per_batch = np.diff(cum)
     plan = filler_rows(batches * ranks * batch_size)
-    part = np.full(len(plan["sequence"]), -1, dtype=np.int32)
+
+    def each(values: np.ndarray) -> np.ndarray:  # a piece's value for each of its chunks
+        return np.repeat(values, counts)
+
     chunk = ragged_arange(counts)
-    piece = np.repeat(np.arange(len(pieces)), counts)
-    batch = first[piece] + chunk
-    sample = (batch * ranks + dealt.rank[piece]) * batch_size + rows[piece]
-    offset = cum[batch] - cum[first[piece]]  # within the piece
-    plan["sequence"][sample] = pieces.sequence[piece]
-    plan["offset"][sample] = pieces.start[piece] + offset
-    plan["length"][sample] = np.minimum(per_batch[batch], pieces.steps[piece] - offset)
+    batch = each(first) + chunk
+    sample = batch * ranks * batch_size + each(dealt.rank * batch_size + rows)
+    offset = cum[batch] - each(cum[first])  # within the piece
+    plan["sequence"][sample] = each(pieces.sequence)
+    plan["offset"][sample] = each(pieces.start) + offset
+    plan["length"][sample] = np.minimum(per_batch[batch], each(pieces.steps) - offset)
     plan["reset"][sample[chunk == 0]] = 1
-    part[sample] = pieces.part[piece]
+    part = None
+    if pieces.part.any():  # --streams: which part of its sequence each row holds
+        part = np.full(len(plan["sequence"]), -1, dtype=np.int32)
+        part[sample] = each(pieces.part)
     # Keras resets whole batches: the first batch of every block (lanes: of the rank's
     # file) resets every row.
     if packing == "block":  # the first piece of each block: members B apart in each rank
