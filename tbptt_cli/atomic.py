@@ -13,6 +13,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -65,6 +66,7 @@ def output_lock(path: Path, wait: float = 0.0) -> Iterator[None]:
                     ) from None
                 time.sleep(0.05)
         remove_orphans(path, time.time_ns())
+        recover(path)
         yield
     finally:
         os.close(fd)
@@ -87,11 +89,18 @@ def remove_orphans(path: Path, before_ns: int) -> None:
 
 
 class Transaction:
-    """Temp files staged beside their final paths, renamed in order on ``commit``."""
+    """Files and directories staged beside their final paths, renamed in order on ``commit``.
+
+    A staged file is a temp file; a staged directory is a fresh directory that replaces
+    the final one whole (see `swap_in`), and files placed inside it need no temp name of
+    their own. Everything is fsynced before the first rename, and the renames run with
+    SIGINT/SIGTERM held back, so an output and its manifest change together.
+    """
 
     def __init__(self) -> None:
-        self.staged: list[tuple[Path, Path]] = []
+        self.staged: list[tuple[Path, Path]] = []  # (temp, final), in commit order
         self.started_ns = time.time_ns()
+        self.obsolete: list[Path] = []  # directories removed once the commit is done
 
     def stage(self, final: Path) -> Path:
         """A temp file beside ``final``; call it only while holding the output's lock."""
@@ -101,32 +110,69 @@ class Transaction:
         os.close(fd)
         temp = Path(name)
         # mkstemp creates 0600; outputs get the usual 0666 minus the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        self.staged.append((temp, final))
-        _STAGED.add(temp)
+        os.chmod(temp, 0o666 & ~_umask())
+        self._add(temp, final)
         return temp
 
+    def stage_dir(self, final: Path) -> Path:
+        """A fresh directory beside ``final`` that replaces it on commit (under its lock)."""
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(final), dir=final.parent))
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
+        self._add(staging, final)
+        return staging
+
+    def place(self, final: Path) -> Path:
+        """Where to write ``final``: its place inside a staged directory, else a temp file."""
+        inside = self._inside(final)
+        return inside if inside is not None else self.stage(final)
+
+    def place_dir(self, final: Path) -> Path:
+        """Where to build directory ``final``: inside a staged directory, else staged itself."""
+        inside = self._inside(final)
+        if inside is None:
+            return self.stage_dir(final)
+        inside.mkdir(parents=True, exist_ok=True)
+        return inside
+
+    def _inside(self, final: Path) -> Path | None:
+        for temp, target in self.staged:
+            if temp.is_dir() and final.is_relative_to(target) and final != target:
+                return temp / final.relative_to(target)
+        return None
+
+    def _add(self, temp: Path, final: Path) -> None:
+        self.staged.append((temp, final))
+        _STAGED.add(temp)
+
     def commit(self) -> None:
-        """fsync every file, rename in staging order, then fsync the directories."""
+        """fsync everything, rename in staging order, fsync the directories, then drop
+        what the new outputs replaced."""
         for temp, _ in self.staged:
-            fsync(temp)
+            fsync_tree(temp)
         directories = {final.parent for _, final in self.staged}
+        asides: list[Path] = []
         try:
             with signals_held():  # a signal between two renames would pair new data, old manifest
                 for temp, final in self.staged:
-                    os.replace(temp, final)
+                    if temp.is_dir():
+                        asides.append(swap_in(temp, final))
+                    else:
+                        os.replace(temp, final)
                     _STAGED.discard(temp)
                 self.staged.clear()
         finally:
             for directory in directories:
                 fsync(directory)
+            for old in asides + (self.obsolete if not self.staged else []):
+                shutil.rmtree(old, ignore_errors=True)
 
     def rollback(self) -> None:
         for temp, _ in self.staged:
             with contextlib.suppress(OSError):
-                temp.unlink()
+                if temp.is_dir():
+                    shutil.rmtree(temp)
+                else:
+                    temp.unlink()
             _STAGED.discard(temp)
         self.staged.clear()
 
@@ -139,6 +185,80 @@ def transaction() -> Iterator[Transaction]:
         yield txn
     finally:
         txn.rollback()
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# --- directories replaced whole -------------------------------------------------------
+#
+# A staged directory is swapped in with two renames: FINAL -> .FINAL.old, staging ->
+# FINAL. A run killed between the two leaves .FINAL.old, which the next run (holding the
+# same lock) puts back before it stages anything: `recover`.
+
+
+def aside_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def swap_in(staging: Path, final: Path) -> Path:
+    """Replace directory ``final`` by ``staging``; returns the old one's aside path, for
+    the caller to remove once every rename is done."""
+    aside = aside_path(final)
+    if final.exists():
+        os.rename(final, aside)
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if aside.exists():
+            os.rename(aside, final)
+        raise
+    return aside
+
+
+def recover(final: Path) -> None:
+    """Under the lock: put back a directory left aside by a killed run, drop stale staging."""
+    aside = aside_path(final)
+    if aside.is_dir():
+        if final.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(aside, final)
+    for orphan in final.parent.glob(temp_prefix(final) + "*"):
+        if orphan.is_dir():
+            shutil.rmtree(orphan, ignore_errors=True)
+
+
+def check_replaceable_dir(path: Path, no_clobber: bool, marker: str, kind: str) -> None:
+    """Fail early (exit 73); never replace a directory that is not a previous output of
+    this kind (one holding ``marker``)."""
+    if path.name in ("", ".", ".."):
+        raise OutputError(f"{path}: give the output directory a name, such as out/{kind}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write to directory {parent} (permission denied)")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a directory; {kind} writes a directory")
+    if path.exists() and no_clobber:
+        raise OutputError(f"{path}: exists and --no-clobber was given; remove it or drop the flag")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise OutputError(
+            f"{path}: exists and holds no {marker}, so it is not a {kind} output this run "
+            f"may replace; choose a new directory"
+        )
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync a file, or every file in a directory tree and the directories themselves."""
+    if path.is_dir():
+        for entry in sorted(path.iterdir()):
+            fsync_tree(entry)
+    fsync(path)
 
 
 def fsync(path: Path) -> None:
@@ -306,11 +426,13 @@ class _Watcher:
                 return byte[0]
 
 
-_STAGED: set[Path] = set()  # temp files of open transactions, for the signal watcher
+_STAGED: set[Path] = set()  # temp files and directories of open transactions, for the watcher
 
 
 def _remove_staged() -> None:
     for temp in list(_STAGED):
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
         with contextlib.suppress(OSError):
             temp.unlink()
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import numpy as np
 from tbptt_cli import atomic, hdf5, manifest, materialize, scaling
 from tbptt_cli.config import Config
 from tbptt_cli.digest import in_background, sha256_file
-from tbptt_cli.errors import InputDataError, Interrupted, OutputError, UsageError
+from tbptt_cli.errors import InputDataError, OutputError, UsageError
 from tbptt_cli.plan import Plan
 from tbptt_cli.registry import STRATEGIES
 from tbptt_cli.sequences import SequenceSet, SourceInfo
@@ -31,15 +29,27 @@ class RunOptions:
     progress: Callable[[int, int], Callable[[int], None]] | None = None  # (total) -> tick
 
 
+@dataclass(frozen=True)
+class Written:
+    """A data file as written, before its commit: where, its dataset table, sha256, size."""
+
+    path: Path
+    datasets: dict[str, Any]
+    sha256: str
+    size: int
+
+
 @dataclass
 class Target:
-    """One output file with its manifest: the plan that fills it and extra manifest keys."""
+    """One output file with its manifest: the plan that fills it and extra manifest keys.
+    The writer sets ``written``."""
 
     path: Path
     manifest: Path
     plan: Plan
     data: SequenceSet
     extra: dict[str, Any] = field(default_factory=dict)
+    written: Written | None = None
 
 
 def val_output_path(output: Path, given: str | None) -> Path:
@@ -52,18 +62,17 @@ def manifest_path(output: Path, given: str | None) -> Path:
 
 def execute(config: Config, run: RunOptions) -> dict[str, Any]:
     """Run one strategy end to end; returns the summary that ``--json`` prints."""
-    if config.strategy == "grid":
-        return execute_grid(config, run)
+    grid = config.strategy == "grid"
+    output = _output(config, run, grid)
     timings: dict[str, float] = {}
-    output = Path(config.output.path) if config.output.path else None
-    if output is None and not run.dry_run:
-        raise UsageError("no output: pass -o/--output PATH.h5 (or -n/--dry-run)")
     strategy = STRATEGIES[config.strategy]
-    check_run_report(config, _output_paths(config, output)[:-1] if output else [])
+    if grid:
+        check_run_report(config, [output or Path("dry-run")])
+    else:
+        check_run_report(config, _output_paths(config, output)[:-1] if output else [])
     with atomic.signals_raise(), contextlib.ExitStack() as stack:
         if output is not None and not run.dry_run:
-            for path in _output_paths(config, output):
-                atomic.check_writable(path, config.output.no_clobber)
+            _check_outputs(config, output, grid)
             stack.enter_context(atomic.output_lock(output, run.wait))
         with _timed(timings, "read"):
             from tbptt_cli.readers import read_input
@@ -90,22 +99,65 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
             join_checks()
             for target in targets:  # what the gather of a real run would refuse
                 materialize.check_fits(target.plan, target.data, np.dtype(config.output.dtype))
-            plans = [_summary(t, config, False) for t in targets]
-            if output is None:  # nothing named: say so rather than show a made-up path
-                for summary in plans:
-                    summary.update(output=None, manifest=None, outputs=[])
-            return {"plan": plans, "timings": timings}
-        files = [(t.path.name, t.plan) for t in targets]  # the validation file too
-        pages = _report_pages(config, targets[0].data, files)
-        with _timed(timings, "write"):
-            write_targets(targets, config, source, run, before_commit=join_checks, pages=pages)
+        else:
+            files = [(t.path.name, t.plan) for t in targets]  # the validation file too
+            pages = _report_pages(config, targets[0].data, files)
+            with _timed(timings, "write"):
+                write_targets(
+                    targets,
+                    config,
+                    source,
+                    run,
+                    before_commit=join_checks,
+                    pages=pages,
+                    directory=output if grid else None,
+                    index=partial(_grid_index, config, source) if grid else None,
+                )
+    if grid:
+        body = _grid_summary(targets, config, output, not run.dry_run)
+        if run.dry_run:
+            return {"plan": body, "timings": timings}
+        return {**body, **_report_key(config), "timings": timings}
+    if not run.dry_run:
         return {**_summary(targets[0], config, True), **_report_key(config), "timings": timings}
+    plans = [_summary(t, config, False) for t in targets]
+    if output is None:  # nothing named: say so rather than show a made-up path
+        for summary in plans:
+            summary.update(output=None, manifest=None, outputs=[])
+    return {"plan": plans, "timings": timings}
+
+
+def _output(config: Config, run: RunOptions, grid: bool) -> Path | None:
+    """The output file (grid: directory) to write, or None for a dry run without -o."""
+    if grid and config.output.manifest is not None:
+        raise UsageError("grid writes len_<K>.manifest.json beside each file; drop --manifest")
+    if config.output.path is None and not run.dry_run:
+        what = "OUTDIR (a directory)" if grid else "PATH.h5"
+        raise UsageError(f"no output: pass -o/--output {what} (or -n/--dry-run)")
+    return Path(config.output.path) if config.output.path else None
+
+
+def _check_outputs(config: Config, output: Path, grid: bool) -> None:
+    """Fail early (exit 73), before any work, when an output cannot be created."""
+    if grid:
+        atomic.check_replaceable_dir(output, config.output.no_clobber, GRID_INDEX, "grid")
+        report = Path(config.output.report) if config.output.report else None
+        if report is not None and report.resolve().parent != output.resolve():
+            atomic.check_writable(report, config.output.no_clobber)
+        return
+    for path in _output_paths(config, output):
+        atomic.check_writable(path, config.output.no_clobber)
 
 
 def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target]:
-    """The main output, and the validation output when a fraction is held out."""
+    """The main output, and the validation output when a fraction is held out (grid: one
+    output per length, in directory ``output``)."""
     strategy = STRATEGIES[config.strategy]
     params = config.params
+    if config.strategy == "grid":
+        data, warnings = scaling.fit(data, config.output.scale)
+        plans = [(k, with_warnings(plan, warnings)) for k, plan in strategy.plan(data, params)]
+        return _grid_targets(output, plans, data)
     fraction = getattr(params, "val_fraction", 0.0)
     main = manifest_path(output, config.output.manifest)
     if not fraction:
@@ -175,34 +227,33 @@ def write_targets(
     run: RunOptions,
     before_commit: Callable[[], None] | None = None,
     pages: list[tuple[Path, str]] | None = None,
+    directory: Path | None = None,
+    index: Callable[[list[Target]], tuple[Path, str]] | None = None,
 ) -> None:
-    """Every data file, then every manifest and ``--report`` page, staged and committed
-    together.
+    """The one writer: every data file, then every manifest, ``--report`` page and
+    ``index`` document (built from the written targets), staged and committed together.
+    Given a ``directory``, it is staged whole and replaces the old one; the targets (and
+    any page inside it) are written there.
 
-    ``before_commit`` may raise to abort the commit (the staged files are removed)."""
+    ``before_commit`` may raise to abort the commit (everything staged is removed)."""
     params = config.as_dict()
     with atomic.transaction() as txn:
-        staged = [(t, _stage(txn, t.path)) for t in targets]
-        manifests: list[tuple[Path, str]] = []
-        for target, temp in staged:
-            datasets, digest = _write_one(temp, target, config, run)
-            doc = manifest.build(
-                target.plan,
-                target.data,
-                source,
-                config.strategy,
-                params,
-                temp,
-                target.path.name,
-                digest,
-                datasets,
-                {**target.plan.report, **target.extra},
-            )
-            manifests.append((target.manifest, manifest.dumps(doc)))
-        for path, text in manifests + (pages or []):
-            temp = _stage(txn, path)
+        if directory is not None:
+            _stage(txn.stage_dir, directory, "directory")
+        for target in targets:
+            place = _stage(txn.place, target.path, "file")
+            target.written = _write_one(place, target, config, run)
+        documents = [
+            (t.manifest, manifest.dumps(_manifest(t, source, config.strategy, params)))
+            for t in targets
+        ]
+        documents += pages or []
+        if index is not None:
+            documents.append(index(targets))
+        for path, text in documents:
+            place = _stage(txn.place, path, "file")
             try:
-                temp.write_text(text, encoding="utf-8")
+                place.write_text(text, encoding="utf-8")
             except OSError as e:
                 raise atomic.write_error(path, e) from None
         if before_commit is not None:
@@ -210,13 +261,30 @@ def write_targets(
         try:
             txn.commit()
         except OSError as e:
-            raise atomic.write_error(targets[0].path, e) from None
+            raise atomic.write_error(directory or targets[0].path, e) from None
 
 
-def _write_one(
-    temp: Path, target: Target, config: Config, run: RunOptions
-) -> tuple[dict[str, Any], str]:
-    """Write, fsync and read back one file; returns its dataset table and sha256."""
+def _manifest(
+    target: Target, source: SourceInfo, strategy: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    written = target.written
+    assert written is not None
+    return manifest.build(
+        target.plan,
+        target.data,
+        source,
+        strategy,
+        params,
+        written.path,
+        target.path.name,
+        written.sha256,
+        written.datasets,
+        {**target.plan.report, **target.extra},
+    )
+
+
+def _write_one(temp: Path, target: Target, config: Config, run: RunOptions) -> Written:
+    """Write, fsync and read back one file; returns where, its dataset table and sha256."""
     # Where the file lives and how much memory made it are not part of it: the same data
     # gives the same bytes anywhere.
     params = config.as_dict()
@@ -242,16 +310,18 @@ def _write_one(
         digest = in_background(streamed[0] if streamed else lambda: sha256_file(temp))
         atomic.fsync(temp)
         hdf5.verify(temp, target.plan, datasets, target.data, config.output.dtype)
-        return datasets, digest.result()
+        return Written(temp, datasets, digest.result(), temp.stat().st_size)
     except OSError as e:
         raise atomic.write_error(target.path, e) from None
 
 
-def _stage(txn: atomic.Transaction, path: Path) -> Path:
+def _stage(stage: Callable[[Path], Path], path: Path, kind: str) -> Path:
     try:
-        return txn.stage(path)
+        return stage(path)
     except OSError as e:
-        raise OutputError(f"{path}: cannot create a file in {path.parent} ({e.strerror})") from None
+        raise OutputError(
+            f"{path}: cannot create a {kind} in {path.parent} ({e.strerror})"
+        ) from None
 
 
 def _output_paths(config: Config, output: Path) -> list[Path]:
@@ -342,60 +412,8 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 # --- grid: one file per chunk length in an output directory, replaced whole ------------
-#
-# Everything is built in a staging directory beside OUTDIR (same file system), fsynced,
-# then swapped in with two renames: OUTDIR -> .OUTDIR.old, staging -> OUTDIR. A failed
-# run leaves the previous OUTDIR as it was; a run killed between the two renames is
-# repaired by the next run, which holds the same lock.
 
 GRID_INDEX = "grid.json"
-
-
-def execute_grid(config: Config, run: RunOptions) -> dict[str, Any]:
-    """Write ``OUTDIR/len_<K>.h5`` (+ manifest) per length and ``OUTDIR/grid.json``."""
-    from tbptt_cli.readers import read_input
-    from tbptt_cli.strategies.grid import grid_table
-
-    if config.output.manifest is not None:
-        raise UsageError("grid writes len_<K>.manifest.json beside each file; drop --manifest")
-    if config.output.path is None and not run.dry_run:
-        raise UsageError("no output: pass -o/--output OUTDIR (a directory) or -n/--dry-run")
-    outdir = Path(config.output.path or "dry-run")
-    check_run_report(config, [outdir])
-    timings: dict[str, float] = {}
-    with atomic.signals_raise(), contextlib.ExitStack() as stack:
-        if not run.dry_run:
-            _check_grid_dir(outdir, config.output.no_clobber)
-            report = Path(config.output.report) if config.output.report else None
-            if report is not None and report.resolve().parent != outdir.resolve():
-                atomic.check_writable(report, config.output.no_clobber)
-            stack.enter_context(atomic.output_lock(outdir, run.wait))
-            _recover_grid_dir(outdir)
-        with _timed(timings, "read"):
-            data, source = read_input(config.input, spill_dir=outdir.parent, progress=run.progress)
-        with _timed(timings, "plan"):
-            data, warnings = scaling.fit(data, config.output.scale)
-            plans: list[tuple[int, Plan]] = [
-                (k, with_warnings(plan, warnings))
-                for k, plan in STRATEGIES["grid"].plan(data, config.params)
-            ]
-        targets = _grid_targets(outdir, plans, data)
-        _require_samples(targets, config.input.path)
-        if run.dry_run:
-            for target in targets:
-                materialize.check_fits(target.plan, target.data, np.dtype(config.output.dtype))
-            entries = _grid_entries(targets, config, written=False)
-        else:
-            files = [(t.path.name, t.plan) for t in targets]
-            pages = _report_pages(config, data, files)
-            with _timed(timings, "write"):
-                entries = _write_grid(outdir, targets, config, source, run, pages)
-    warnings = [f"length {k}: {w}" for k, plan in plans for w in plan.warnings]
-    body = {"output": config.output.path and str(outdir), "grid": entries, "warnings": warnings}
-    body["text"] = grid_table(entries)
-    if run.dry_run:
-        return {"plan": body, "timings": timings}
-    return {**body, **_report_key(config), "timings": timings}
 
 
 def _grid_targets(
@@ -432,126 +450,39 @@ def _grid_entries(targets: list[Target], config: Config, written: bool) -> list[
             "batches": t.plan.batches,
             "batch_size": t.plan.batch_size,
             **{k: v for k, v in t.extra["grid"].items() if k != "index"},
-            "bytes": _bytes(t, config, written),
+            "bytes": t.written.size if written and t.written else _bytes(t, config, False),
         }
         for t in targets
     ]
 
 
-def _write_grid(
-    outdir: Path,
-    targets: list[Target],
-    config: Config,
-    source: SourceInfo,
-    run: RunOptions,
-    pages: list[tuple[Path, str]],
-) -> list[dict[str, Any]]:
-    """Stage every file and grid.json in a fresh directory, then swap it in for OUTDIR;
-    returns grid.json's entries. A page inside OUTDIR is staged there too."""
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(outdir), dir=outdir.parent))
-    except OSError as e:
-        raise OutputError(
-            f"{outdir}: cannot create a directory in {outdir.parent} ({e.strerror})"
-        ) from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
-        staged = [
-            replace(t, path=staging / t.path.name, manifest=staging / t.manifest.name)
-            for t in targets
-        ]
-        inside = [
-            (staging / path.name if path.resolve().parent == outdir.resolve() else path, text)
-            for path, text in pages
-        ]
-        try:
-            write_targets(staged, config, source, run, pages=inside)
-        except Interrupted as e:  # committed into staging only: OUTDIR is not replaced yet
-            raise Interrupted(e.signum) from None
-        index = staging / GRID_INDEX
-        entries = _grid_entries(staged, config, written=True)
-        document = _grid_index(config, source, staged, entries)
-        index.write_text(manifest.dumps(document), encoding="utf-8")
-        atomic.fsync(index)
-        atomic.fsync(staging)
-        _swap_in(staging, outdir)
-        return entries
-    except OSError as e:
-        raise atomic.write_error(outdir, e) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # gone already once swapped in
-
-
-def _grid_index(
-    config: Config, source: SourceInfo, targets: list[Target], entries: list[dict[str, Any]]
+def _grid_summary(
+    targets: list[Target], config: Config, output: Path | None, written: bool
 ) -> dict[str, Any]:
-    """grid.json: the input, the resolved params and one entry per length (no timestamps)."""
-    data = targets[0].data
+    from tbptt_cli.strategies.grid import grid_table
+
+    entries = _grid_entries(targets, config, written)
     return {
+        "output": output and str(output),
+        "grid": entries,
+        "warnings": _grid_warnings(targets),
+        "text": grid_table(entries),
+    }
+
+
+def _grid_warnings(targets: list[Target]) -> list[str]:
+    return [f"length {t.plan.window}: {w}" for t in targets for w in t.plan.warnings]
+
+
+def _grid_index(config: Config, source: SourceInfo, targets: list[Target]) -> tuple[Path, str]:
+    """grid.json: the input, the resolved params and one entry per length (no timestamps)."""
+    document = {
         "schema_version": manifest.SCHEMA_VERSION,
         "tool": manifest.tool_info(),
         "strategy": "grid",
         "params": config.as_dict(),
-        "input": manifest.input_section(data, source),
-        "grid": entries,
-        "warnings": [f"length {t.plan.window}: {w}" for t in targets for w in t.plan.warnings],
+        "input": manifest.input_section(targets[0].data, source),
+        "grid": _grid_entries(targets, config, written=True),
+        "warnings": _grid_warnings(targets),
     }
-
-
-def _aside(outdir: Path) -> Path:
-    return outdir.with_name(f".{outdir.name}.old")
-
-
-def _check_grid_dir(outdir: Path, no_clobber: bool) -> None:
-    """Fail early (exit 73); never replace a directory that is not a previous grid output."""
-    if outdir.name in ("", ".", ".."):
-        raise OutputError(f"{outdir}: give the output directory a name, such as out/grid")
-    parent = outdir.parent
-    if not parent.is_dir():
-        raise OutputError(f"{outdir}: directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{outdir}: cannot write to directory {parent} (permission denied)")
-    if outdir.exists() and not outdir.is_dir():
-        raise OutputError(f"{outdir}: exists and is not a directory; grid writes a directory")
-    if outdir.exists() and no_clobber:
-        raise OutputError(
-            f"{outdir}: exists and --no-clobber was given; remove it or drop the flag"
-        )
-    if outdir.is_dir() and any(outdir.iterdir()) and not (outdir / GRID_INDEX).is_file():
-        raise OutputError(
-            f"{outdir}: exists and holds no {GRID_INDEX}, so it is not a grid output this run "
-            f"may replace; choose a new directory"
-        )
-
-
-def _recover_grid_dir(outdir: Path) -> None:
-    """Under the lock: put back an OUTDIR left aside by a killed run, drop stale staging."""
-    aside = _aside(outdir)
-    if aside.is_dir():
-        if outdir.exists():
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(aside, outdir)
-    for orphan in outdir.parent.glob(atomic.temp_prefix(outdir) + "*"):
-        if orphan.is_dir():
-            shutil.rmtree(orphan, ignore_errors=True)
-
-
-def _swap_in(staging: Path, outdir: Path) -> None:
-    """Two renames with SIGINT/SIGTERM held back, so no signal lands between them."""
-    aside = _aside(outdir)
-    try:
-        with atomic.signals_held():
-            if outdir.exists():
-                os.rename(outdir, aside)
-            try:
-                os.rename(staging, outdir)
-            except OSError:
-                if aside.exists():
-                    os.rename(aside, outdir)
-                raise
-            atomic.fsync(outdir.parent)
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
+    return targets[0].path.parent / GRID_INDEX, manifest.dumps(document)
