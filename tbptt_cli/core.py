@@ -15,8 +15,8 @@ import numpy as np
 
 from tbptt_cli import atomic, hdf5, manifest, materialize, scaling
 from tbptt_cli.config import Config
-from tbptt_cli.digest import in_background, sha256_file
 from tbptt_cli.errors import InputDataError, OutputError, UsageError
+from tbptt_cli.hdf5 import Written
 from tbptt_cli.plan import Plan
 from tbptt_cli.registry import STRATEGIES
 from tbptt_cli.sequences import SequenceSet, SourceInfo
@@ -27,16 +27,6 @@ class RunOptions:
     dry_run: bool = False
     wait: float = 0.0
     progress: Callable[[int, int], Callable[[int], None]] | None = None  # (total) -> tick
-
-
-@dataclass(frozen=True)
-class Written:
-    """A data file as written, before its commit: where, its dataset table, sha256, size."""
-
-    path: Path
-    datasets: dict[str, Any]
-    sha256: str
-    size: int
 
 
 @dataclass
@@ -285,34 +275,21 @@ def _manifest(
 
 def _write_one(temp: Path, target: Target, config: Config, run: RunOptions) -> Written:
     """Write, fsync and read back one file; returns where, its dataset table and sha256."""
-    # Where the file lives and how much memory made it are not part of it: the same data
-    # gives the same bytes anywhere.
+    attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, file_params(config))
+    tick = run.progress(target.plan.samples, 0) if run.progress else None
+    rows = hdf5.plan_rows(target.plan, target.data)
+    output = config.output
+    return hdf5.write_file(temp, target.path, rows, output.dtype, output.compression, attrs, tick)
+
+
+def file_params(config: Config) -> dict[str, Any]:
+    """The parameters a data file records: where the file lives, how much memory and which
+    engine made it are not part of it, so the same data gives the same bytes anywhere."""
     params = config.as_dict()
     placed = ("path", "manifest", "report")
     params["output"] = {k: v for k, v in params["output"].items() if k not in placed}
     params["input"] = {k: v for k, v in params["input"].items() if k != "memory_limit"}
-    attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, params)
-    tick = run.progress(target.plan.samples, 0) if run.progress else None
-    try:
-        # An uncompressed file is hashed while it is written (streaming.StreamHash); otherwise
-        # the hash runs in the background during the fsync and read-back.
-        streamed: list[Callable[[], str]] = []
-        datasets = hdf5.write_h5(
-            temp,
-            target.plan,
-            target.data,
-            config.output.dtype,
-            config.output.compression,
-            attrs,
-            tick,
-            streamed,
-        )
-        digest = in_background(streamed[0] if streamed else lambda: sha256_file(temp))
-        atomic.fsync(temp)
-        hdf5.verify(temp, target.plan, datasets, target.data, config.output.dtype)
-        return Written(temp, datasets, digest.result(), temp.stat().st_size)
-    except OSError as e:
-        raise atomic.write_error(target.path, e) from None
+    return params
 
 
 def _stage(stage: Callable[[Path], Path], path: Path, kind: str) -> Path:

@@ -7,6 +7,7 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import h5py
 import numpy as np
 
 from tbptt_cli import atomic
-from tbptt_cli.digest import Worker
+from tbptt_cli.digest import Worker, in_background, sha256_file
 from tbptt_cli.errors import InternalError, UsageError
 from tbptt_cli.materialize import Slab, gather, release
 from tbptt_cli.plan import Plan
@@ -62,26 +63,89 @@ def mask_chunk_rows(rows_per_chunk: int, window: int) -> int:
     return rows_per_chunk * max(1, CHUNK_TARGET // chunk_bytes)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """What one file holds: its shape, its per-row (and per-batch) ``index`` datasets in
+    the order they are written, and ``gather(start, stop, dtype, buffer)``, which makes
+    rows ``start:stop`` of X, y and the masks. A plan over a `SequenceSet` is one source
+    of rows (`plan_rows`); the shards of a virtual file being merged are another."""
+
+    samples: int
+    window: int
+    batch_size: int
+    features: int
+    targets: int | None  # features of y, None without a target
+    loss: bool  # whether there is a loss_mask
+    steps: bool  # whether there are per-step step_reset and step_sequence (--packing stream)
+    index: dict[str, np.ndarray]
+    gather: Callable[[int, int, np.dtype, np.ndarray | None], Slab]
+
+
+def plan_rows(plan: Plan, data: SequenceSet, index: bool = True) -> Rows:
+    """The rows of ``plan``, gathered from ``data``; without ``index``, X, y and masks only."""
+
+    def rows(start: int, stop: int, dtype: np.dtype, buffer: np.ndarray | None) -> Slab:
+        part = gather(plan, data, start, stop, dtype, buffer)
+        release(data.values, data.targets)  # here, so it never drops pages being gathered
+        return part
+
+    return Rows(
+        samples=plan.samples,
+        window=plan.window,
+        batch_size=plan.batch_size,
+        features=data.features,
+        targets=None if data.targets is None else int(data.targets.shape[1]),
+        loss=plan.loss_from is not None,
+        steps=plan.segments is not None,
+        index=index_datasets(plan) if index else {},
+        gather=rows,
+    )
+
+
+INDEX_DATASETS = ("sequence", "offset", "length", "reset", "part", "batch_length")  # file order
+
+
+def index_datasets(plan: Plan) -> dict[str, np.ndarray]:
+    """The [samples] datasets: where each row comes from, and (--streams) which part; then
+    (variable-length BPTT) each batch's length. In the order of ``INDEX_DATASETS``."""
+    index: dict[str, np.ndarray] = {
+        "sequence": plan.sequence.astype(np.int64),
+        "offset": plan.offset.astype(np.int64),
+        "length": plan.length.astype(np.int32),
+        "reset": plan.reset.astype(np.uint8),
+    }
+    if plan.part is not None:
+        index["part"] = plan.part.astype(np.int32)
+    if plan.batch_length is not None:
+        index["batch_length"] = plan.batch_length
+    return index
+
+
 def write_h5(
     path: Path,
-    plan: Plan,
-    data: SequenceSet,
+    rows: Rows | Plan,
+    data: SequenceSet | None,
     dtype: str,
     compression: str,
     attrs: dict[str, Any],
     progress: Callable[[int], None] | None = None,
     digests: list[Callable[[], str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Write every dataset and root attribute; returns the manifest's dataset table.
+    """Write every dataset and root attribute of ``rows`` (or of a plan over ``data``);
+    returns the manifest's dataset table.
 
     Given ``digests``, an uncompressed file is hashed while it is written and a function
-    that returns its sha256 (call it once the file is closed) is appended there.
+    that returns its sha256 (call it once the file is closed) is appended there. The same
+    rows, dtype, compression and attributes always give the same bytes.
     """
+    if isinstance(rows, Plan):
+        assert data is not None
+        rows = plan_rows(rows, data)
     np_dtype = np.dtype(dtype)
     comp, level = parse_compression(compression)
-    samples, window = plan.samples, plan.window
-    row_bytes = max(1, window * data.features * np_dtype.itemsize)
-    rows_per_chunk = min(max(samples, 1), chunk_rows(plan.batch_size, row_bytes))
+    samples, window = rows.samples, rows.window
+    row_bytes = max(1, window * rows.features * np_dtype.itemsize)
+    rows_per_chunk = min(max(samples, 1), chunk_rows(rows.batch_size, row_bytes))
     mask_rows = min(max(samples, 1), mask_chunk_rows(rows_per_chunk, window))
     storage = {"compression": comp, "compression_opts": level, "shuffle": comp is not None}
     # Uncompressed chunks can be hashed as they are written (see StreamHash).
@@ -91,57 +155,29 @@ def write_h5(
         atomic.hdf5_file(path, libver="earliest", track_order=False) as f,
         Writeback(path) as flush,
     ):
-
-        def dataset(
-            name: str, shape: tuple[int, ...], dt: Any, labels: tuple[str, ...], rows: int
-        ) -> Any:
-            chunks = (rows, *shape[1:]) if samples else None
-            extra: dict[str, Any] = dict(storage) if chunks else {}
-            if chunks and stream:
+        created = []
+        for name, (shape, dt) in shapes(rows, np_dtype).items():
+            chunks = (rows_per_chunk if name in BY_X_CHUNKS else mask_rows, *shape[1:])
+            extra: dict[str, Any] = dict(storage) if samples else {}
+            if samples and stream:
                 extra["dcpl"] = early_allocation()
             ds = f.create_dataset(
-                name, shape=shape, dtype=dt, chunks=chunks, track_times=False, **extra
+                name,
+                shape=shape,
+                dtype=dt,
+                chunks=chunks if samples else None,
+                track_times=False,
+                **extra,
             )
-            for axis, label in enumerate(labels):
-                ds.dims[axis].label = label
-            return ds
-
-        sample_time = ("sample", "time", "feature")
-        X = dataset("X", (samples, window, data.features), np_dtype, sample_time, rows_per_chunk)
-        y = None
-        if data.targets is not None:
-            ft = data.targets.shape[1]
-            y = dataset("y", (samples, window, ft), np_dtype, sample_time, rows_per_chunk)
-        mask = dataset("mask", (samples, window), np.uint8, ("sample", "time"), mask_rows)
-        loss = None
-        if plan.loss_from is not None:
-            loss = dataset("loss_mask", (samples, window), np.uint8, ("sample", "time"), mask_rows)
-        step_reset = step_sequence = None
-        if plan.segments is not None:  # --packing stream: sequences start inside rows
-            per_step = (samples, window)
-            step_reset = dataset("step_reset", per_step, np.uint8, ("sample", "time"), mask_rows)
-            step_sequence = dataset(
-                "step_sequence", per_step, np.int64, ("sample", "time"), rows_per_chunk
-            )
-        for name, values in index_datasets(plan):
-            f.create_dataset(name, data=values, track_times=False)
-            f[name].dims[0].label = "sample"
-        if plan.batch_length is not None:
-            f.create_dataset("batch_length", data=plan.batch_length, track_times=False)
-            f["batch_length"].dims[0].label = "batch"
-
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        hasher = None
-        per_row = (X, y, mask, loss, step_reset, step_sequence)  # the order of a Slab's arrays
-        if stream:
-            hasher = StreamHash.start(f, path, [ds for ds in per_row if ds is not None])
+            label(ds, LABELS[name])
+            created.append(ds)
+        write_index(f, rows.index, attrs)
+        hasher = StreamHash.start(f, path, created) if stream else None
         try:
             _write_slabs(
-                plan,
-                data,
+                rows,
                 np_dtype,
-                per_row,
+                created,
                 row_bytes,
                 mask_rows,
                 flush,
@@ -158,11 +194,111 @@ def write_h5(
         return {name: describe(f[name]) for name in sorted(f)}
 
 
+LABELS = {
+    "X": ("sample", "time", "feature"),
+    "y": ("sample", "time", "feature"),
+    "mask": ("sample", "time"),
+    "loss_mask": ("sample", "time"),
+    "step_reset": ("sample", "time"),
+    "step_sequence": ("sample", "time"),
+    "batch_length": ("batch",),
+}
+BY_X_CHUNKS = ("X", "y", "step_sequence")  # chunked like X; the uint8 ones like mask
+
+
+def shapes(rows: Rows, dtype: np.dtype) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of the [samples, window, ...] datasets, in the order they are made."""
+    samples, window = rows.samples, rows.window
+    found: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+        "X": ((samples, window, rows.features), dtype)
+    }
+    if rows.targets is not None:
+        found["y"] = ((samples, window, rows.targets), dtype)
+    found["mask"] = ((samples, window), np.dtype(np.uint8))
+    if rows.loss:
+        found["loss_mask"] = ((samples, window), np.dtype(np.uint8))
+    if rows.steps:  # --packing stream: sequences start inside rows
+        found["step_reset"] = ((samples, window), np.dtype(np.uint8))
+        found["step_sequence"] = ((samples, window), np.dtype(np.int64))
+    return found
+
+
+def write_index(f: h5py.File, index: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """The per-row (and per-batch) datasets and the root attributes."""
+    for name, values in index.items():
+        label(f.create_dataset(name, data=values, track_times=False), LABELS.get(name, ("sample",)))
+    # Sorted: a file merged from shards, whose attributes are read back by name, then
+    # writes them in the same order as the run that wrote it in one piece.
+    for key in sorted(attrs):
+        f.attrs[key] = attrs[key]
+
+
+def label(ds: h5py.Dataset, labels: tuple[str, ...]) -> None:
+    """Dimension labels (``sample, time, feature``), as readers of the file see them."""
+    for axis, name in enumerate(labels):
+        ds.dims[axis].label = name
+
+
+@dataclass(frozen=True)
+class Written:
+    """A file as written, before its commit: where, its dataset table, sha256, size (and
+    for a virtual file, its shards)."""
+
+    path: Path
+    datasets: dict[str, Any]
+    sha256: str
+    size: int
+    shards: tuple[Any, ...] = ()
+
+
+def write_file(
+    temp: Path,
+    final: Path,
+    rows: Rows,
+    dtype: str,
+    compression: str,
+    attrs: dict[str, Any],
+    progress: Callable[[int], None] | None = None,
+) -> Written:
+    """Write, fsync and read back one file; an OSError names ``final``."""
+    try:
+        # An uncompressed file is hashed while it is written (streaming.StreamHash);
+        # otherwise the hash runs in the background during the fsync and read-back.
+        streamed: list[Callable[[], str]] = []
+        datasets = write_h5(temp, rows, None, dtype, compression, attrs, progress, streamed)
+        digest = in_background(streamed[0] if streamed else lambda: sha256_file(temp))
+        atomic.fsync(temp)
+        verify(temp, rows, datasets, dtype)
+        return Written(temp, datasets, digest.result(), temp.stat().st_size)
+    except OSError as e:
+        raise atomic.write_error(final, e) from None
+
+
+def write_virtual_file(
+    temp: Path, final: Path, rows: Rows, dtype: str, attrs: dict[str, Any], shards: list[Any]
+) -> Written:
+    """A file of virtual datasets over ``shards`` (see `shards.py`), with the same index
+    datasets and attributes as a regular file of ``rows``; fsynced and hashed."""
+    from tbptt_cli.shards import write_virtual
+
+    try:
+        with atomic.hdf5_file(temp, libver="earliest", track_order=False) as f:
+            made = shapes(rows, np.dtype(dtype))
+            write_virtual(f, shards, made)
+            for name in made:
+                label(f[name], LABELS[name])
+            write_index(f, rows.index, attrs)
+            datasets = {name: describe(f[name]) for name in sorted(f)}
+        atomic.fsync(temp)
+        return Written(temp, datasets, sha256_file(temp), temp.stat().st_size, tuple(shards))
+    except OSError as e:
+        raise atomic.write_error(final, e) from None
+
+
 def _write_slabs(
-    plan: Plan,
-    data: SequenceSet,
+    rows: Rows,
     dtype: np.dtype,
-    datasets: tuple[Any, ...],
+    datasets: list[Any],
     row_bytes: int,
     mask_rows: int,
     flush: Writeback,
@@ -181,15 +317,21 @@ def _write_slabs(
         if start in hashed:
             hashed.pop(start).result()
 
-    by_name = {ds.name: ds for ds in datasets if ds is not None}
+    by_name = {ds.name: ds for ds in datasets}
     # h5py asks HDF5 for a dataset's chunks and shape on every access: once, not per chunk.
     chunk_rows = {name: ds.chunks[0] for name, ds in by_name.items()}
     zeros = {name: (0,) * (ds.ndim - 1) for name, ds in by_name.items()}
-    names = [ds.name if ds is not None else "" for ds in datasets]
-    for start, stop, part in _gathered(plan, data, slab, dtype, slab * row_bytes, reusing):
+    for start, stop, part in _gathered(rows, slab, dtype, slab * row_bytes, reusing):
         atomic.raise_swallowed()
-        arrays = (part.X, part.y, part.mask, part.loss_mask, part.step_reset, part.step_sequence)
-        pairs = [(name, a) for name, a in zip(names, arrays, strict=True) if a is not None]
+        arrays = {
+            "/X": part.X,
+            "/y": part.y,
+            "/mask": part.mask,
+            "/loss_mask": part.loss_mask,
+            "/step_reset": part.step_reset,
+            "/step_sequence": part.step_sequence,
+        }
+        pairs = [(name, a) for name in by_name if (a := arrays[name]) is not None]
         if raw:
             chunks = {
                 (name, row): chunk
@@ -223,8 +365,7 @@ def _chunks(rows: int, start: int, values: np.ndarray) -> Iterator[tuple[int, np
 
 
 def _gathered(
-    plan: Plan,
-    data: SequenceSet,
+    rows: Rows,
     slab: int,
     dtype: np.dtype,
     slab_bytes: int,
@@ -240,7 +381,8 @@ def _gathered(
     the caller has written by then; ``reusing(its start)`` is called first, to wait for
     anything else still reading it.
     """
-    starts = range(0, plan.samples, slab)
+    samples = rows.samples
+    starts = range(0, samples, slab)
     buffers = [np.empty(slab_bytes, dtype=np.uint8) for _ in range(min(SLABS_AHEAD, len(starts)))]
     worker = Worker("tbptt-gather")
     ahead: deque[Future[Slab]] = deque()  # submitted, not yet handed to the caller
@@ -249,9 +391,7 @@ def _gathered(
         start = starts[index]
         reusing(start - len(buffers) * slab)
         buffer = buffers[index % len(buffers)]
-        part = gather(plan, data, start, min(plan.samples, start + slab), dtype, buffer)
-        release(data.values, data.targets)  # here, so it never drops pages being gathered
-        return part
+        return rows.gather(start, min(samples, start + slab), dtype, buffer)
 
     submitted = 0
     try:
@@ -260,26 +400,13 @@ def _gathered(
                 ahead.append(worker.submit(partial(work, submitted)))
                 submitted += 1
             part = ahead.popleft().result()
-            yield start, min(plan.samples, start + slab), part
+            yield start, min(samples, start + slab), part
             del part
     finally:
         worker.close()
         for pending in ahead:  # stopped early (an error or a signal): let them finish
             with contextlib.suppress(BaseException):
                 pending.result()
-
-
-def index_datasets(plan: Plan) -> list[tuple[str, np.ndarray]]:
-    """The [samples] datasets: where each row comes from, and (--streams) which part."""
-    index: list[tuple[str, np.ndarray]] = [
-        ("sequence", plan.sequence.astype(np.int64)),
-        ("offset", plan.offset.astype(np.int64)),
-        ("length", plan.length.astype(np.int32)),
-        ("reset", plan.reset.astype(np.uint8)),
-    ]
-    if plan.part is not None:
-        index.append(("part", plan.part.astype(np.int32)))
-    return index
 
 
 def describe(ds: h5py.Dataset) -> dict[str, Any]:
@@ -314,23 +441,20 @@ def root_attrs(
     }
     if data.scaling is not None:
         attrs["scale"] = json.dumps(data.scaling.document(data), sort_keys=True)
-    for key, value in plan.attrs.items():
-        attrs[key] = value
+    attrs.update(plan.attrs)
     return attrs
 
 
-def verify(
-    path: Path, plan: Plan, expected: dict[str, dict[str, Any]], data: SequenceSet, dtype: str
-) -> None:
+def verify(path: Path, rows: Rows, expected: dict[str, dict[str, Any]], dtype: str) -> None:
     """Read the closed file back: every dataset present with its shape, and the last
     rows of X and mask equal to what was gathered (a short write reads back as zeros)."""
     with h5py.File(path, "r") as f:
         found = {name: describe(f[name]) for name in sorted(f)}
         if found != expected:
             raise InternalError(f"{path}: read-back found {found}, expected {expected}")
-        if plan.samples:
-            start = max(0, plan.samples - plan.batch_size)
-            again = gather(plan, data, start, plan.samples, np.dtype(dtype))
+        if rows.samples:
+            start = max(0, rows.samples - rows.batch_size)
+            again = rows.gather(start, rows.samples, np.dtype(dtype), None)
             # equal_nan: a NaN the background input check has not reported yet is still
             # read back as written (it fails the run later, with exit 65, not here).
             same = np.array_equal(f["X"][start:], again.X, equal_nan=True)

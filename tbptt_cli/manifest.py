@@ -126,6 +126,7 @@ def input_section(data: SequenceSet, source: SourceInfo) -> dict[str, Any]:
         "steps": data.steps,
         "features": list(data.feature_names),
         "target": list(data.target_names),
+        **source.details,
     }
 
 

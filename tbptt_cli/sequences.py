@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -140,6 +140,7 @@ class SourceInfo:
     format: str
     size: int
     digest: str | Future[str]
+    details: dict[str, Any] = field(default_factory=dict)  # more keys for the manifest (files)
 
     @property
     def sha256(self) -> str:
