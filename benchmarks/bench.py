@@ -4,6 +4,7 @@
     python benchmarks/bench.py csv --rows 10000000  # split of a long CSV (id, t, a, b, c)
     python benchmarks/bench.py scaling              # CSV at 1x, 2x, 4x: time should be linear
     python benchmarks/bench.py help                 # `tbptt --help` start-up time
+    python benchmarks/bench.py dask --gib 1         # --engine dask (local:2) on 8 CSV parts
 
 Inputs are generated in --workdir (default /tmp/tbptt-bench) and deleted afterwards
 unless --keep. Every run is a fresh process measured by /usr/bin/time -v (wall time and
@@ -13,6 +14,7 @@ peak RSS). Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import re
 import shutil
@@ -27,10 +29,10 @@ TBPTT = [sys.executable, "-m", "tbptt_cli"]
 BASELINE = [sys.executable, str(HERE / "baselines.py")]
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one process."""
+def measure(command: list[str], cwd: Path = HERE.parent) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one process (of the driver, for --engine dask)."""
     result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True,
-                            cwd=HERE.parent)
+                            cwd=cwd)
     if result.returncode:
         sys.exit(f"failed: {' '.join(command)}\n{result.stderr}")
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
@@ -157,6 +159,66 @@ def bench_csv(work: Path, rows: int, shuffled: bool = False) -> tuple[float, flo
     return tool[0], size
 
 
+def make_parts(work: Path, gib: float, parts: int = 8, ids: int = 2000) -> int:
+    """``work/dask/data/part-K.csv``: a long CSV (id, t, a, b, c) of about ``gib`` GiB in
+    ``parts`` files, part K holding the K-th slice of every id's time range (as daily
+    partitions do), and the same rows as one file ``work/local/data``. Returns its size."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    steps = int(gib * 2**30 / 40 / ids / parts)  # about 40 bytes a row
+    rng = np.random.default_rng(0)
+    folder, whole = work / "dask" / "data", work / "local" / "data"
+    folder.mkdir(parents=True)
+    whole.parent.mkdir(parents=True)
+    seq, t = np.repeat(np.arange(ids), steps), np.tile(np.arange(steps), ids)
+    names = pa.array(np.char.add("s", seq.astype(str)))
+    options = pacsv.WriteOptions(quoting_style="none")
+    with open(whole, "wb") as out:
+        for k in range(parts):
+            cols = [np.round(rng.standard_normal(len(seq)), 6) for _ in range(3)]
+            table = pa.table({"id": names, "t": t + k * steps, "a": cols[0], "b": cols[1],
+                              "c": cols[2]})
+            part = folder / f"part-{k}.csv"
+            pacsv.write_csv(table, part, options)
+            with open(part, "rb") as f:
+                if k:
+                    f.readline()  # one header for the whole file
+                shutil.copyfileobj(f, out)
+    return whole.stat().st_size
+
+
+def bench_dask(work: Path, gib: float, rounds: int) -> None:
+    """The same split on one file with the local engine and on its parts with
+    ``--engine dask --scheduler local:2`` (the cluster's start-up counted); rounds
+    alternate, the median ratio is the figure. The merged output must equal the local."""
+    size = make_parts(work, gib)
+    os.sync()
+    args = ["data", "--format", "csv", "--id-col", "id", "--time-col", "t", "--length", "100",
+            "--batch-size", "64"]
+    commands = {
+        "local": ([*TBPTT, "split", *args, "-o", "out.h5"], work / "local"),
+        "dask": ([*TBPTT, "split", *args, "-o", "out.h5", "--engine", "dask",
+                  "--scheduler", "local:2"], work / "dask"),
+    }
+    runs: dict[str, list[tuple[float, float]]] = {"local": [], "dask": []}
+    for number in range(rounds):
+        for name in ("local", "dask") if number % 2 else ("dask", "local"):
+            runs[name].append(measure(*commands[name]))
+            os.sync()
+    merged = subprocess.run([*TBPTT, "merge", "out.h5", "-o", "one.h5"], cwd=work / "dask")
+    same = merged.returncode == 0 and filecmp.cmp(work / "dask" / "one.h5",
+                                                  work / "local" / "out.h5", shallow=False)
+    print(f"split of a {size / 2**30:.2f} GiB long CSV, 8 parts, {rounds} rounds")
+    ratios = []
+    for number, (dask, local) in enumerate(zip(runs["dask"], runs["local"], strict=True), 1):
+        ratios.append(dask[0] / local[0])
+        row(f"--engine dask local:2, round {number}", *dask, size)
+        row(f"--engine local, round {number}", *local, size)
+    print(f"ratio dask/local: median {sorted(ratios)[rounds // 2]:.2f}, rounds "
+          f"{' '.join(f'{r:.2f}' for r in ratios)}; merged output identical: {same}")
+
+
 def bench_scaling(work: Path, rows: int) -> None:
     results = [(scale, *bench_csv(work, rows * scale)) for scale in (1, 2, 4)]
     base_time = results[0][1]
@@ -173,9 +235,9 @@ def bench_help() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["npy", "csv", "shuffled", "scaling", "help"])
+    parser.add_argument("what", choices=["npy", "csv", "shuffled", "scaling", "help", "dask"])
     parser.add_argument("--gib", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=5, help="npy: pairs of runs")
+    parser.add_argument("--rounds", type=int, default=5, help="npy, dask: pairs of runs")
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--workdir", default="/tmp/tbptt-bench")
     parser.add_argument("--keep", action="store_true")
@@ -190,6 +252,8 @@ def main() -> None:
             bench_csv(work, args.rows, shuffled=args.what == "shuffled")
         elif args.what == "scaling":
             bench_scaling(work, args.rows // 4)
+        elif args.what == "dask":
+            bench_dask(work, args.gib, args.rounds)
         else:
             bench_help()
     finally:

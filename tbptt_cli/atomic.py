@@ -101,21 +101,21 @@ class Transaction:
         self.staged: list[tuple[Path, Path]] = []  # (temp, final), in commit order
         self.started_ns = time.time_ns()
         self.obsolete: list[Path] = []  # directories removed once the commit is done
+        self.created: list[Path] = []  # parent directories made for staging, gone on rollback
 
     def stage(self, final: Path) -> Path:
         """A temp file beside ``final``; call it only while holding the output's lock."""
         # The manifest has no lock of its own: its orphans go when it is staged again.
         remove_orphans(final, self.started_ns)
-        fd, name = tempfile.mkstemp(prefix=temp_prefix(final), dir=final.parent)
-        os.close(fd)
-        temp = Path(name)
-        # mkstemp creates 0600; outputs get the usual 0666 minus the umask.
-        os.chmod(temp, 0o666 & ~_umask())
+        temp = temp_file(final)
         self._add(temp, final)
         return temp
 
     def stage_dir(self, final: Path) -> Path:
         """A fresh directory beside ``final`` that replaces it on commit (under its lock)."""
+        if not final.parent.exists():
+            final.parent.mkdir()
+            self.created.append(final.parent)
         staging = Path(tempfile.mkdtemp(prefix=temp_prefix(final), dir=final.parent))
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         self._add(staging, final)
@@ -175,6 +175,10 @@ class Transaction:
                     temp.unlink()
             _STAGED.discard(temp)
         self.staged.clear()
+        for directory in self.created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if empty: a committed one holds the output
+        self.created.clear()
 
 
 @contextlib.contextmanager
@@ -187,10 +191,28 @@ def transaction() -> Iterator[Transaction]:
         txn.rollback()
 
 
+def temp_file(final: Path) -> Path:
+    """A new empty file beside ``final``, named for it, with the usual permissions."""
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(final), dir=final.parent)
+    os.close(fd)
+    # mkstemp creates 0600; outputs get the usual 0666 minus the umask.
+    os.chmod(name, 0o666 & ~_umask())
+    return Path(name)
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def track(path: Path) -> None:
+    """Have the signal watcher remove ``path`` (a file or folder) if it must exit at once."""
+    _STAGED.add(path)
+
+
+def untrack(path: Path) -> None:
+    _STAGED.discard(path)
 
 
 # --- directories replaced whole -------------------------------------------------------
@@ -230,6 +252,18 @@ def recover(final: Path) -> None:
     for orphan in final.parent.glob(temp_prefix(final) + "*"):
         if orphan.is_dir():
             shutil.rmtree(orphan, ignore_errors=True)
+
+
+def recover_inside(folder: Path) -> None:
+    """`recover` every directory of ``folder`` (one output's own folder, under its lock)."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith(".") and name.endswith(".old"):
+            recover(folder / name[1:-4])
+        elif name.startswith(".") and ".tmp." in name and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def check_replaceable_dir(path: Path, no_clobber: bool, marker: str, kind: str) -> None:

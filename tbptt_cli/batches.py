@@ -68,6 +68,7 @@ class BatchFile:
         self.path = Path(path)
         with _open(self.path) as f:
             self.attrs: dict[str, Any] = _check_format(f, self.path)
+            _check_shards(f, self.path)
             self.samples = int(f["X"].shape[0])
             self.has_target = "y" in f
             self.has_loss_mask = "loss_mask" in f
@@ -227,6 +228,20 @@ def _check_format(f: h5py.File, path: Path) -> dict[str, Any]:
                     f"{path}: attribute {key} is not JSON; the file is damaged, write it again"
                 ) from None
     return attrs
+
+
+def _check_shards(f: h5py.File, path: Path) -> None:
+    """A sharded output (``--engine dask``) reads fill values where a shard is missing,
+    without an error: refuse it instead."""
+    from tbptt_cli.shards import folder, missing_sources
+
+    missing = missing_sources(f, path)
+    if missing:
+        raise InputMissingError(
+            f"{path}: shard {missing[0]} is missing ({len(missing)} in all), so its rows "
+            f"would read as fill values; keep the {folder(path).name} folder beside the file, "
+            "or run the command again"
+        )
 
 
 def _plain(value: Any) -> Any:

@@ -243,6 +243,8 @@ def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
             where = f" for {t['output']}" if t["output"] else ""
             lines.append(f"plan{where}: {shape}, {layout}, ~{size}; nothing written")
         else:
+            if "shards" in t:
+                size += f", {t['shards']} shard(s) in {t['output']}.d"
             lines.append(f"wrote {t['output']}: {shape}, {layout}, {size} (+ {t['manifest']})")
             lines += [f"wrote {extra} (validation, + its manifest)" for extra in t["outputs"][2:]]
             lines += [f"wrote {t['report']} (report)"] if "report" in t else []
@@ -475,9 +477,10 @@ def validate(
 
 
 def page_options(command: Callable[..., None]) -> Callable[..., None]:
-    """--no-clobber, --wait, --json and --debug of the commands that write one HTML page."""
+    """--no-clobber, --wait, --json and --debug of the commands that write one file (an
+    HTML page, a merged output) outside a strategy run."""
     options = [
-        click.option("--no-clobber", is_flag=True, help="fail (exit 73) if the page exists"),
+        click.option("--no-clobber", is_flag=True, help="fail (exit 73) if the output exists"),
         click.option(
             "--wait",
             type=click.FLOAT,
@@ -603,6 +606,46 @@ def grid_compare(
         click.echo(summary["verdict"])
     if output_path:
         click.echo(f"wrote {output_path}", err=True)
+
+
+@cli.command(epilog=EXIT_TABLE)
+@click.argument("path", metavar="OUT.h5")
+@click.option("-o", "--output", required=True, metavar="PATH", help="the regular .h5 to write")
+@click.option("--manifest", help="its manifest path (default <stem>.manifest.json)")
+@click.option("-q", "--quiet", is_flag=True, help="print nothing on success")
+@page_options
+def merge(
+    path: str,
+    output: str,
+    manifest: str | None,
+    no_clobber: bool,
+    wait: float,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Merge a sharded output (written with --engine dask) into one regular .h5.
+
+    The file is byte for byte what the same command writes with --engine local; its
+    manifest is that run's too, apart from the input section, which names the engine.
+    Every shard is checked against the manifest's sha256 first.
+
+    \b
+    Example:
+      tbptt merge out/sensors.h5 -o out/sensors_one.h5
+    """
+    from tbptt_cli.merge import merge as merge_output
+
+    summary = merge_output(path, output, manifest, no_clobber, wait)
+    if not quiet:
+        click.echo(
+            f"merged {path} ({summary['shards']} shard(s)) into {summary['output']}: "
+            f"{summary['samples']} samples, {summary['bytes'] / 1e6:.1f} MB "
+            f"(+ {summary['manifest']})",
+            err=True,
+        )
+    if as_json:
+        emit_json(summary)
 
 
 def label(kind: str) -> str:

@@ -9,17 +9,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tbptt_cli import atomic, hdf5, manifest, materialize, scaling
+from tbptt_cli import atomic, hdf5, manifest, materialize, scaling, shards
 from tbptt_cli.config import Config
 from tbptt_cli.errors import InputDataError, OutputError, UsageError
 from tbptt_cli.hdf5 import Written
+from tbptt_cli.options import ENGINE_OPTIONS
 from tbptt_cli.plan import Plan
 from tbptt_cli.registry import STRATEGIES
 from tbptt_cli.sequences import SequenceSet, SourceInfo
+
+if TYPE_CHECKING:
+    from tbptt_cli.sharded import ShardedEngine
 
 
 @dataclass(frozen=True)
@@ -60,23 +64,29 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
         check_run_report(config, [output or Path("dry-run")])
     else:
         check_run_report(config, _output_paths(config, output)[:-1] if output else [])
+    _check_engine(config)
     with atomic.signals_raise(), contextlib.ExitStack() as stack:
         if output is not None and not run.dry_run:
             _check_outputs(config, output, grid)
             stack.enter_context(atomic.output_lock(output, run.wait))
+        engine = _engine(config, output, run, stack)
+        # Input checks left running in the background (the NaN scan of a mapped NPY)
+        # are joined before anything is reported or committed; they raise their error.
+        checks: list[Future[bool]] = []
         with _timed(timings, "read"):
-            from tbptt_cli.readers import read_input
+            keep = strategy.keep_columns(config.params)
+            if engine is not None:
+                data, source = engine.read(keep, spill=not run.dry_run)
+            else:
+                from tbptt_cli.readers import read_input
 
-            # Input checks left running in the background (the NaN scan of a mapped NPY)
-            # are joined before anything is reported or committed; they raise their error.
-            checks: list[Future[bool]] = []
-            data, source = read_input(
-                config.input,
-                keep=strategy.keep_columns(config.params),
-                spill_dir=output.parent if output else None,
-                progress=run.progress,
-                checks=checks,
-            )
+                data, source = read_input(
+                    config.input,
+                    keep=keep,
+                    spill_dir=output.parent if output else None,
+                    progress=run.progress,
+                    checks=checks,
+                )
 
         def join_checks() -> None:
             for check in checks:
@@ -87,7 +97,8 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
         _require_samples(targets, config.input.path)
         if run.dry_run:
             join_checks()
-            for target in targets:  # what the gather of a real run would refuse
+            for target in targets if engine is None else ():  # the values are on the workers
+                # What the gather of a real run would refuse.
                 materialize.check_fits(target.plan, target.data, np.dtype(config.output.dtype))
         else:
             files = [(t.path.name, t.plan) for t in targets]  # the validation file too
@@ -102,6 +113,7 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
                     pages=pages,
                     directory=output if grid else None,
                     index=partial(_grid_index, config, source) if grid else None,
+                    engine=engine,
                 )
     if grid:
         body = _grid_summary(targets, config, output, not run.dry_run)
@@ -125,6 +137,44 @@ def _output(config: Config, run: RunOptions, grid: bool) -> Path | None:
         what = "OUTDIR (a directory)" if grid else "PATH.h5"
         raise UsageError(f"no output: pass -o/--output {what} (or -n/--dry-run)")
     return Path(config.output.path) if config.output.path else None
+
+
+def _check_engine(config: Config) -> None:
+    """``--engine dask`` needs the extra, and cannot yet scale or draw a report (both read
+    every value, which stays on the workers); ``--scheduler`` needs ``--engine dask``."""
+    output = config.output
+    if output.engine == "dask":
+        from tbptt_cli.cluster import parse_local, require
+
+        require()
+        if output.scheduler is not None:
+            parse_local(output.scheduler)
+        if output.scale != "none":
+            raise UsageError(
+                f"--scale {output.scale} is not available with --engine dask yet (the scale is "
+                "fitted on every value, which stays on the workers); use --engine local"
+            )
+        if output.report is not None:
+            raise UsageError(
+                "--report is not available with --engine dask yet (the page reads every value, "
+                "which stays on the workers); draw it with tbptt report INPUT"
+            )
+    elif output.scheduler is not None:
+        raise UsageError("--scheduler applies to --engine dask only; drop it or add --engine dask")
+
+
+def _engine(
+    config: Config, output: Path | None, run: RunOptions, stack: contextlib.ExitStack
+) -> ShardedEngine | None:
+    """The sharded engine on a Dask cluster, closed with ``stack``; None for a local run."""
+    if config.output.engine != "dask":
+        return None
+    from tbptt_cli.cluster import DaskExecutor
+    from tbptt_cli.sharded import ShardedEngine
+
+    engine = ShardedEngine(DaskExecutor(config.output.scheduler), config, output, run.progress)
+    stack.callback(engine.close)
+    return engine
 
 
 def _check_outputs(config: Config, output: Path, grid: bool) -> None:
@@ -219,20 +269,31 @@ def write_targets(
     pages: list[tuple[Path, str]] | None = None,
     directory: Path | None = None,
     index: Callable[[list[Target]], tuple[Path, str]] | None = None,
+    engine: ShardedEngine | None = None,
 ) -> None:
     """The one writer: every data file, then every manifest, ``--report`` page and
     ``index`` document (built from the written targets), staged and committed together.
     Given a ``directory``, it is staged whole and replaces the old one; the targets (and
     any page inside it) are written there.
 
+    A sharded ``engine`` (`sharded.ShardedEngine`) writes each target as shards and a
+    virtual file over them, in the same transaction.
+
     ``before_commit`` may raise to abort the commit (everything staged is removed)."""
     params = config.as_dict()
+    stored = file_params(config)
     with atomic.transaction() as txn:
         if directory is not None:
             _stage(txn.stage_dir, directory, "directory")
         for target in targets:
+            attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, stored)
+            if engine is not None:
+                target.written = engine.write(txn, target, stored, attrs)
+                continue
             place = _stage(txn.place, target.path, "file")
-            target.written = _write_one(place, target, config, run)
+            target.written = _write_one(place, target, config, attrs, run)
+            if shards.ours(shards.folder(target.path)):  # a sharded run's, unread from now
+                txn.obsolete.append(shards.folder(target.path))
         documents = [
             (t.manifest, manifest.dumps(_manifest(t, source, config.strategy, params)))
             for t in targets
@@ -259,7 +320,7 @@ def _manifest(
 ) -> dict[str, Any]:
     written = target.written
     assert written is not None
-    return manifest.build(
+    doc = manifest.build(
         target.plan,
         target.data,
         source,
@@ -271,11 +332,15 @@ def _manifest(
         written.datasets,
         {**target.plan.report, **target.extra},
     )
+    if written.shards:
+        doc["output"]["shards"] = [shard.listed() for shard in written.shards]
+    return doc
 
 
-def _write_one(temp: Path, target: Target, config: Config, run: RunOptions) -> Written:
+def _write_one(
+    temp: Path, target: Target, config: Config, attrs: dict[str, Any], run: RunOptions
+) -> Written:
     """Write, fsync and read back one file; returns where, its dataset table and sha256."""
-    attrs = hdf5.root_attrs(target.plan, target.data, config.strategy, file_params(config))
     tick = run.progress(target.plan.samples, 0) if run.progress else None
     rows = hdf5.plan_rows(target.plan, target.data)
     output = config.output
@@ -286,8 +351,8 @@ def file_params(config: Config) -> dict[str, Any]:
     """The parameters a data file records: where the file lives, how much memory and which
     engine made it are not part of it, so the same data gives the same bytes anywhere."""
     params = config.as_dict()
-    placed = ("path", "manifest", "report")
-    params["output"] = {k: v for k, v in params["output"].items() if k not in placed}
+    unstored = ("path", "manifest", "report", *ENGINE_OPTIONS)
+    params["output"] = {k: v for k, v in params["output"].items() if k not in unstored}
     params["input"] = {k: v for k, v in params["input"].items() if k != "memory_limit"}
     return params
 
@@ -334,6 +399,7 @@ def _report_key(config: Config) -> dict[str, str]:
 
 def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
     plan, data = target.plan, target.data
+    shards = target.written.shards if written and target.written else ()
     return {
         "output": str(target.path),
         "manifest": str(target.manifest),
@@ -353,7 +419,7 @@ def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
         "text": "\n".join(t for t in (plan.text, horizon_note(config, data)) if t),
         "outputs": [str(target.path), str(target.manifest)]
         + ([target.extra["val"]["output"]] if "output" in target.extra.get("val", {}) else []),
-    }
+    } | ({"shards": len(shards)} if shards else {})
 
 
 def horizon_note(config: Config, data: SequenceSet) -> str:
@@ -369,8 +435,9 @@ def horizon_note(config: Config, data: SequenceSet) -> str:
 
 def _bytes(target: Target, config: Config, written: bool) -> int:
     """The file's size, or before it is written an estimate from the plan."""
-    if written:
-        return target.path.stat().st_size
+    if written and target.written is not None:
+        shards = target.written.shards
+        return target.written.size + sum(shard.size for shard in shards)
     plan, data = target.plan, target.data
     itemsize = np.dtype(config.output.dtype).itemsize
     per_step = data.features * itemsize + 1  # X and mask
@@ -427,7 +494,7 @@ def _grid_entries(targets: list[Target], config: Config, written: bool) -> list[
             "batches": t.plan.batches,
             "batch_size": t.plan.batch_size,
             **{k: v for k, v in t.extra["grid"].items() if k != "index"},
-            "bytes": t.written.size if written and t.written else _bytes(t, config, False),
+            "bytes": _bytes(t, config, written),
         }
         for t in targets
     ]

@@ -340,7 +340,16 @@ def describe_output(f: Any, path: str) -> dict[str, Any]:
         "resets": int(f["reset"][()].astype(np.int64).sum()) if "reset" in f else 0,
         "padded_fraction": round(1 - real / (samples * window), 4) if samples * window else 0.0,
         "attributes": extra,
+        "shards": _shards(f, path),
     }
+
+
+def _shards(f: Any, path: str) -> dict[str, Any] | None:
+    """A sharded output's shard files (``--engine dask``), and those that are missing."""
+    from tbptt_cli.shards import missing_sources, sources
+
+    files = sources(f)
+    return {"files": files, "missing": missing_sources(f, path)} if files else None
 
 
 def output_text(doc: dict[str, Any]) -> str:
@@ -371,6 +380,11 @@ def output_text(doc: dict[str, Any]) -> str:
     ]
     if doc["attributes"]:
         rows.append(("attributes", ", ".join(f"{k} {v}" for k, v in doc["attributes"].items())))
+    if doc["shards"]:
+        files, missing = doc["shards"]["files"], doc["shards"]["missing"]
+        where = str(Path(files[0]).parent)
+        found = f"{len(missing)} MISSING (run tbptt validate)" if missing else "all present"
+        rows.append(("shards", f"{len(files)} in {where}, {found}"))
     state = hashed[manifest["hash_matches"]] if manifest["present"] else "missing"
     rows.append(("manifest", f"{manifest['path']}, {state}"))
     return lines(rows)

@@ -74,6 +74,18 @@ class OutputOptions:
         "scale each feature with parameters fitted on the training part only",
         ("none", "standard", "minmax"),
     )
+    engine: str = opt(
+        "local",
+        "local: this process; dask: a Dask cluster writes shards and a virtual .h5 over them "
+        "(needs tbptt-cli[dask])",
+        ("local", "dask"),
+    )
+    scheduler: str | None = opt(
+        None, "--engine dask: tcp://HOST:8786, or local:N worker processes (default local:<cores>)"
+    )
+
+
+ENGINE_OPTIONS = ("engine", "scheduler")  # how a run is done: never part of a data file
 
 
 @dataclass(frozen=True)

@@ -167,8 +167,8 @@ def test_unknown_option_suggests_and_exits_2(npy, tbptt):
     result = tbptt("split", npy, "--lenght", 3)
     assert result.code == 2
     assert result.stderr == (
-        "tbptt: error: No such option '--lenght'. Did you mean '--length'? "
-        "(see 'tbptt split --help')\n"
+        "tbptt: error: No such option '--lenght'. (Did you mean one of: '--engine', "
+        "'--length'?) (see 'tbptt split --help')\n"
     )
 
 

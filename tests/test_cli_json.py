@@ -31,7 +31,7 @@ def npy(tmp_path: Path) -> Path:
         (
             ["split", "{npy}", "--lenght", "5"],
             2,
-            "No such option '--lenght'. Did you mean '--length'?",
+            "No such option '--lenght'. (Did you mean one of: '--engine', '--length'?)",
         ),
         (["run", "{dir}/nope.yaml"], 78, "{dir}/nope.yaml: config file not found"),
         (["validate", "{dir}/nope.h5"], 66, "{dir}/nope.h5: no such file"),

@@ -14,10 +14,11 @@ from typing import Any
 
 import h5py
 
+from tbptt_cli.shards import sources
 from tbptt_cli.validate.against import check_against
 from tbptt_cli.validate.common import INDEX, load_manifest, open_output
 from tbptt_cli.validate.layout import check_coverage, check_state, read_index
-from tbptt_cli.validate.manifest import check_manifest, check_sequence_table
+from tbptt_cli.validate.manifest import check_manifest, check_sequence_table, check_shards
 
 
 def validate_output(path: str, manifest: str | None, against: str | None) -> dict[str, Any]:
@@ -35,6 +36,12 @@ def validate_output(path: str, manifest: str | None, against: str | None) -> dic
             problems.append(missing)
         if doc is not None:
             record("manifest", check_manifest(f, path, doc))
+        if sources(f):  # a sharded output (--engine dask)
+            found, missing_shard = check_shards(f, path, doc)
+            record("shards", found)
+            if missing_shard:
+                problems.append(f"{path}: shards missing; other checks skipped")
+                return report(path, where, doc, checked, problems)
         unusable = malformed(f)
         if unusable:
             problems.append(f"{path}: {unusable}; not a whole output, other checks skipped")

@@ -11,6 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tbptt_cli import shards
 from tbptt_cli.digest import sha256_file
 from tbptt_cli.hdf5 import describe
 from tbptt_cli.plan import ragged_arange
@@ -206,3 +207,30 @@ def check_part_table(index: Index, doc: dict[str, Any], parts: np.ndarray) -> li
         lambda i: f"{index.name(i)}: {count[i]} parts in the table, {parts[i]} in sequences",
         "sequences with another part count",
     )
+
+
+def check_shards(f: h5py.File, path: str, doc: dict[str, Any] | None) -> tuple[list[str], bool]:
+    """A sharded output: every shard its virtual datasets read is there, and is what the
+    manifest lists (size and sha256). Returns the problems and whether a shard is missing
+    (its rows would read as fill values, so the checks that read rows are skipped)."""
+    read = shards.sources(f)
+    here = Path(path).parent
+    missing = shards.missing_sources(f, path)
+    problems = [
+        f"{path}: shard {name} is missing; its rows would read as fill values" for name in missing
+    ]
+    if doc is None:
+        return problems, bool(missing)
+    listed = (doc.get("output") or {}).get("shards")
+    if not isinstance(listed, list) or not all(isinstance(s, dict) for s in listed):
+        return problems + [f"the manifest lists no shards, the file reads {len(read)}"], True
+    names = sorted(str(s.get("file")) for s in listed)
+    if names != read:
+        problems.append(f"the file reads shards {read}, the manifest lists {names}")
+    for shard in listed:
+        file = here / str(shard.get("file"))
+        if not file.is_file() or str(shard.get("file")) not in read:
+            continue
+        if file.stat().st_size != shard.get("size") or sha256_file(file) != shard.get("sha256"):
+            problems.append(f"{file}: differs from the manifest's size or sha256; run again")
+    return problems, bool(missing)

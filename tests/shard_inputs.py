@@ -1,0 +1,93 @@
+"""Partitioned inputs for the sharded-engine tests and the checks they share.
+
+`partitioned` writes the same rows as one CSV file and as parts (rows of one id spread
+over parts, out of time order). A local run reads ``local/data`` (the one file) and a
+Dask run ``dask/data`` (the folder), both with ``--format csv``: the parameters the
+files record (the input path as given) are then the same, and so must be their bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HEADER = "sensor,t,temp,humidity"
+READ = ("data", "--format", "csv", "--id-col", "sensor", "--time-col", "t")
+# One run per strategy (and --nan mode, packing, target, layout), by name.
+COMMANDS = {
+    "split": "split --length 7 --batch-size 2 --target next --nan ffill",
+    "lanes": "split --length 9 --packing lanes --batch-size 3 --nan drop",
+    "stepwise": "stepwise --batch-size 5 --target humidity --nan zero",
+    "acf": "domain acf --rule acf --max-lag 12 --batch-size 2 --nan ffill",
+    "decoupled": "decoupled --k1 8 --k2 3 --stride 2 --target next --nan ffill",
+    "asis": "asis --nan drop",
+    "horizon": "split --length 6 --batch-size 2 --target next:humidity --horizon 3 --nan ffill",
+    "stream": "split --length 8 --packing stream --batch-size 2 --nan zero",
+    "ranks": "split --length 6 --batch-size 2 --ranks 2 --nan zero",
+    "streams": "stepwise --streams 3 --batch-size 3 --target next --nan zero",
+}
+RUNS = {name: tuple(command.split()) for name, command in COMMANDS.items()}
+
+
+def partitioned(tmp_path: Path, parts: int = 3, nan: bool = False, seed: int = 0) -> Path:
+    """``tmp_path/local/data`` (one CSV) and ``tmp_path/dask/data/part-K.csv``.
+
+    Five sensors of 40 to 97 steps; every part holds rows of most sensors, shuffled, so
+    time order and first appearance come out right only if the parts are joined right.
+    With ``nan``, a temp gap crosses a part boundary and a humidity cell is missing.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for number, steps in enumerate([97, 40, 63, 88, 55]):
+        t = np.arange(steps)
+        temp = 10 + 3 * np.sin(t / (4 + number)) + rng.normal(0, 0.3, steps)
+        humidity = 60 + rng.normal(0, 2, steps).cumsum() / 5
+        for ti, tv, hv in zip(t, temp, humidity, strict=True):
+            rows.append([f"s{number}", int(ti), float(tv), float(hv)])
+    if nan:
+        rows[5][2] = rows[6][2] = rows[97][3] = float("nan")
+    order = rng.permutation(len(rows))
+    lines = [f"{s},{t},{v:.6g},{h:.6g}" for s, t, v, h in (rows[i] for i in order)]
+    for side in ("local", "dask"):
+        (tmp_path / side).mkdir()
+    (tmp_path / "local" / "data").write_text("\n".join([HEADER, *lines]) + "\n")
+    folder = tmp_path / "dask" / "data"
+    folder.mkdir()
+    for k, piece in enumerate(np.array_split(np.array(lines), parts)):
+        (folder / f"part-{k}.csv").write_text("\n".join([HEADER, *piece]) + "\n")
+    return tmp_path
+
+
+def same_manifest_apart_from_input(merged: Path, local: Path) -> None:
+    """The merged output's manifest is the local run's, but for the input section."""
+    mine, theirs = (json.loads(p.read_text()) for p in (merged, local))
+    assert mine["params"]["output"]["engine"] == "local"  # as the local run's
+    mine_input: dict[str, Any] = mine.pop("input")
+    theirs_input: dict[str, Any] = theirs.pop("input")
+    assert mine_input["engine"]["name"] == "dask"
+    assert [f["path"] for f in mine_input["files"]] == [f"data/part-{k}.csv" for k in range(3)]
+    assert mine == theirs
+    for key in ("sequences", "steps", "features", "target"):
+        assert mine_input[key] == theirs_input[key], key
+
+
+def local_and_merged(
+    tbptt: Callable[..., Any], root: Path, *args: object, scheduler: str | None = None
+) -> tuple[Path, Path]:
+    """The local run on the one file, and the Dask run on the parts merged into one file:
+    both ``single.h5`` (the caller restores the current folder, e.g. monkeypatch.chdir)."""
+    os.chdir(root / "local")
+    local = tbptt(*args, *READ, "-o", "single.h5")
+    assert local.code == 0, local.stderr
+    os.chdir(root / "dask")
+    engine = ("--engine", "dask") + (("--scheduler", scheduler) if scheduler else ())
+    remote = tbptt(*args, *READ, "-o", "out.h5", *engine)
+    assert remote.code == 0, remote.stderr
+    merged = tbptt("merge", "out.h5", "-o", "single.h5")
+    assert merged.code == 0, merged.stderr
+    return root / "local", root / "dask"

@@ -1,0 +1,173 @@
+"""--engine dask on a real cluster: one LocalCluster of 2 worker processes for the module.
+
+The merged output of a run on partitioned CSV equals the local run's byte for byte; a
+worker killed mid-task is replaced and the output is still whole and identical; a
+driver killed mid-write leaves the old output as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pytest
+from shard_inputs import READ, RUNS, local_and_merged, partitioned, same_manifest_apart_from_input
+
+distributed = pytest.importorskip("distributed")
+
+from tbptt_cli import cluster, shards  # noqa: E402
+from tbptt_cli.batches import BatchFile  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as local:
+        yield local.scheduler_address
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(shards, "SHARD_BYTES", 1024)  # several shards per output
+    monkeypatch.chdir(tmp_path)  # the tests change folders: back to the old one at the end
+    return partitioned(tmp_path, nan=True)
+
+
+@pytest.mark.parametrize("name", ["split", "stepwise", "acf", "decoupled"])
+def test_merged_output_equals_the_local_run(tbptt, scheduler, inputs, monkeypatch, name) -> None:
+    local, remote = local_and_merged(tbptt, inputs, *RUNS[name], scheduler=scheduler)
+    assert (remote / "single.h5").read_bytes() == (local / "single.h5").read_bytes()
+    same_manifest_apart_from_input(remote / "single.manifest.json", local / "single.manifest.json")
+    assert len(list((remote / "out.h5.d").glob("*/part-*.h5"))) > 1
+    assert tbptt("validate", remote / "out.h5").code == 0
+
+
+class KillOnce(distributed.WorkerPlugin):
+    """Kills its worker's process (SIGKILL, no cleanup) the first time a task named
+    ``prefix`` starts there; a marker file makes it once per cluster, not per worker.
+    With ``pause``, it only slows those tasks down while the marker exists."""
+
+    def __init__(self, prefix: str, marker: str, pause: float = 0.0) -> None:
+        self.prefix, self.marker, self.pause = prefix, marker, pause
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        name = key[0] if isinstance(key, tuple) else str(key)
+        if finish != "executing" or not name.startswith(self.prefix):
+            return
+        if self.pause:
+            if os.path.exists(self.marker):
+                time.sleep(self.pause)
+            return
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture
+def plugin(scheduler: str) -> Iterator[Any]:
+    """Registers a worker plugin for one test."""
+    with distributed.Client(scheduler) as client:
+        names: list[str] = []
+
+        def register(plugin: Any) -> None:
+            names.append(f"tbptt-test-{len(names)}")
+            client.register_plugin(plugin, name=names[-1])
+
+        yield register
+        for name in names:
+            client.unregister_worker_plugin(name)
+
+
+def test_a_worker_killed_mid_task_is_replaced(tbptt, scheduler, inputs, monkeypatch, plugin):
+    marker = inputs / "killed"
+    plugin(KillOnce("write_shard", str(marker)))
+    args = ("split", "--length", 5, "--batch-size", 2, "--nan", "ffill")
+    local, remote = local_and_merged(tbptt, inputs, *args, scheduler=scheduler)
+    assert marker.exists()  # a worker did die running a shard
+    assert (remote / "single.h5").read_bytes() == (local / "single.h5").read_bytes()
+    names = sorted(p.name for p in (remote / "out.h5.d").glob("*/*"))
+    assert names == [f"part-{i:05d}.h5" for i in range(len(names))]  # no temp file left
+    (remote / "out.h5.d").joinpath(*Path(shards_of(remote)[1]).parts[1:]).unlink()
+    found = tbptt("validate", remote / "out.h5")
+    assert found.code == 65 and "is missing; its rows would read as fill values" in found.stderr
+
+
+def shards_of(folder: Path) -> list[str]:
+    with h5py.File(folder / "out.h5") as f:
+        return shards.sources(f)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_the_old_output(tbptt, scheduler, inputs, monkeypatch, plugin):
+    monkeypatch.chdir(inputs / "dask")
+    common = ("split", *READ, "--nan", "zero", "-o", "out.h5", "--engine", "dask")
+    assert tbptt(*common, "--length", 6, "--scheduler", scheduler).code == 0
+    before = {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "lock" not in p.name}
+    slow = inputs / "slow"
+    slow.touch()
+    plugin(KillOnce("write_shard", str(slow), pause=1.0))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tbptt_cli", *map(str, common), "--length", "4"]
+    driver = subprocess.Popen([*command, "--scheduler", scheduler], env=env)
+    deadline = time.monotonic() + 60
+    while not list(Path("out.h5.d").glob(".*.tmp.*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    driver.kill()  # mid pass 2: its shards are being written
+    assert driver.wait(timeout=10) == -signal.SIGKILL
+    slow.unlink()
+    for path, content in before.items():
+        assert path.read_bytes() == content, path
+    assert tbptt("validate", "out.h5").code == 0
+    assert BatchFile("out.h5").window == 6
+    assert tbptt(*common, "--length", 4, "--scheduler", scheduler).code == 0
+    left = [p.name for p in Path().rglob(".*") if ".tmp." in p.name or p.name.endswith(".old")]
+    assert left == [] and len(list(Path("out.h5.d").iterdir())) == 1
+    assert BatchFile("out.h5").window == 4
+
+
+def test_worker_versions_must_match(tbptt, scheduler, inputs, monkeypatch) -> None:
+    monkeypatch.chdir(inputs / "dask")
+    monkeypatch.setattr(cluster, "__version__", "0.0.0-other")
+    result = tbptt(
+        "split", *READ, "--length", 5, "-o", "out.h5", "--engine", "dask", "--scheduler", scheduler
+    )
+    assert result.code == 2 and "runs tbptt 0.1.0, this is 0.0.0-other" in result.stderr
+    assert sorted(p.name for p in Path().iterdir()) == [".out.h5.lock", "data"]
+
+
+def test_an_unreachable_scheduler_is_74(tbptt, inputs, monkeypatch) -> None:
+    monkeypatch.chdir(inputs / "dask")
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")
+    result = tbptt(
+        "split",
+        *READ,
+        "--length",
+        5,
+        "-o",
+        "out.h5",
+        "--engine",
+        "dask",
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+    )
+    assert result.code == 74, result.stderr
+    assert result.stderr.startswith("tbptt: error: tcp://127.0.0.1:9: cannot reach the Dask")
+
+
+@pytest.mark.slow
+def test_local_n_starts_a_cluster_for_the_run(tbptt, inputs, monkeypatch) -> None:
+    args = ("stepwise", "--batch-size", 3, "--nan", "ffill")
+    local, remote = local_and_merged(tbptt, inputs, *args, scheduler="local:1")
+    assert (remote / "single.h5").read_bytes() == (local / "single.h5").read_bytes()
