@@ -28,6 +28,8 @@ if os.environ.get("CI"):
 else:
     torch = pytest.importorskip("torch")
 
+from tbptt_cli.torch import BatchDataset  # noqa: E402  (after torch is known to be there)
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torch_stateful.py"
 SEQUENCES, CHUNK, CHUNKS, BATCH = 256, 8, 3, 32
 TRAINING = {"epochs": 10, "hidden": 16, "seed": 0, "lr": 0.01, "log": None}
@@ -175,9 +177,9 @@ def test_decoupled_windows_train_the_last_k2_steps_only(example, files, tmp_path
     assert code == 0
     batches = BatchFile(out)
     assert batches.attrs["grad_start"] == 5 and batches[0].loss_mask is not None
+    first = next(iter(BatchDataset(str(out))))
     model = example.StatefulLSTM(2, 4, 1)
-    state = example.start_state(None, batches[0], 4)
-    pred, _ = example.forward_batch(model, batches[0], state, 5)
+    pred, _ = example.forward_batch(model, first, example.zero_state(BATCH, 4).start(first), 5)
     assert pred.shape == (BATCH, 8, 1)
     pred[:, :5].sum().backward(retain_graph=True)  # the warm-up steps: no gradient at all
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
