@@ -213,7 +213,11 @@ class BatchFile:
         Resuming at ``index`` needs that state (saved with the model, or rebuilt with
         `replay_from`); every other row starts from zero. At a block start none carries.
         """
-        return ~self._reset_rows(self._check_index(index))
+        return ~self.resets(index)
+
+    def resets(self, index: int) -> np.ndarray:
+        """bool per row of batch ``index``: zero this row's state first (its ``reset``)."""
+        return self._datasets()["reset"][self._samples(self._check_index(index))].astype(bool)
 
     def replay_from(self, index: int) -> int:
         """The batch to resume forward passes from so that every row has its state at ``index``.
@@ -273,14 +277,11 @@ class BatchFile:
         first = (k * self.world_size + self.rank) * per_reader
         return int(self.batch_length[first : first + per_reader].max())
 
-    def _reset_rows(self, k: int) -> np.ndarray:
-        return self._datasets()["reset"][self._samples(k)].astype(bool)
-
     def _starts_a_sequence(self, k: int) -> np.ndarray:
         """bool per row: a sequence starts somewhere in this row of batch k."""
         data = self._datasets()
         if "step_reset" not in data:
-            return self._reset_rows(k)
+            return self.resets(k)
         return data["step_reset"][self._samples(k)].astype(bool).any(axis=1)
 
     def _datasets(self) -> dict[str, h5py.Dataset]:
