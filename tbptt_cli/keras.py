@@ -41,7 +41,8 @@ class BatchSequence(keras.utils.PyDataset):
     without a target. ``rank``/``world_size`` pick one stream of a ``--ranks`` file;
     ``start``/``stop`` a range of batches (resume mid-epoch: `BatchFile.carried`).
     Other keywords (``workers``, ``use_multiprocessing``, ``max_queue_size``) go to
-    PyDataset; keep ``shuffle=False`` in ``fit``.
+    PyDataset. Items are served in order only (keep ``shuffle=False`` in ``fit``); its
+    ``batches`` (a `BatchFile`) reads any batch.
     """
 
     def __init__(
@@ -108,9 +109,11 @@ class BatchSequence(keras.utils.PyDataset):
             return
         with self._lock:
             if step not in (0, self._last, self._last + 1):
+                after = f"after batch {self._last}" if self._last >= 0 else "first"
                 raise ValueError(
-                    f"{self.batches.path}: batch {step} asked for after batch {self._last} "
-                    "a stateful file must be read in stored order: pass shuffle=False to fit()"
+                    f"{self.batches.path}: batch {step} asked for {after}; a stateful file "
+                    "must be read in stored order: pass shuffle=False to fit() (BatchFile "
+                    "reads batches in any order)"
                 )
             self._last = step
 

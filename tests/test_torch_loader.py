@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from handmade_layouts import ranked_copy, stream_file
+from handmade import ranked_copy, stream_file
 
 from tbptt_cli.batches import BatchFile, reset_segments
 from tbptt_cli.cli import run_main

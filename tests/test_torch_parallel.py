@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from handmade_layouts import ranked_copy, stream_file
+from handmade import ranked_copy, sign_task, stream_file
 
 from tbptt_cli.cli import run_main
 
@@ -31,17 +31,6 @@ EXAMPLE = ROOT / "examples" / "torch_stateful.py"
 CHUNK, BATCH = 8, 16
 TRAINING = ["--epochs", "10", "--hidden", "16", "--seed", "0", "--lr", "0.01", "--json"]
 pytestmark = pytest.mark.slow
-
-
-def sign_task(path: Path, lengths: np.ndarray, seed: int) -> Path:
-    """NPZ of ragged sequences: x0 = the sign at step 0 (else 0), x1 = noise, x2 = sign."""
-    rng = np.random.default_rng(seed)
-    sign = np.repeat(rng.choice([-1.0, 1.0], size=len(lengths)), lengths)
-    first = np.zeros(lengths.sum())
-    first[np.cumsum(lengths) - lengths] = 1
-    values = np.stack([sign * first, rng.normal(size=lengths.sum()), sign], axis=1)
-    np.savez(path, values=values, lengths=lengths)
-    return path
 
 
 def split(source: Path, out: Path, *options: object) -> Path:

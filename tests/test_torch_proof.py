@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import h5py
 import numpy as np
 import pytest
+from handmade import sequence_major
 
 from tbptt_cli.batches import BatchFile
 from tbptt_cli.cli import run_main
@@ -83,22 +83,6 @@ def split(source: Path, out: Path, *options: str) -> Path:
         ]
     )
     assert code == 0
-    return out
-
-
-def sequence_major(path: Path, out: Path) -> Path:
-    """The same rows and attributes, reordered A0 A1 A2 B0 B1 ... (the textbook mistake).
-
-    Every row keeps its own reset flag, which is how a naive user sets them: zero the state
-    where a sequence starts.
-    """
-    with h5py.File(path) as f, h5py.File(out, "w") as g:
-        sequence = f["sequence"][:]
-        order = np.lexsort((f["offset"][:], np.where(sequence < 0, sequence.max() + 1, sequence)))
-        for name in f:
-            data = f[name][:]
-            g[name] = data[order] if len(data) == len(sequence) else data
-        g.attrs.update(f.attrs)
     return out
 
 
