@@ -226,6 +226,11 @@ def test_the_dataset_pickles_without_an_open_file(files):
     copy = pickle.loads(pickle.dumps(dataset))
     assert copy.batches._file is None and copy.start == 2
     assert np.array_equal(next(iter(copy)).X.numpy(), first.X.numpy())
+    # An item leaves a worker as numpy arrays and arrives as the same tensors.
+    item = pickle.loads(pickle.dumps(first))
+    assert type(item) is type(first) and (item.index, item.worker) == (2, 0)
+    assert item.reset.dtype == torch.bool and item.step_reset is None
+    assert all(torch.equal(getattr(item, n), getattr(first, n)) for n in ("X", "y", "mask"))
 
 
 @pytest.mark.parametrize("name", ["lanes", "stream"])
