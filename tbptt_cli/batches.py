@@ -11,9 +11,10 @@ state across batches, zero the rows flagged in ``reset``, and never shuffle. In 
 ``--packing stream`` file a sequence may also start inside a row (``step_reset``).
 
 A file written with ``--ranks R`` holds R data-parallel streams: batch k of rank r is
-rows ``[(k*R + r)*B, (k*R + r + 1)*B)``. ``BatchFile(path, rank=r, world_size=R)`` reads
-rank r's batches; with ``world_size=1`` one reader takes the R batches of step k together
-(``R*B`` rows, still state-continuous), and any divisor of R splits them likewise.
+rows ``[(k*R + r)*B, (k*R + r + 1)*B)``. ``BatchFile(path, rank=r)`` (or with
+``world_size=R``) reads rank r's batches; without a rank one reader takes the R batches of
+step k together (``R*B`` rows, still state-continuous), and a world size that divides R
+gives each rank R / world_size of them side by side.
 """
 
 from __future__ import annotations
@@ -108,7 +109,13 @@ class BatchFile:
     ``world_size`` pick one data-parallel stream of a ``--ranks`` file (see the module doc).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         self.path = Path(path)
         with _open(self.path) as f:
             self.attrs: dict[str, Any] = _check_format(f, self.path)
@@ -295,11 +302,18 @@ class BatchFile:
         return self._data
 
 
-def _check_rank(path: Path, ranks: int, rank: int, world_size: int) -> tuple[int, int]:
+def _check_rank(
+    path: Path, ranks: int, rank: int | None, world_size: int | None
+) -> tuple[int, int]:
+    """(rank, world_size) to read: all ranks side by side when neither is given, rank r of
+    the file's R when only ``rank`` is."""
     if ranks < 1:
         raise InputDataError(
             f"{path}: attribute ranks is {ranks}; the file is damaged, write it again"
         )
+    if world_size is None:
+        world_size = 1 if rank is None else ranks
+    rank = rank or 0
     if world_size < 1 or ranks % world_size:
         divisors = [d for d in range(1, ranks + 1) if ranks % d == 0]
         raise ValueError(

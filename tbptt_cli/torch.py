@@ -76,8 +76,8 @@ class BatchDataset(IterableDataset[TorchBatch]):
         self,
         path: str,
         *,
-        rank: int = 0,
-        world_size: int = 1,
+        rank: int | None = None,
+        world_size: int | None = None,
         start: int = 0,
         stop: int | None = None,
     ) -> None:

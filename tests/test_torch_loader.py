@@ -165,6 +165,8 @@ def test_batch_k_of_rank_r_is_rows_k_times_r_plus_r(files):
             assert np.array_equal(batch.reset, plain[k].reset[rows])
             assert np.array_equal(batch.sequence, plain[k].sequence[rows])
     assert "rank=1, world_size=2" in repr(ranks[1])
+    alone = BatchFile(files["ranked"], rank=1)  # the world size is the file's ranks
+    assert alone.world_size == 2 and np.array_equal(alone[3].X, ranks[1][3].X)
 
 
 def test_rank_arguments_are_checked(files):
