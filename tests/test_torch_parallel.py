@@ -53,41 +53,27 @@ def padding(path: Path) -> float:
         return 1 - float(f["mask"][:].mean())
 
 
-def test_ddp_over_two_ranks_learns_the_cross_chunk_task(tmp_path):
+def task_files(root: Path, *options: object) -> tuple[Path, Path]:
+    """Train and test files (seeds 1 and 2) of 256 sequences of 3 chunks, split so."""
     lengths = np.full(256, 3 * CHUNK)
-    files = {}
-    for name, seed in (("train", 1), ("test", 2)):
-        wide = split(
-            sign_task(tmp_path / f"{name}.npz", lengths, seed),
-            tmp_path / f"{name}_wide.h5",
-            "--batch-size",
-            2 * BATCH,
-        )
-        files[name] = ranked_copy(wide, tmp_path / f"{name}.h5", 2)
+    train, test = (
+        split(sign_task(root / f"{name}.npz", lengths, seed), root / f"{name}.h5", *options)
+        for name, seed in (("train", 1), ("test", 2))
+    )
+    return train, test
+
+
+def test_ddp_over_two_ranks_learns_the_cross_chunk_task(tmp_path):
+    wide = task_files(tmp_path, "--batch-size", 2 * BATCH)
+    train, test = (ranked_copy(path, path.with_suffix(".ranked.h5"), 2) for path in wide)
     launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
-    result = example(files["train"], "--eval", files["test"], launcher=launcher)
+    result = example(train, "--eval", test, launcher=launcher)
     assert result["accuracy"] > 0.9, result  # chance is 0.5
     assert result["losses"][-1] < 0.1 < result["losses"][0]
 
 
 def test_workers_train_as_well_as_one_process(tmp_path):
-    lengths = np.full(256, 3 * CHUNK)
-    train = split(
-        sign_task(tmp_path / "train.npz", lengths, 1),
-        tmp_path / "train.h5",
-        "--batch-size",
-        2 * BATCH,
-        "--packing",
-        "lanes",
-    )
-    test = split(
-        sign_task(tmp_path / "test.npz", lengths, 2),
-        tmp_path / "test.h5",
-        "--batch-size",
-        2 * BATCH,
-        "--packing",
-        "lanes",
-    )
+    train, test = task_files(tmp_path, "--batch-size", 2 * BATCH, "--packing", "lanes")
     result = example(train, "--eval", test, "--workers", "2")
     assert result["accuracy"] > 0.9, result
 
