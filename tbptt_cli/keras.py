@@ -21,13 +21,15 @@ state variables of a stateful RNN are created untracked, so the compiled train s
 their updates and nothing is carried from batch to batch; `track_states` registers them
 (`ResetStates` does it for you). On the torch backend a stateful LSTM needs
 ``use_cudnn=False`` (the fused path updates the state in place and the backward pass
-fails, keras issue 23462). This module imports keras; `tbptt_cli` itself does not.
+fails, keras issue 23462; `ResetStates` warns). This module imports keras; `tbptt_cli`
+itself does not.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import Any
 
 import keras
@@ -133,6 +135,13 @@ class ResetStates(keras.callbacks.Callback):
     def set_model(self, model: keras.Model) -> None:
         super().set_model(model)
         track_states(model)
+        fused = [layer.name for layer in stateful_layers(model) if _fused_on_torch(layer)]
+        if fused:
+            warnings.warn(
+                f"stateful {', '.join(fused)} on the torch backend with use_cudnn other than "
+                "False: the backward pass fails (keras issue 23462); pass use_cudnn=False",
+                stacklevel=2,
+            )
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if getattr(self.model, "steps_per_execution", 1) != 1:
@@ -168,6 +177,10 @@ def stateful_layers(model: keras.Model) -> list[keras.layers.RNN]:
         for layer in model._flatten_layers(include_self=False)
         if isinstance(layer, keras.layers.RNN) and layer.stateful and layer.states is not None
     ]
+
+
+def _fused_on_torch(layer: keras.layers.RNN) -> bool:
+    return keras.backend.backend() == "torch" and getattr(layer, "use_cudnn", False) is not False
 
 
 def reset_rows(model: keras.Model, rows: np.ndarray) -> None:

@@ -212,3 +212,14 @@ def test_reset_rows_takes_any_flags(files):
     reset_rows(model, np.array([True, False]))
     h, c = states_of(model)
     assert not h[0].any() and not c[0].any() and (h[1] == 3.0).all() and (c[1] == 3.0).all()
+
+
+def test_a_fused_lstm_on_the_torch_backend_is_warned_about(files):
+    model = keras.Sequential(
+        [
+            keras.Input(batch_shape=(BATCH, None, 1)),
+            keras.layers.LSTM(UNITS, stateful=True, return_sequences=True, name="fused"),
+        ]
+    )
+    with pytest.warns(UserWarning, match=r"stateful fused on the torch backend .* use_cudnn=False"):
+        ResetStates(BatchSequence(files["lanes"])).set_model(model)
