@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from handmade import stream_file
 
 from tbptt_cli.batches import BatchFile
 from tbptt_cli.cli import run_main
@@ -56,8 +55,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "decoupled": write(
             "decoupled", "decoupled", root / "in.npz", "--k1", WINDOW, "--k2", 2, *common
         ),
-        "stream": stream_file(
-            root / "stream.h5", values[:, :1], values[:, 1:], LENGTHS, WINDOW, BATCH
+        "stream": write(
+            "stream", "split", root / "in.npz", "--length", WINDOW, *common, "--packing", "stream"
         ),
     }
 

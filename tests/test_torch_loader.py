@@ -12,9 +12,9 @@ import os
 import pickle
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
-from handmade import ranked_copy, stream_file
 
 from tbptt_cli.batches import BatchFile, reset_segments
 from tbptt_cli.cli import run_main
@@ -56,14 +56,12 @@ def files(tmp_path_factory, source) -> dict[str, Path]:
         assert run_main([str(a) for a in (*args, "-q", "-o", out)]) == 0
         return out
 
-    wide = split("wide", "--batch-size", 2 * BATCH, "--packing", "lanes")
     return {
         "block": split("block", "--batch-size", BATCH),
         "lanes": split("lanes", "--batch-size", BATCH, "--packing", "lanes"),
         "jitter": split("jitter", "--batch-size", BATCH, "--jitter", 2, "--seed", 1),
-        "stream": stream_file(root / "stream.h5", values, targets, LENGTHS, WINDOW, BATCH),
-        "wide": wide,
-        "ranked": ranked_copy(wide, root / "ranked.h5", 2),
+        "stream": split("stream", "--batch-size", BATCH, "--packing", "stream"),
+        "ranked": split("ranked", "--batch-size", BATCH, "--packing", "lanes", "--ranks", 2),
     }
 
 
@@ -154,16 +152,18 @@ def test_each_rank_reads_its_own_rows_and_together_they_read_all(files, source, 
 
 
 def test_batch_k_of_rank_r_is_rows_k_times_r_plus_r(files):
-    plain = BatchFile(files["wide"])  # the same rows, read as batches of 2B
+    with h5py.File(files["ranked"]) as f:
+        stored = {name: f[name][:] for name in ("X", "reset", "sequence")}
+        assert (int(f.attrs["ranks"]), int(f.attrs["batch_size"])) == (2, BATCH)
     ranks = [BatchFile(files["ranked"], rank=r, world_size=2) for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == len(plain)
-    for k in range(len(plain)):
+    assert len(ranks[0]) == len(ranks[1]) == len(stored["X"]) // (2 * BATCH)
+    for k in range(len(ranks[0])):
         for r, ranked in enumerate(ranks):
-            rows = slice(r * BATCH, (r + 1) * BATCH)
+            rows = slice((k * 2 + r) * BATCH, (k * 2 + r + 1) * BATCH)
             batch = ranked[k]
-            assert np.array_equal(batch.X, plain[k].X[rows])
-            assert np.array_equal(batch.reset, plain[k].reset[rows])
-            assert np.array_equal(batch.sequence, plain[k].sequence[rows])
+            assert np.array_equal(batch.X, stored["X"][rows])
+            assert np.array_equal(batch.reset, stored["reset"][rows] == 1)
+            assert np.array_equal(batch.sequence, stored["sequence"][rows])
     assert "rank=1, world_size=2" in repr(ranks[1])
     alone = BatchFile(files["ranked"], rank=1)  # the world size is the file's ranks
     assert alone.world_size == 2 and np.array_equal(alone[3].X, ranks[1][3].X)

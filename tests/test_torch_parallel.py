@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from handmade import ranked_copy, sign_task, stream_file
+from handmade import sign_task
 
 from tbptt_cli.cli import run_main
 
@@ -64,8 +64,7 @@ def task_files(root: Path, *options: object) -> tuple[Path, Path]:
 
 
 def test_ddp_over_two_ranks_learns_the_cross_chunk_task(tmp_path):
-    wide = task_files(tmp_path, "--batch-size", 2 * BATCH)
-    train, test = (ranked_copy(path, path.with_suffix(".ranked.h5"), 2) for path in wide)
+    train, test = task_files(tmp_path, "--batch-size", BATCH, "--ranks", 2)
     launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
     result = example(train, "--eval", test, launcher=launcher)
     assert result["accuracy"] > 0.9, result  # chance is 0.5
@@ -87,10 +86,8 @@ def test_stream_packing_learns_the_task_with_less_padding_than_lanes(tmp_path):
         files["lanes"][name] = split(
             source, tmp_path / f"{name}_lanes.h5", "--batch-size", BATCH, "--packing", "lanes"
         )
-        with np.load(source) as data:
-            values = data["values"]
-        files["stream"][name] = stream_file(
-            tmp_path / f"{name}_stream.h5", values[:, :2], values[:, 2:], lengths, CHUNK, BATCH
+        files["stream"][name] = split(
+            source, tmp_path / f"{name}_stream.h5", "--batch-size", BATCH, "--packing", "stream"
         )
     # Lanes pad every sequence's last chunk (18 % here); stream only the rows' ends (7 %).
     assert 2 * padding(files["stream"]["train"]) < padding(files["lanes"]["train"])
