@@ -232,11 +232,12 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
 
 
 def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
-    """``wrote out.h5: 90 x 100 x 2 float32, batch 6, 6 resets, 0.2 MB (+ manifest)``."""
+    """``wrote out.h5: 90 x 100 x 2 float32, batch 6 (15 batches, 18.9% filler),
+    6 resets, 0.2 MB (+ manifest)``."""
     lines = []
     for t in targets:
         shape = f"{t['samples']} x {t['window']} x {t['features']} {t['dtype']}"
-        layout = f"batch {t['batch_size']}, {t['resets']} resets"
+        layout = f"batch {batch_text(t)}, {t['resets']} resets"
         size = f"{t['bytes'] / 1e6:.1f} MB"
         if dry:
             where = f" for {t['output']}" if t["output"] else ""
@@ -246,6 +247,17 @@ def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
             lines += [f"wrote {extra} (validation, + its manifest)" for extra in t["outputs"][2:]]
             lines += [f"wrote {t['report']} (report)"] if "report" in t else []
     return lines
+
+
+def batch_text(t: dict[str, Any]) -> str:
+    """``6 (15 batches, 18.9% filler)``; per rank ``6 x 2 ranks (8 batches each, ...)``;
+    and with --streams the parts per sequence."""
+    size, ranks = t["batch_size"], t["ranks"]
+    count = t["batches"] // ranks
+    each = f"{count} batch{'es' if count != 1 else ''}" + (" each" if ranks > 1 else "")
+    streams = f"{t['streams']} streams per sequence, " if t["streams"] > 1 else ""
+    width = f"{size} x {ranks} ranks" if ranks > 1 else f"{size}"
+    return f"{width} ({streams}{each}, {t['filler_share']:.1%} filler)"
 
 
 def grid_lines(body: dict[str, Any], dry: bool) -> list[str]:

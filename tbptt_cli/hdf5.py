@@ -116,12 +116,14 @@ def write_h5(
         loss = None
         if plan.loss_from is not None:
             loss = dataset("loss_mask", (samples, window), np.uint8, ("sample", "time"), mask_rows)
-        for name, values in (
-            ("sequence", plan.sequence.astype(np.int64)),
-            ("offset", plan.offset.astype(np.int64)),
-            ("length", plan.length.astype(np.int32)),
-            ("reset", plan.reset.astype(np.uint8)),
-        ):
+        step_reset = step_sequence = None
+        if plan.segments is not None:  # --packing stream: sequences start inside rows
+            per_step = (samples, window)
+            step_reset = dataset("step_reset", per_step, np.uint8, ("sample", "time"), mask_rows)
+            step_sequence = dataset(
+                "step_sequence", per_step, np.int64, ("sample", "time"), rows_per_chunk
+            )
+        for name, values in index_datasets(plan):
             f.create_dataset(name, data=values, track_times=False)
             f[name].dims[0].label = "sample"
         if plan.batch_length is not None:
@@ -131,15 +133,15 @@ def write_h5(
         for key, value in attrs.items():
             f.attrs[key] = value
         hasher = None
+        per_row = (X, y, mask, loss, step_reset, step_sequence)  # the order of a Slab's arrays
         if stream:
-            big = [ds for ds in (X, y, mask, loss) if ds is not None]
-            hasher = StreamHash.start(f, path, big)
+            hasher = StreamHash.start(f, path, [ds for ds in per_row if ds is not None])
         try:
             _write_slabs(
                 plan,
                 data,
                 np_dtype,
-                (X, y, mask, loss),
+                per_row,
                 row_bytes,
                 mask_rows,
                 flush,
@@ -186,7 +188,7 @@ def _write_slabs(
     names = [ds.name if ds is not None else "" for ds in datasets]
     for start, stop, part in _gathered(plan, data, slab, dtype, slab * row_bytes, reusing):
         atomic.raise_swallowed()
-        arrays = (part.X, part.y, part.mask, part.loss_mask)
+        arrays = (part.X, part.y, part.mask, part.loss_mask, part.step_reset, part.step_sequence)
         pairs = [(name, a) for name, a in zip(names, arrays, strict=True) if a is not None]
         if raw:
             chunks = {
@@ -267,6 +269,19 @@ def _gathered(
                 pending.result()
 
 
+def index_datasets(plan: Plan) -> list[tuple[str, np.ndarray]]:
+    """The [samples] datasets: where each row comes from, and (--streams) which part."""
+    index: list[tuple[str, np.ndarray]] = [
+        ("sequence", plan.sequence.astype(np.int64)),
+        ("offset", plan.offset.astype(np.int64)),
+        ("length", plan.length.astype(np.int32)),
+        ("reset", plan.reset.astype(np.uint8)),
+    ]
+    if plan.part is not None:
+        index.append(("part", plan.part.astype(np.int32)))
+    return index
+
+
 def describe(ds: h5py.Dataset) -> dict[str, Any]:
     return {
         "shape": list(ds.shape),
@@ -290,6 +305,8 @@ def root_attrs(
         "stateful": int(plan.stateful),
         "packing": plan.packing or "",
         "order": plan.order or "",
+        "ranks": plan.ranks,
+        "streams": plan.streams,
         "features": json.dumps(data.feature_names),
         "targets": json.dumps(data.target_names),
         "params": json.dumps(params, sort_keys=True),

@@ -232,7 +232,7 @@ def suggest(data: SequenceSet, options: InputOptions) -> dict[str, Any]:
 
 def split_batch(lengths: np.ndarray, length: int) -> tuple[int, str]:
     """What ``--batch-size auto`` would pick; lanes when block packing only fits tiny batches."""
-    from tbptt_cli.strategies.stateful import choose_batch_size
+    from tbptt_cli.strategies.packing import choose_batch_size
 
     counts = -(-lengths[lengths > 0] // length)
     batch = choose_batch_size(counts, "block")
@@ -317,8 +317,8 @@ def describe_output(f: Any, path: str) -> dict[str, Any]:
     batch_size = int(attr(f, "batch_size", 1) or 1)
     extra = {
         key: attr(f, key)
-        for key in ("k1", "k2", "stride", "grad_start", "pad_side")
-        if key in f.attrs
+        for key in ("k1", "k2", "stride", "grad_start", "pad_side", "ranks", "streams")
+        if key in f.attrs and (key not in ("ranks", "streams") or attr(f, key) != 1)
     }
     return {
         "kind": "output",

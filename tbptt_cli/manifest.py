@@ -27,34 +27,68 @@ def tool_info() -> dict[str, str]:
 
 
 def sequence_table(plan: Plan, data: SequenceSet) -> dict[str, list[Any]]:
-    """Columnar: the samples of sequence i are ``first_sample[i] + j * stride[i]``."""
-    n = data.count
-    real = np.flatnonzero(plan.sequence >= 0)
-    owner = plan.sequence[real]
-    by_owner = real[np.argsort(owner, kind="stable")]
-    samples = np.bincount(owner, minlength=n)
-    begin = np.concatenate([[0], np.cumsum(samples)[:-1]])
-    first = np.where(samples > 0, by_owner[np.minimum(begin, max(len(by_owner) - 1, 0))], -1)
-    second = by_owner[np.minimum(begin + 1, max(len(by_owner) - 1, 0))] if len(by_owner) else first
-    stride = np.where(samples > 1, second - first, 0)
+    """Columnar: the samples of sequence i are ``first_sample[i] + j * stride[i]`` (with
+    ``--streams``, those of each of its ``parts[i]`` parts: see `part_table`)."""
+    pieces = plan.pieces(0, plan.samples)
+    real = pieces.sequence >= 0
+    table = progressions(pieces.sequence[real], pieces.row[real], data.count)
+    parts = np.ones(data.count, dtype=np.int64)
+    if plan.part is not None:
+        live = plan.sequence >= 0
+        parts = np.zeros(data.count, dtype=np.int64)
+        np.maximum.at(parts, plan.sequence[live], plan.part[live].astype(np.int64) + 1)
+    return {"id": list(data.ids), "length": data.lengths.tolist(), **table, "parts": parts.tolist()}
+
+
+def part_table(plan: Plan) -> dict[str, list[Any]] | None:
+    """With ``--streams``: which part of which sequence each row holds. Part p covers
+    steps ``offset[p] : offset[p] + steps[p]`` of ``sequence[p]``, in the samples
+    ``first_sample[p] + j * stride[p]``, j < ``samples[p]``."""
+    if plan.part is None:
+        return None
+    live = np.flatnonzero(plan.sequence >= 0)
+    most = int(plan.part.max(initial=0)) + 1
+    found, owner = np.unique(plan.sequence[live] * most + plan.part[live], return_inverse=True)
+    start = np.full(len(found), np.iinfo(np.int64).max)
+    np.minimum.at(start, owner, plan.offset[live])
+    steps = np.bincount(owner, weights=plan.length[live], minlength=len(found))
     return {
-        "id": list(data.ids),
-        "length": data.lengths.tolist(),
-        "first_sample": first.tolist() if len(by_owner) else [-1] * n,
-        "samples": samples.tolist(),
-        "stride": stride.tolist() if len(by_owner) else [0] * n,
+        "sequence": (found // most).tolist(),
+        "part": (found % most).tolist(),
+        "offset": start.tolist(),
+        "steps": steps.astype(np.int64).tolist(),
+        **progressions(owner, live, len(found)),
     }
 
 
+def progressions(owner: np.ndarray, rows: np.ndarray, n: int) -> dict[str, list[int]]:
+    """For owners 0..n-1 of ``rows`` (ascending): first row, row count and the stride
+    between their first two rows (0 with fewer than two, -1 as first with none)."""
+    by_owner = rows[np.argsort(owner, kind="stable")]
+    samples = np.bincount(owner, minlength=n)
+    if not len(by_owner):
+        return {"first_sample": [-1] * n, "samples": samples.tolist(), "stride": [0] * n}
+    begin = np.cumsum(samples) - samples
+    top = len(by_owner) - 1
+    first = np.where(samples > 0, by_owner[np.minimum(begin, top)], -1)
+    second = by_owner[np.minimum(begin + 1, top)]
+    stride = np.where(samples > 1, second - first, 0)
+    return {"first_sample": first.tolist(), "samples": samples.tolist(), "stride": stride.tolist()}
+
+
 def reset_every(plan: Plan) -> int | None:
-    """Batches between whole-batch resets when that is regular (block packing), else null."""
+    """Batches between whole-batch resets of each rank when that is regular (block
+    packing), else null."""
     if not plan.stateful:
         return 1
     if plan.packing != "block" or plan.samples == 0:
         return None
-    whole = np.flatnonzero(plan.reset.reshape(-1, plan.batch_size).all(axis=1))
-    gaps = np.diff(np.append(whole, plan.batches))
-    return int(gaps[0]) if len(gaps) and np.all(gaps == gaps[0]) else None
+    whole = np.all(plan.reset.reshape(-1, plan.ranks, plan.batch_size) != 0, axis=2)
+    gaps: set[int] = set()
+    for rank in range(plan.ranks):
+        starts = np.flatnonzero(whole[:, rank])
+        gaps.update(np.diff(np.append(starts, len(whole))).tolist())
+    return gaps.pop() if len(gaps) == 1 else None
 
 
 def layout(plan: Plan) -> dict[str, Any]:
@@ -67,14 +101,19 @@ def layout(plan: Plan) -> dict[str, Any]:
         "packing": plan.packing,
         "order": plan.order,
         "reset_every": reset_every(plan),
+        "ranks": plan.ranks,
+        "batches_per_rank": plan.batches // plan.ranks,
+        "streams": plan.streams,
+        "filler_rows": plan.filler_rows,
+        "filler_share": round(plan.filler_share, 6),
+        "padded_share": round(plan.padded_share, 6),
     }
 
 
 def batch_size_hints(plan: Plan) -> dict[str, Any]:
     if plan.stateful:
         return {"recommended": plan.batch_size, "required": plan.batch_size}
-    recommended, valid = stateless_hints(plan.samples)
-    return {"recommended": recommended, "valid": valid}
+    return {"recommended": plan.batch_size, "valid": stateless_hints(plan.samples)}
 
 
 def input_section(data: SequenceSet, source: SourceInfo) -> dict[str, Any]:
@@ -116,6 +155,7 @@ def build(
         },
         "layout": layout(plan),
         "sequences": sequence_table(plan, data),
+        **({"parts": parts} if (parts := part_table(plan)) is not None else {}),
         "batch_size_hints": batch_size_hints(plan),
         "warnings": list(plan.warnings),
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tbptt_cli.errors import InputDataError
-from tbptt_cli.plan import Plan, ragged_arange
+from tbptt_cli.plan import Plan, Segments, ragged_arange
 from tbptt_cli.sequences import SequenceSet
 
 Transform = Callable[[np.ndarray], np.ndarray]  # raw values -> scaled, float64
@@ -28,6 +28,8 @@ class Slab:
     y: np.ndarray | None  # [n, K, Ft]
     mask: np.ndarray  # uint8 [n, K]
     loss_mask: np.ndarray | None  # uint8 [n, K]
+    step_reset: np.ndarray | None = None  # uint8 [n, K], --packing stream
+    step_sequence: np.ndarray | None = None  # int64 [n, K], --packing stream
 
 
 def gather(
@@ -61,48 +63,65 @@ def _gather(
     dtype: np.dtype,
     buffer: np.ndarray | None,
 ) -> Slab:
-    rows = slice(start, stop)
     n, window = stop - start, plan.window
-    sequence, length, lead = plan.sequence[rows], plan.length[rows], plan.lead[rows]
-    first_step = data.starts[np.maximum(sequence, 0)] + plan.offset[rows]
-    is_full = (length == window) & (lead == 0) & (sequence >= 0)
-    full, partial = np.flatnonzero(is_full), np.flatnonzero(~is_full & (length > 0))
+    pieces = plan.pieces(start, stop)  # one per row, or several (--packing stream)
+    first_step = data.starts[np.maximum(pieces.sequence, 0)] + pieces.offset
+    is_full = (pieces.length == window) & (pieces.sequence >= 0)  # a whole row
+    full, partial = np.flatnonzero(is_full), np.flatnonzero(~is_full & (pieces.length > 0))
+    full_rows = pieces.row[full]
     on_values, on_targets = transforms(data)
-    X = _filled(data.values, first_step, full, n, window, dtype, buffer, on_values)
+    X = _filled(data.values, first_step[full], full_rows, n, window, dtype, buffer, on_values)
     mask = np.zeros((n, window), dtype=np.uint8)
-    mask[full] = 1
-    # The scatter path: one index per real step of the rows that are not full windows.
-    counts = length[partial].astype(np.int64)
+    mask[full_rows] = 1
+    # The scatter path: one index per real step of the pieces that are not whole rows.
+    counts = pieces.length[partial]
     step = ragged_arange(counts)
-    local_row = np.repeat(partial, counts)
-    column = np.repeat(lead[partial].astype(np.int64), counts) + step
+    local_row = np.repeat(pieces.row[partial], counts)
+    column = np.repeat(pieces.column[partial], counts) + step
     source = np.repeat(first_step[partial], counts) + step
     X[local_row, column] = _scaled(_take(data.values, source), on_values)
     mask[local_row, column] = 1
     y = None
     if data.targets is not None:
-        shifted = first_step + data.target_shift
-        y = _filled(data.targets, shifted, full, n, window, dtype, None, on_targets)
+        shifted = first_step[full] + data.target_shift
+        y = _filled(data.targets, shifted, full_rows, n, window, dtype, None, on_targets)
         y[local_row, column] = _scaled(_take(data.targets, source + data.target_shift), on_targets)
     loss_mask = None
     if plan.loss_from is not None:
         loss_mask = mask.copy()
         loss_mask[:, : plan.loss_from] = 0
-    return Slab(X, y, mask, loss_mask)
+    if plan.segments is None:
+        return Slab(X, y, mask, loss_mask)
+    return Slab(X, y, mask, loss_mask, *step_datasets(pieces, n, window))
+
+
+def step_datasets(pieces: Segments, rows: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """``step_reset`` (1 at a sequence's first step) and ``step_sequence`` (-1: padding)."""
+    step_sequence = np.full((rows, window), -1, dtype=np.int64)
+    real = np.flatnonzero(pieces.length > 0)
+    counts = pieces.length[real]
+    local_row = np.repeat(pieces.row[real], counts)
+    column = np.repeat(pieces.column[real], counts) + ragged_arange(counts)
+    step_sequence[local_row, column] = np.repeat(pieces.sequence[real], counts)
+    step_reset = np.zeros((rows, window), dtype=np.uint8)
+    begins = real[pieces.offset[real] == 0]
+    step_reset[pieces.row[begins], pieces.column[begins]] = 1
+    return step_reset, step_sequence
 
 
 def _filled(
     values: np.ndarray,
     first: np.ndarray,
-    full: np.ndarray,
+    rows: np.ndarray,
     n: int,
     window: int,
     dtype: np.dtype,
     buffer: np.ndarray | None = None,
     transform: Transform | None = None,
 ) -> np.ndarray:
-    """``[n, window, F]`` zeros with the full rows' windows copied in (and transformed)."""
-    if len(full) == n and values.dtype == dtype and transform is None:
+    """``[n, window, F]`` zeros with the windows starting at ``first`` copied into
+    ``rows`` (distinct, ascending), transformed by ``--scale`` if given."""
+    if len(rows) == n and values.dtype == dtype and transform is None:
         return _windows(values, first, window, buffer)  # the common case: one copy
     shape = (n, window, values.shape[1])
     size = int(np.prod(shape)) * dtype.itemsize
@@ -115,9 +134,9 @@ def _filled(
     # at the input's width first would double the slab's memory, and the pages of a
     # memory-mapped input are let go after each piece instead of after the slab.
     step = max(1, CONVERT_BYTES // max(window * values.shape[1] * values.itemsize, 1))
-    for begin in range(0, len(full), step):
-        rows = full[begin : begin + step]
-        out[rows] = _scaled(_windows(values, first[rows], window), transform)
+    for begin in range(0, len(rows), step):
+        part = slice(begin, begin + step)
+        out[rows[part]] = _scaled(_windows(values, first[part], window), transform)
         if values.dtype != dtype:
             release(values)
     return out

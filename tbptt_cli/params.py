@@ -13,15 +13,38 @@ from tbptt_cli.options import opt
 
 
 @dataclass(frozen=True)
-class LayoutParams:
-    """How chunks are laid out for a stateful RNN (split, grid ...)."""
+class BatchParams:
+    """The batch size every strategy records, and how much filler ``auto`` may add."""
 
     batch_size: int | str = opt(
-        "auto", "rows per batch: auto or an integer (the file is laid out for it)", auto_or_int=True
+        "auto",
+        "rows per batch: auto (the largest up to 128 within --max-filler) or an integer",
+        auto_or_int=True,
     )
+    max_filler: float | None = opt(
+        None,
+        "with --batch-size auto: the largest share of filler rows (fully masked) allowed "
+        "(default 0.1)",
+    )
+
+
+@dataclass(frozen=True)
+class LayoutParams(BatchParams):
+    """How chunks are laid out for a stateful RNN (split, grid ...)."""
+
     packing: str = opt(
-        "block", "block: B sequences side by side; lanes: each row a queue", ("block", "lanes")
+        "block",
+        "block: B sequences side by side; lanes: each row a queue of sequences; stream: "
+        "each row one stream of steps, the next sequence starting inside the chunk",
+        ("block", "lanes", "stream"),
     )
+    streams: int | str = opt(
+        1,
+        "cut each sequence into this many equal parts laid side by side as rows (auto: "
+        "enough for a useful batch)",
+        auto_or_int=True,
+    )
+    ranks: int = opt(1, "data-parallel ranks: batch k of rank r is batch k*R + r of the file")
     order: str = opt(
         "interleaved",
         "interleaved (chunk j+1 in the same row of the next batch); sequential needs batch 1",
@@ -56,7 +79,7 @@ SHARED_PARAMS: tuple[type, ...] = (LayoutParams, StatefulParams, JitterParams)
 
 
 @dataclass(frozen=True)
-class AsisParams:
+class AsisParams(BatchParams):
     pad_to: int | None = opt(None, "window length (default: the longest sequence)")
     truncate: bool = opt(False, "cut sequences longer than --pad-to (keeps the first steps)")
     pad_side: str = opt("post", "where the padding goes", ("post", "pre"))
@@ -97,7 +120,7 @@ class DomainAcfParams(StatefulParams, JitterParams):
 
 
 @dataclass(frozen=True)
-class DomainSegmentsParams:
+class DomainSegmentsParams(BatchParams):
     boundary_col: str | None = opt(None, "column whose non-zero value ends a segment")
     boundary_feature: str | None = opt(None, "feature whose value --boundary-value ends a segment")
     boundary_value: float | None = opt(None, "with --boundary-feature: the boundary value")

@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from tbptt_cli.errors import UsageError
+
+MAX_AUTO_BATCH = 128
+DEFAULT_MAX_FILLER = 0.10
+MAX_PADDED_SHARE = 0.5  # above it, a run warns and names the option that cuts the padding
+
+
+@dataclass(frozen=True)
+class BatchChoice:
+    """The requested batch layout: ``size`` None for auto, the filler rows auto may add
+    (a share of all rows), and the number of data-parallel ranks."""
+
+    size: int | None
+    max_filler: float = DEFAULT_MAX_FILLER
+    ranks: int = 1
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Rows made of several pieces (``--packing stream``), sorted by row then column:
+    piece p fills columns ``column[p] : column[p] + length[p]`` of row ``row[p]`` with
+    the steps of sequence ``sequence[p]`` that start at ``offset[p]``."""
+
+    row: np.ndarray  # int64 [P]
+    column: np.ndarray  # int64 [P]
+    sequence: np.ndarray  # int64 [P]
+    offset: np.ndarray  # int64 [P]
+    length: np.ndarray  # int64 [P]
+
+    def rows(self, start: int, stop: int) -> Segments:
+        """The pieces of rows ``start:stop``, their rows counted from ``start``."""
+        lo, hi = np.searchsorted(self.row, [start, stop])
+        part = slice(int(lo), int(hi))
+        return Segments(
+            self.row[part] - start,
+            self.column[part],
+            self.sequence[part],
+            self.offset[part],
+            self.length[part],
+        )
 
 
 @dataclass(frozen=True)
@@ -17,6 +58,10 @@ class Plan:
 
     ``sequence == -1`` marks a filler row. ``reset`` = 1: zero this row's state first.
     ``loss_from`` (decoupled): the loss counts window steps ``t >= loss_from`` only.
+    ``ranks`` > 1: batch k of rank r is rows ``[(k*R + r)*B, (k*R + r + 1)*B)``.
+    ``part`` (``--streams``): which of its sequence's parallel streams a row holds.
+    ``segments`` (``--packing stream``): the pieces of rows that hold several sequences;
+    then ``sequence``/``offset`` name a row's first piece and ``length`` its real steps.
     """
 
     sequence: np.ndarray  # int64 [S]
@@ -31,6 +76,10 @@ class Plan:
     order: str | None = None
     batch_length: np.ndarray | None = None  # int32 [batches], variable-length BPTT
     loss_from: int | None = None
+    ranks: int = 1
+    streams: int = 1
+    part: np.ndarray | None = None  # int32 [S], -1 for filler rows
+    segments: Segments | None = None
     attrs: dict[str, Any] = field(default_factory=dict)  # extra HDF5 root attributes
     report: dict[str, Any] = field(default_factory=dict)  # extra manifest keys ("analysis")
     text: str = ""  # for people, on stderr unless -q/--json (a correlogram)
@@ -43,6 +92,34 @@ class Plan:
     @property
     def batches(self) -> int:
         return -(-self.samples // self.batch_size)
+
+    @property
+    def filler_rows(self) -> int:
+        return int(np.count_nonzero(self.sequence < 0))
+
+    @property
+    def filler_share(self) -> float:
+        """Filler rows (no real step) over all rows."""
+        return self.filler_rows / self.samples if self.samples else 0.0
+
+    @property
+    def padded_share(self) -> float:
+        """Padded steps (masked tails and filler rows) over all steps."""
+        cells = self.samples * self.window
+        return (cells - int(self.length.sum(dtype=np.int64))) / cells if cells else 0.0
+
+    def pieces(self, start: int, stop: int) -> Segments:
+        """The real steps of rows ``start:stop`` as pieces, rows counted from ``start``."""
+        if self.segments is not None:
+            return self.segments.rows(start, stop)
+        rows = slice(start, stop)
+        return Segments(
+            np.arange(stop - start, dtype=np.int64),
+            self.lead[rows].astype(np.int64),
+            self.sequence[rows],
+            self.offset[rows],
+            self.length[rows].astype(np.int64),
+        )
 
 
 def filler_rows(samples: int) -> dict[str, Any]:
@@ -67,26 +144,91 @@ def ragged_arange(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - starts
 
 
-def parse_batch_size(value: str | int) -> int | None:
+def parse_batch_size(value: str | int, flag: str = "--batch-size") -> int | None:
     """``auto`` gives None; otherwise a positive integer."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return None
     try:
         size = int(value)
     except (TypeError, ValueError):
-        raise UsageError(
-            f"--batch-size must be auto or a positive integer, not {value!r}"
-        ) from None
+        raise UsageError(f"{flag} must be auto or a positive integer, not {value!r}") from None
     if size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {size}")
+        raise UsageError(f"{flag} must be at least 1, not {size}")
     return size
 
 
-def stateless_hints(samples: int) -> tuple[int, list[int]]:
-    """(recommended, valid) batch sizes of a stateless file: divisors of the sample count."""
-    valid = [b for b in range(1, min(samples, 1024) + 1) if samples % b == 0]
-    small = [b for b in valid if b <= 128]
-    return (small[-1] if small else 1), valid
+def batch_choice(params: Any) -> BatchChoice:
+    """The batch layout a strategy's parameters ask for (``ranks`` where it has them)."""
+    ranks = getattr(params, "ranks", 1)
+    if ranks < 1:
+        raise UsageError(f"--ranks must be at least 1, not {ranks}")
+    size = parse_batch_size(params.batch_size)
+    given = params.max_filler
+    unused = given is not None and size is not None and getattr(params, "streams", 1) != "auto"
+    warnings = (
+        f"--max-filler {given} was not used: it bounds the filler of --batch-size auto "
+        f"(and --streams auto), and the batch size is {size}",
+    )
+    max_filler = DEFAULT_MAX_FILLER if given is None else check_max_filler(given)
+    return BatchChoice(size, max_filler, ranks, warnings if unused else ())
+
+
+def check_max_filler(value: float) -> float:
+    if not 0 <= value < 1:
+        raise UsageError(f"--max-filler must be at least 0 and below 1, not {value}")
+    return value
+
+
+def choose_batch(
+    limit: int,
+    max_filler: float,
+    filler: Callable[[int], tuple[int, int]],
+    bound: Callable[[int], tuple[int, int]] | None = None,
+) -> int:
+    """The largest B <= min(limit, 128) whose ``filler(B)`` = (filler rows, all rows) has
+    at most ``max_filler`` of the rows as filler; 1 when none does. ``bound(B)``, a cheap
+    lower bound of the filler rows, skips the sizes that cannot pass."""
+    for size in range(min(limit, MAX_AUTO_BATCH), 1, -1):
+        if bound is not None and not within(*bound(size), max_filler):
+            continue
+        if within(*filler(size), max_filler):
+            return size
+    return 1
+
+
+def within(filler: int, rows: int, max_filler: float) -> bool:
+    return filler <= max_filler * rows
+
+
+def batch_one_warning(max_filler: float, cures: str) -> str:
+    return (
+        f"--batch-size auto chose 1: every larger batch needs more than {max_filler:.0%} "
+        f"filler rows (--max-filler); {cures}"
+    )
+
+
+def padding_warning(plan: Plan, shorter: str) -> str | None:
+    """When more than half of the steps are padding: how much, and the option that cures
+    it (``shorter``: the cure for padded tails, which is the strategy's)."""
+    if plan.padded_share <= MAX_PADDED_SHARE:
+        return None
+    cells = plan.samples * plan.window
+    in_filler = plan.filler_rows * plan.window / cells
+    if in_filler >= plan.padded_share / 2:
+        cure = "a smaller --batch-size"
+        if plan.stateful and plan.packing == "block":
+            cure = "--packing lanes (rows take the next sequence) or " + cure
+    else:
+        cure = shorter
+    return (
+        f"{plan.padded_share:.0%} of the steps written are padding ({in_filler:.0%} in "
+        f"filler rows); {cure} cuts it"
+    )
+
+
+def stateless_hints(samples: int) -> list[int]:
+    """The batch sizes a stateless file splits into evenly: divisors of the sample count."""
+    return [b for b in range(1, min(samples, 1024) + 1) if samples % b == 0]
 
 
 def stateless_plan(
@@ -95,19 +237,35 @@ def stateless_plan(
     length: np.ndarray,
     lead: np.ndarray,
     window: int,
-    batch_size: int | None = None,
+    batch: BatchChoice,
+    shorter: str,
     **extra: Any,
 ) -> Plan:
-    """Rows that each start from a zero state: ``reset = 1`` everywhere, any batch size."""
+    """Rows that each start from a zero state: ``reset = 1`` everywhere. Padded with
+    filler rows to a multiple of the batch size (times the ranks)."""
     rows = len(sequence)
-    return Plan(
-        sequence=np.asarray(sequence, dtype=np.int64),
-        offset=np.asarray(offset, dtype=np.int64),
-        length=np.asarray(length, dtype=np.int32),
-        reset=np.ones(rows, dtype=np.uint8),
-        lead=np.asarray(lead, dtype=np.int32),
+    ranks = batch.ranks
+
+    def filler(size: int) -> tuple[int, int]:
+        total = -(-rows // (size * ranks)) * size * ranks
+        return total - rows, total
+
+    size = batch.size or choose_batch(max(1, rows), batch.max_filler, filler)
+    warnings = [*extra.pop("warnings", ()), *batch.warnings]
+    if batch.size is None and size == 1 and rows > 1:
+        warnings.append(batch_one_warning(batch.max_filler, "pass --batch-size B"))
+    fill = filler_rows(filler(size)[0])
+    plan = Plan(
+        sequence=np.concatenate([np.asarray(sequence, dtype=np.int64), fill["sequence"]]),
+        offset=np.concatenate([np.asarray(offset, dtype=np.int64), fill["offset"]]),
+        length=np.concatenate([np.asarray(length, dtype=np.int32), fill["length"]]),
+        reset=np.ones(rows + len(fill["reset"]), dtype=np.uint8),
+        lead=np.concatenate([np.asarray(lead, dtype=np.int32), fill["lead"]]),
         window=window,
-        batch_size=batch_size or stateless_hints(rows)[0],
+        batch_size=size,
         stateful=False,
+        ranks=ranks,
         **extra,
     )
+    padded = padding_warning(plan, shorter)
+    return replace(plan, warnings=tuple(warnings + ([padded] if padded else [])))

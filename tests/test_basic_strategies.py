@@ -58,7 +58,9 @@ def test_worked_example_split(tmp_path, tbptt):
     np.save(tmp_path / "in.npy", data)
     result = tbptt("split", tmp_path / "in.npy", "--length", 500, "-o", tmp_path / "out.h5")
     assert result.code == 0, result.stderr
-    assert "10000 x 500 x 1 float32, batch 100, 100 resets" in result.stderr
+    assert "10000 x 500 x 1 float32, batch 100 (100 batches, 0.0% filler), 100 resets" in (
+        result.stderr
+    )
     with h5py.File(tmp_path / "out.h5") as f:
         assert f["X"].shape == (10000, 500, 1)
         assert f.attrs["batch_size"] == 100

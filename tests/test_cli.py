@@ -65,8 +65,9 @@ def test_success_is_one_line_on_stderr_and_nothing_on_stdout(npy, tmp_path, tbpt
     result = tbptt("split", npy, "--length", 10, "-o", tmp_path / "o.h5")
     assert result.code == 0 and result.stdout == ""
     assert result.stderr == (
-        f"wrote {tmp_path}/o.h5: 12 x 10 x 1 float32, batch 4, 4 resets, "
-        f"{(tmp_path / 'o.h5').stat().st_size / 1e6:.1f} MB (+ {tmp_path}/o.manifest.json)\n"
+        f"wrote {tmp_path}/o.h5: 12 x 10 x 1 float32, batch 4 (3 batches, 0.0% filler), "
+        f"4 resets, {(tmp_path / 'o.h5').stat().st_size / 1e6:.1f} MB "
+        f"(+ {tmp_path}/o.manifest.json)\n"
     )
     assert tbptt("split", npy, "--length", 10, "-o", tmp_path / "o.h5", "-q").stderr == ""
 
@@ -198,5 +199,8 @@ def test_dry_run_without_output_names_no_file(npy, tbptt):
     result = tbptt("split", npy, "--length", 7, "-n", "--json")
     (plan,) = json.loads(result.stdout)["plan"]
     assert plan["output"] is None and plan["manifest"] is None and "outputs" not in plan
-    expected = "plan: 20 x 7 x 1 float32, batch 4, 4 resets, ~0.0 MB; nothing written\n"
+    expected = (
+        "plan: 20 x 7 x 1 float32, batch 4 (5 batches, 0.0% filler), 4 resets, ~0.0 MB; "
+        "nothing written\n"
+    )
     assert result.stderr == expected

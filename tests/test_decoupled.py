@@ -93,7 +93,9 @@ def test_overlap_batch_size_and_ignored_layout_options() -> None:
     plan = plan_decoupled(
         ramp([6]), DecoupledParams(k1=3, k2=2, stride=1, batch_size=4, packing="lanes")
     )
-    assert (plan.samples, plan.batch_size, plan.packing) == (6, 4, None)
+    # Six windows padded with two filler rows to whole batches of 4.
+    assert (plan.samples, plan.batch_size, plan.packing) == (8, 4, None)
+    assert plan.sequence.tolist()[6:] == [-1, -1] and plan.length.tolist()[6:] == [0, 0]
     assert any("--packing and --order" in w for w in plan.warnings)
 
 

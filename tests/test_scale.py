@@ -262,7 +262,7 @@ def test_streamed_output_hash_matches_the_file(tmp_path):
     "command",
     [
         ["split", "--length", "20", "--batch-size", "4", "--target", "next"],
-        ["decoupled", "--k1", "6", "--k2", "2", "--stride", "2"],
+        ["decoupled", "--k1", "6", "--k2", "2", "--stride", "2", "--batch-size", "9"],
         ["stepwise", "--batch-size", "3"],
     ],
 )

@@ -96,9 +96,12 @@ def test_rows_cover_every_step_once_and_never_cross_sequences(lengths, seed, pad
     )
     params = DomainSegmentsParams(boundary_col="eos", max_gap=2.0, pad_to=str(pad_to))
     plan = plan_domain_segments(data, params)
-    seq_lengths = np.array(lengths)[plan.sequence]
-    assert np.all(plan.offset + plan.length <= seq_lengths)
-    assert np.all((plan.length >= 1) & (plan.length <= plan.window))
+    real = int(np.count_nonzero(plan.sequence >= 0))
+    assert (plan.sequence[real:] == -1).all() and plan.samples % plan.batch_size == 0
+    assert plan.filler_rows <= 0.1 * plan.samples  # padded to whole batches, within auto's rule
+    seq_lengths = np.array(lengths)[plan.sequence[:real]]
+    assert np.all(plan.offset[:real] + plan.length[:real] <= seq_lengths)
+    assert np.all((plan.length[:real] >= 1) & (plan.length[:real] <= plan.window))
     covered = np.concatenate([data.starts[s] + o + np.arange(n) for s, o, n in rows(plan)])
     assert np.array_equal(covered, np.arange(total))  # in order, each step exactly once
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import StatefulParams
-from tbptt_cli.strategies.stateful import Chunking, choose_batch_size, stateful_plan
+from tbptt_cli.strategies.packing import choose_batch_size
+from tbptt_cli.strategies.stateful import Chunking, stateful_plan
 
 
 def chunks_of(length: int, k: int, remainder: str) -> list[tuple[int, int]]:
@@ -169,7 +170,8 @@ def test_auto_batch_size_is_largest_without_filler(lengths, k, expected):
 
 def test_auto_batch_size_is_capped_at_128():
     counts = np.full(1000, 3)
-    assert choose_batch_size(counts, "block") == 125
+    assert choose_batch_size(counts, "block") == 128  # 24 filler rows of 1024: 2.3%
+    assert choose_batch_size(counts, "block", max_filler=0) == 125
     assert choose_batch_size(np.full(256, 3), "lanes") == 128
 
 

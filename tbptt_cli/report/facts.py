@@ -16,10 +16,11 @@ import numpy as np
 from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.params import DomainAcfParams, StatefulParams
+from tbptt_cli.plan import MAX_AUTO_BATCH
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies import acf
 from tbptt_cli.strategies.grid import padded_fraction, parse_lengths
-from tbptt_cli.strategies.stateful import MAX_AUTO_BATCH, Chunking, stateful_plan
+from tbptt_cli.strategies.stateful import Chunking, stateful_plan
 
 RULES = ("pacf", "acf", "season")
 PACKINGS = ("block", "lanes")

@@ -419,7 +419,8 @@ def plan_with_length(data: SequenceSet, params: DomainAcfParams, length: int) ->
     """The split layout for a chunk length already chosen: a validation set must use the
     training set's length, not pick one of its own."""
     check_params(params)
-    chunking = Chunking(length, params.jitter, params.p_half, params.seed)
+    shorter = "a smaller --multiple or --min-length (or split --length K)"
+    chunking = Chunking(length, params.jitter, params.p_half, params.seed, shorter)
     return stateful_plan(data.lengths, data.ids, chunking, params)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import AsisParams, SplitParams, StepwiseParams
-from tbptt_cli.plan import Plan, stateless_plan
+from tbptt_cli.plan import Plan, batch_choice, stateless_plan
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies.stateful import Chunking, stateful_plan
 
@@ -43,6 +43,8 @@ def plan_asis(data: SequenceSet, params: AsisParams) -> Plan:
         kept,
         lead,
         window,
+        batch_choice(params),
+        "split --length K (chunks of the long sequences, not padding of the short ones)",
         attrs={"pad_side": params.pad_side},
         warnings=tuple(warnings),
     )

@@ -16,7 +16,7 @@ import numpy as np
 
 from tbptt_cli.errors import UsageError
 from tbptt_cli.params import DecoupledParams
-from tbptt_cli.plan import Plan, parse_batch_size, ragged_arange, stateless_plan
+from tbptt_cli.plan import Plan, batch_choice, ragged_arange, stateless_plan
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies.stateful import Chunking, chunk_counts, stateful_plan
 
@@ -26,7 +26,8 @@ def plan_decoupled(data: SequenceSet, params: DecoupledParams) -> Plan:
     k1, k2, stride = check_windows(params)
     attrs = {"k1": k1, "k2": k2, "stride": stride, "grad_start": k1 - k2}
     if stride == k1:
-        plan = stateful_plan(data.lengths, data.ids, Chunking(k1), params)
+        chunking = Chunking(k1, shorter="a shorter --k1")
+        plan = stateful_plan(data.lengths, data.ids, chunking, params)
         loss_from = k1 - k2
     else:
         plan = overlapping_plan(data.lengths, data.ids, k1, stride, params)
@@ -73,7 +74,11 @@ def overlapping_plan(
     start = end - k1
     offset = np.maximum(start, 0)
     length = np.minimum(end, lengths[sequence]) - offset
-    requested = parse_batch_size(params.batch_size)
+    if params.streams != 1:
+        raise UsageError(
+            "--streams lays parts of a sequence side by side for a stateful layout; "
+            "overlapping windows (--stride < --k1) are independent samples: drop --streams"
+        )
     warnings = []
     if params.packing != "block" or params.order != "interleaved":
         warnings.append(
@@ -84,5 +89,12 @@ def overlapping_plan(
     if empty:
         warnings.append(f"{empty} sequence(s) shorter than one stride produced no sample")
     return stateless_plan(
-        sequence, offset, length, np.maximum(-start, 0), k1, requested, warnings=tuple(warnings)
+        sequence,
+        offset,
+        length,
+        np.maximum(-start, 0),
+        k1,
+        batch_choice(params),
+        "a shorter --k1",
+        warnings=tuple(warnings),
     )

@@ -23,12 +23,16 @@ def plan_grid(data: SequenceSet, params: GridParams) -> list[tuple[int, Plan]]:
     """(K, plan) for every candidate length K, shortest first."""
     layout = StatefulParams(
         batch_size=params.batch_size,
+        max_filler=params.max_filler,
         remainder="pad",
         packing=params.packing,
         order=params.order,
+        streams=params.streams,
+        ranks=params.ranks,
     )
+    shorter = "a shorter length in --lengths"
     return [
-        (length, stateful_plan(data.lengths, data.ids, Chunking(length), layout))
+        (length, stateful_plan(data.lengths, data.ids, Chunking(length, shorter=shorter), layout))
         for length in grid_lengths(data, params)
     ]
 
@@ -87,8 +91,7 @@ def factor_lengths(data: SequenceSet, low: int | None, high: int | None) -> list
 
 def padded_fraction(plan: Plan) -> float:
     """The fraction of the X steps that hold padding (filler rows and masked tails)."""
-    cells = plan.samples * plan.window
-    return (cells - int(plan.length.sum())) / cells if cells else 0.0
+    return plan.padded_share
 
 
 def divides(length: int, lengths: np.ndarray) -> bool:

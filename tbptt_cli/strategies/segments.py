@@ -19,7 +19,7 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import DomainSegmentsParams
-from tbptt_cli.plan import Plan, ragged_arange, stateless_plan
+from tbptt_cli.plan import Plan, batch_choice, ragged_arange, stateless_plan
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies.basic import PRACTICAL_WINDOW
 
@@ -197,6 +197,8 @@ def plan_domain_segments(data: SequenceSet, params: DomainSegmentsParams) -> Pla
         row_length,
         lead,
         window,
+        batch_choice(params),
+        "--pad-to p90 with --overflow split",
         attrs={"pad_side": params.pad_side, "overflow": params.overflow},
         report={"segments": report},
         warnings=tuple(warnings),

@@ -1,38 +1,57 @@
-"""The stateful layout shared by split, stepwise, domain acf and decoupled.
+"""The stateful layout shared by split, stepwise, domain acf, decoupled and grid.
 
-Chunk j of a sequence sits in the same row of the batch after chunk j-1's batch, so a
-stateful RNN (Keras ``stateful=True``, a torch loop that carries ``h``) continues each
-row's state from one batch to the next. Sequences are assigned a row and a first batch
-(``block``: B sequences side by side; ``lanes``: each row a queue), then every chunk's
-sample index is ``(first_batch + j) * B + row``.
+Chunk j of a piece (a sequence, or one of its ``--streams`` parts) sits in the same row
+of the batch after chunk j-1's batch, so a stateful RNN (Keras ``stateful=True``, a torch
+loop that carries ``h``) continues each row's state from one batch to the next.
+`packing` decides which row and first batch every piece gets, rank by rank; this module
+cuts the sequences, chooses the batch size and the number of streams, and turns that
+schedule into the Plan's index arrays. With R ranks, batch k of rank r is batch
+``k*R + r`` of the file, so each rank reads a state-continuous file of its own.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import StatefulParams
-from tbptt_cli.plan import Plan, filler_rows, parse_batch_size, ragged_arange
+from tbptt_cli.plan import (
+    BatchChoice,
+    Plan,
+    Segments,
+    batch_choice,
+    batch_one_warning,
+    filler_rows,
+    padding_warning,
+    parse_batch_size,
+    ragged_arange,
+)
+from tbptt_cli.strategies.packing import (
+    Dealt,
+    Pieces,
+    auto_batch,
+    choose_streams,
+    cut,
+    lane_schedule,
+)
 
-MAX_AUTO_BATCH = 128
 MIN_JITTER_LENGTH = 5
 DRAW = 4096  # batch lengths drawn at a time
 
 
 @dataclass(frozen=True)
 class Chunking:
-    """How sequences are cut: a fixed length, or per-batch lengths drawn AWD-LSTM style."""
+    """How sequences are cut: a fixed length, or per-batch lengths drawn AWD-LSTM style.
+    ``shorter`` names the option that shortens the chunks, for the padding warning."""
 
     length: int
     jitter: float = 0.0
     p_half: float = 0.0
     seed: int = 0
+    shorter: str = "a shorter --length"
 
 
 class BatchLengths:
@@ -52,6 +71,12 @@ class BatchLengths:
             steps = np.cumsum(np.concatenate(draws))
             self.cum = np.concatenate([self.cum, self.cum[-1] + steps])
         return self.cum
+
+    def covering(self, steps: int) -> np.ndarray:
+        """``cum[: k + 1]`` for the fewest batches k that hold ``steps`` steps."""
+        while self.cum[-1] < steps:
+            self.cumulative(2 * len(self.cum))
+        return self.cum[: int(np.searchsorted(self.cum, steps, side="left")) + 1]
 
     def _draw(self, count: int) -> np.ndarray:
         c = self.chunking
@@ -80,182 +105,269 @@ def chunk_counts(
     return -(-lengths // length)
 
 
-def lane_schedule(
-    count_at: Callable[[int, int], int], sequences: int, batch_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sequence i goes to the row that frees first (ties: lowest row), where it takes
-    ``count_at(i, first_batch)`` batches: returns (row, first batch, count) per sequence."""
-    rows, first, counts = (np.empty(sequences, dtype=np.int64) for _ in range(3))
-    free = [(0, row) for row in range(batch_size)]
-    for i in range(sequences):
-        batch, row = free[0]
-        count = count_at(i, batch)
-        rows[i], first[i], counts[i] = row, batch, count
-        heapq.heapreplace(free, (batch + count, row))
-    return rows, first, counts
-
-
-def fixed_lanes(counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """`lane_schedule` for fixed chunk counts; equal counts are a plain round robin."""
-    if len(counts) and np.all(counts == counts[0]):
-        index = np.arange(len(counts))
-        return index % batch_size, (index // batch_size) * counts[0]
-    fixed = counts.tolist()
-    rows, first, _ = lane_schedule(lambda i, _: fixed[i], len(fixed), batch_size)
-    return rows, first
-
-
-def lane_waste(counts: np.ndarray, batch_size: int) -> int:
-    rows, first = fixed_lanes(counts, batch_size)
-    batches = int((first + counts).max()) if len(counts) else 0
-    return batches * batch_size - int(counts.sum())
-
-
-def choose_batch_size(counts: np.ndarray, packing: str) -> int:
-    """The batch size up to 128 with the fewest filler rows, ties to the larger.
-
-    B = 1 never needs filler, so this is the largest B without filler; for lanes a cheap
-    lower bound skips the sizes that cannot reach zero before simulating the rest.
-    """
-    limit = max(1, min(MAX_AUTO_BATCH, len(counts)))
-    total, longest = int(counts.sum()), int(counts.max(initial=0))
-    for size in range(limit, 1, -1):
-        if packing == "block":
-            # No filler: every block full (N a multiple of B) and even inside.
-            if total and len(counts) % size == 0:
-                blocks = counts.reshape(-1, size)
-                if (blocks == blocks[:, :1]).all():
-                    return size
-        elif total % size == 0 and total // size >= longest and lane_waste(counts, size) == 0:
-            return size
-    return 1
+def check_layout(
+    params: StatefulParams, chunking: Chunking, choice: BatchChoice, streams: int | None
+) -> None:
+    """Combinations that cannot be laid out, refused before anything is planned
+    (``streams`` None: auto)."""
+    if params.order == "sequential":
+        if choice.size not in (None, 1):
+            raise UsageError(
+                f"--order sequential puts a sequence's chunks one after another, which only "
+                f"carries state correctly with batch size 1, not {choice.size}; use "
+                f"--order interleaved"
+            )
+        if streams != 1:
+            raise UsageError(
+                "--streams lays the parts of a sequence side by side, --order sequential "
+                "one after another in a single row; drop one of them"
+            )
+    if params.packing == "stream":
+        if params.remainder != "pad":
+            raise UsageError(
+                f"--packing stream pads only the end of each row, so --remainder "
+                f"{params.remainder} does not apply; drop it (or use --packing lanes)"
+            )
+        if streams != 1:
+            raise UsageError(
+                "--packing stream already queues sequences step after step in every row; "
+                "--streams cuts sequences for block and lanes packing: drop one of them"
+            )
+    if chunking.jitter and params.remainder == "error":
+        raise UsageError("--remainder error cannot be met with --jitter; use pad or drop")
 
 
 def stateful_plan(
     lengths: np.ndarray, ids: list[str], chunking: Chunking, params: StatefulParams
 ) -> Plan:
-    """Cut every sequence into chunks and lay them out for one batch size."""
+    """Cut every sequence into chunks and lay them out for one batch size (per rank)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     if chunking.length < 1:
         raise UsageError(f"the chunk length must be at least 1, not {chunking.length}")
     if chunking.jitter < 0 or not 0 <= chunking.p_half <= 1:
         raise UsageError("--jitter must be >= 0 and --p-half between 0 and 1")
-    if chunking.jitter and params.remainder == "error":
-        raise UsageError("--remainder error cannot be met with --jitter; use pad or drop")
-    counts = chunk_counts(lengths, chunking.length, params.remainder, ids)
-    warnings: list[str] = []
-    requested = parse_batch_size(params.batch_size)
+    choice = batch_choice(params)
+    requested = parse_batch_size(params.streams, "--streams")
+    check_layout(params, chunking, choice, requested)
     if params.order == "sequential":
-        if requested not in (None, 1):
-            raise UsageError(
-                f"--order sequential puts a sequence's chunks one after another, which only "
-                f"carries state correctly with batch size 1, not {requested}; use "
-                f"--order interleaved"
-            )
-        requested = 1
-    live = np.flatnonzero(counts > 0)
-    if requested is None:
-        batch_size = choose_batch_size(counts[live], params.packing)
-        if batch_size == 1 and len(live) > 1:
-            warnings.append(
-                "--batch-size auto chose 1, the only size without filler rows; pass "
-                "--batch-size B to train faster (--packing lanes needs the fewest fillers)"
-            )
+        choice = replace(choice, size=1)
+    length, packing = chunking.length, params.packing
+    units = chunk_counts(lengths, length, params.remainder, ids)
+    streams = requested or choose_streams(lengths, units, length, choice, packing)
+    pieces = cut(lengths, units, length, streams)
+    if 0 < len(pieces) < choice.ranks:
+        raise UsageError(
+            f"--ranks {choice.ranks} needs at least {choice.ranks} sequences (or parts of "
+            f"sequences), the input gives {len(pieces)}; pass --streams {choice.ranks} or "
+            f"fewer ranks"
+        )
+    dealt = Dealt.of(pieces, choice.ranks, packing)
+    size = choice.size or auto_batch(dealt, packing, length, choice.max_filler)
+    warnings = layout_warnings(units, pieces, params, choice, size, requested)
+    batch_lengths = BatchLengths(chunking)
+    if packing == "stream":
+        rows, position = _schedule(dealt, size, params, batch_lengths)[1:]
+        plan = _emit_stream(dealt, rows, position, size, batch_lengths)
     else:
-        batch_size = requested
-    dropped = len(lengths) - len(live)
+        counts, rows, first = _schedule(dealt, size, params, batch_lengths)
+        plan = _emit_chunks(dealt, counts, rows, first, size, batch_lengths, packing)
+    plan = replace(plan, order=params.order, streams=streams)
+    padded = padding_warning(plan, chunking.shorter)
+    return replace(plan, warnings=tuple(warnings + ([padded] if padded else [])))
+
+
+def layout_warnings(
+    units: np.ndarray,
+    pieces: Pieces,
+    params: StatefulParams,
+    choice: BatchChoice,
+    size: int,
+    requested: int | None,
+) -> list[str]:
+    """What the run says about the layout: ``requested`` is the --streams given."""
+    warnings = list(choice.warnings)
+    if choice.size is None and size == 1 and int(pieces.counts.sum()) > choice.ranks:
+        cures = batch_cures(pieces, params, choice, requested == 1)
+        warnings.append(batch_one_warning(choice.max_filler, cures))
+    dropped = int(np.count_nonzero(units == 0))
     if dropped:
         warnings.append(f"{dropped} sequence(s) shorter than one chunk produced no sample")
-    batch_lengths = BatchLengths(chunking)
-    if chunking.jitter:
-        counts, rows, first = _jittered_schedule(lengths, live, batch_size, params, batch_lengths)
-    else:
-        counts, rows, first = _fixed_schedule(counts, live, batch_size, params.packing)
-    return _emit(lengths, live, counts, rows, first, batch_size, batch_lengths, params, warnings)
+    if requested:
+        fewer = int(np.count_nonzero((units > 0) & (units < requested)))
+        if fewer:
+            warnings.append(
+                f"{fewer} sequence(s) have fewer than {requested} chunks, so fewer than "
+                f"--streams {requested} parts (one per chunk)"
+            )
+    return warnings
 
 
-def _fixed_schedule(
-    counts: np.ndarray, live: np.ndarray, batch_size: int, packing: str
+def batch_cures(pieces: Pieces, params: StatefulParams, choice: BatchChoice, one: bool) -> str:
+    """What gives a batch larger than 1: more rows to fill it, or more filler allowed
+    (``one``: a single stream per sequence was asked for)."""
+    streams = one and params.order == "interleaved"
+    if len(pieces) <= choice.ranks:  # one piece per rank: only parallel streams help
+        if streams:
+            return "one sequence fills one row; --streams auto cuts it into parallel streams"
+        return "one sequence fills one row; pass more --streams"
+    cures = ["pass --batch-size B", "a larger --max-filler"]
+    if params.packing == "block":
+        cures.append("--packing lanes")
+    if streams:
+        cures.append("--streams auto (each sequence as parallel streams)")
+    return ", ".join(cures[:-1]) + " or " + cures[-1]
+
+
+def _schedule(
+    dealt: Dealt, size: int, params: StatefulParams, batch_lengths: BatchLengths
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    counts = counts[live]
-    if packing == "lanes":
-        rows, first = fixed_lanes(counts, batch_size)
-        return counts, rows, first
-    index = np.arange(len(counts))
-    padded = np.zeros(-(-len(counts) // batch_size) * batch_size, dtype=np.int64)
-    padded[: len(counts)] = counts
-    block_batches = padded.reshape(-1, batch_size).max(axis=1)
-    block_first = np.concatenate([[0], np.cumsum(block_batches)[:-1]])
-    return counts, index % batch_size, block_first[index // batch_size]
+    """(chunks, row, first) of every piece, each rank laid out on its own."""
+    pieces = dealt.pieces
+    counts = pieces.counts.copy()
+    rows = np.zeros(len(pieces), dtype=np.int64)
+    first = np.zeros(len(pieces), dtype=np.int64)
+    jittered = batch_lengths.chunking.jitter > 0 and params.packing != "stream"
+    for rank, (members, mine) in enumerate(zip(dealt.members, dealt.own, strict=True)):
+        if jittered:
+            drop = mine.last & (params.remainder == "drop")
+            laid = _jittered_schedule(mine, drop, size, params.packing, batch_lengths)
+            counts[members], rows[members], first[members] = laid
+        else:
+            rows[members], first[members] = dealt.schedule(rank, size, params.packing)
+    return counts, rows, first
 
 
 def _jittered_schedule(
-    lengths: np.ndarray,
-    live: np.ndarray,
-    batch_size: int,
-    params: StatefulParams,
-    batch_lengths: BatchLengths,
+    pieces: Pieces, drop: np.ndarray, batch_size: int, packing: str, batch_lengths: BatchLengths
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-batch lengths: a sequence's chunk count depends on the batch it starts in."""
-    side: Literal["left", "right"] = "right" if params.remainder == "drop" else "left"
-    shift = 1 if params.remainder == "drop" else 0
+    """Per-batch lengths: a piece's chunk count depends on the batch it starts in."""
 
-    def count_from(start: int, steps: np.ndarray) -> np.ndarray:
+    def count_from(start: int, steps: np.ndarray, drop: np.ndarray) -> np.ndarray:
         need = start + int(steps.max(initial=0)) // MIN_JITTER_LENGTH + 2
         cum = batch_lengths.cumulative(need)
-        return np.searchsorted(cum, cum[start] + steps, side=side) - shift - start
+        ends = cum[start] + steps
+        padded = np.searchsorted(cum, ends, side="left") - start
+        return np.where(drop, np.searchsorted(cum, ends, side="right") - 1 - start, padded)
 
-    live_lengths = lengths[live]
-    counts = np.zeros(len(live), dtype=np.int64)
-    rows = np.zeros(len(live), dtype=np.int64)
-    first = np.zeros(len(live), dtype=np.int64)
-    if params.packing == "block":
+    steps = pieces.steps
+    counts = np.zeros(len(steps), dtype=np.int64)
+    rows = np.zeros(len(steps), dtype=np.int64)
+    first = np.zeros(len(steps), dtype=np.int64)
+    if packing == "block":
         start = 0
-        for block in range(0, len(live), batch_size):
+        for block in range(0, len(steps), batch_size):
             members = slice(block, block + batch_size)
-            counts[members] = count_from(start, live_lengths[members])
+            counts[members] = count_from(start, steps[members], drop[members])
             rows[members] = np.arange(len(counts[members]))
             first[members] = start
             start += int(counts[members].max(initial=0))
     else:
         rows, first, counts = lane_schedule(
-            lambda i, start: max(int(count_from(start, live_lengths[i : i + 1])[0]), 0),
-            len(live),
+            lambda i, start: max(int(count_from(start, steps[i : i + 1], drop[i : i + 1])[0]), 0),
+            len(steps),
             batch_size,
         )
     return np.maximum(counts, 0), rows, first
 
 
-def _emit(
-    lengths: np.ndarray,
-    live: np.ndarray,
+def _emit_chunks(
+    dealt: Dealt,
     counts: np.ndarray,
     rows: np.ndarray,
     first: np.ndarray,
     batch_size: int,
     batch_lengths: BatchLengths,
-    params: StatefulParams,
-    warnings: list[str],
+    packing: str,
 ) -> Plan:
-    batches = int((first + counts).max(initial=0))
+    """Chunk j of piece p at batch ``first[p] + j`` of its rank, in its row."""
+    pieces, ranks = dealt.pieces, dealt.ranks
+    batches = int((first + counts).max(initial=0))  # per rank
     cum = batch_lengths.cumulative(batches)[: batches + 1]
     per_batch = np.diff(cum)
-    plan = filler_rows(batches * batch_size)
+    plan = filler_rows(batches * ranks * batch_size)
+
+    def each(values: np.ndarray) -> np.ndarray:  # a piece's value for each of its chunks
+        return np.repeat(values, counts)
+
     chunk = ragged_arange(counts)
-    seq = np.repeat(live, counts)
-    batch = np.repeat(first, counts) + chunk
-    sample = batch * batch_size + np.repeat(rows, counts)
-    offset = cum[batch] - np.repeat(cum[first], counts)
-    plan["sequence"][sample] = seq
-    plan["offset"][sample] = offset
-    plan["length"][sample] = np.minimum(per_batch[batch], lengths[seq] - offset)
+    batch = each(first) + chunk
+    sample = batch * ranks * batch_size + each(dealt.rank * batch_size + rows)
+    offset = cum[batch] - each(cum[first])  # within the piece
+    plan["sequence"][sample] = each(pieces.sequence)
+    plan["offset"][sample] = each(pieces.start) + offset
+    plan["length"][sample] = np.minimum(per_batch[batch], each(pieces.steps) - offset)
     plan["reset"][sample[chunk == 0]] = 1
-    # Keras resets whole batches: the first batch of every block resets every row.
-    if params.packing == "block":  # ``first`` is sorted: blocks start where it changes
-        starts = first[np.flatnonzero(np.diff(first, prepend=-1))]
+    part = None
+    if pieces.part.any():  # --streams: which part of its sequence each row holds
+        part = np.full(len(plan["sequence"]), -1, dtype=np.int32)
+        part[sample] = each(pieces.part)
+    # Keras resets whole batches: the first batch of every block (lanes: of the rank's
+    # file) resets every row.
+    if packing == "block":  # the first piece of each block: members B apart in each rank
+        heads = np.concatenate([members[::batch_size] for members in dealt.members])
+        whole = first[heads] * ranks + dealt.rank[heads]
+        whole = whole[whole < batches * ranks]
     else:
-        starts = np.zeros(min(batches, 1), dtype=np.int64)
-    plan["reset"][(starts[:, None] * batch_size + np.arange(batch_size)).ravel()] = 1
+        whole = np.arange(ranks if batches else 0)
+    plan["reset"][(whole[:, None] * batch_size + np.arange(batch_size)).ravel()] = 1
+    return _stateful(plan, cum, batch_size, ranks, batch_lengths, packing, part=part)
+
+
+def _emit_stream(
+    dealt: Dealt,
+    rows: np.ndarray,
+    position: np.ndarray,
+    batch_size: int,
+    batch_lengths: BatchLengths,
+) -> Plan:
+    """Each row one queue of steps: piece p holds steps ``position[p]...`` of its row,
+    cut into the batches' chunks wherever they fall."""
+    pieces, ranks = dealt.pieces, dealt.ranks
+    end = position + pieces.steps
+    cum = batch_lengths.covering(int(end.max(initial=0)))
+    batches = len(cum) - 1
+    first = np.searchsorted(cum, position, side="right") - 1
+    last = np.searchsorted(cum, end - 1, side="right") - 1
+    count = last - first + 1
+    piece = np.repeat(np.arange(len(pieces)), count)
+    batch = first[piece] + ragged_arange(count)
+    low = np.maximum(position[piece], cum[batch])
+    high = np.minimum(end[piece], cum[batch + 1])
+    sample = (batch * ranks + dealt.rank[piece]) * batch_size + rows[piece]
+    column = low - cum[batch]
+    # A row's pieces come in queue order, so sorting by row alone keeps their columns sorted.
+    order = np.argsort(sample, kind="stable")
+    segments = Segments(
+        sample[order],
+        column[order],
+        pieces.sequence[piece][order],
+        (pieces.start[piece] + low - position[piece])[order],
+        (high - low)[order],
+    )
+    begins = (low == position[piece])[order]
+    plan = filler_rows(batches * ranks * batch_size)
+    heads = np.flatnonzero(np.diff(segments.row, prepend=-1))
+    head_rows = segments.row[heads]
+    plan["sequence"][head_rows] = segments.sequence[heads]
+    plan["offset"][head_rows] = segments.offset[heads]
+    plan["length"][:] = np.bincount(
+        segments.row, weights=segments.length, minlength=len(plan["length"])
+    )
+    plan["reset"][head_rows[begins[heads]]] = 1
+    plan["reset"][: min(batches, 1) * ranks * batch_size] = 1  # every rank's first batch
+    return _stateful(plan, cum, batch_size, ranks, batch_lengths, "stream", segments=segments)
+
+
+def _stateful(
+    plan: dict[str, Any],
+    cum: np.ndarray,
+    batch_size: int,
+    ranks: int,
+    batch_lengths: BatchLengths,
+    packing: str,
+    **extra: Any,
+) -> Plan:
+    per_batch = np.diff(cum)
     jittered = batch_lengths.chunking.jitter > 0
     window = int(per_batch.max(initial=1)) if jittered else batch_lengths.chunking.length
     return Plan(
@@ -263,8 +375,8 @@ def _emit(
         window=window,
         batch_size=batch_size,
         stateful=True,
-        packing=params.packing,
-        order=params.order,
-        batch_length=per_batch.astype(np.int32) if jittered else None,
-        warnings=tuple(warnings),
+        packing=packing,
+        batch_length=np.repeat(per_batch, ranks).astype(np.int32) if jittered else None,
+        ranks=ranks,
+        **extra,
     )

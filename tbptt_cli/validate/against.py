@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from tbptt_cli.options import InputOptions
-from tbptt_cli.plan import Plan
+from tbptt_cli.plan import Plan, Segments
 from tbptt_cli.scaling import Scaling
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.validate.common import SHOWN, Index, attr, listed, slab_ranges
@@ -94,24 +94,27 @@ def check_against(f: h5py.File, index: Index, doc: dict[str, Any], against: str)
             data = replace(data, scaling=Scaling.from_document(scale))
         except (KeyError, TypeError, ValueError):
             return [*problems, "the file's scale attribute cannot be read"]
-    seq = index.sequence
+    pieces = index.pieces()
+    seq = pieces.sequence
     known = np.append(lengths, -1)[np.where((seq >= 0) & (seq < len(lengths)), seq, len(lengths))]
-    fits = (seq == -1) | (index.offset + index.length <= known)
+    fills = (seq == -1) | (pieces.offset + pieces.length <= known)
     problems += listed(
-        ~fits,
-        lambda r: (
-            f"sample {r}: {index.name(seq[r])} has no steps {index.offset[r]}.."
-            f"{index.offset[r] + index.length[r] - 1} in the input"
+        ~fills,
+        lambda p: (
+            f"sample {pieces.row[p]}: {index.name(seq[p])} has no steps {pieces.offset[p]}.."
+            f"{pieces.offset[p] + pieces.length[p] - 1} in the input"
         ),
         "samples the input cannot fill",
     )
+    fits = np.ones(len(index.sequence), dtype=bool)
+    fits[pieces.row[~fills]] = False
     has_y = isinstance(f.get("y"), h5py.Dataset)
     if has_y != (data.targets is not None):
         problems.append(
             f"the file {'has' if has_y else 'has no'} y but the input read with the "
             f"manifest's options {'has no' if has_y else 'has a'} target"
         )
-    plan = plan_of(index, np.where(fits, index.length, 0))
+    plan = plan_of(index, replace(pieces, length=np.where(fills, pieces.length, 0)))
     names = {"X": json.loads(attr(f, "features", "[]")), "y": json.loads(attr(f, "targets", "[]"))}
     differs = Mismatches(index, len(lengths), names)
     for start, stop in slab_ranges(f["X"]):
@@ -122,17 +125,19 @@ def check_against(f: h5py.File, index: Index, doc: dict[str, Any], against: str)
     return problems + differs.lines()
 
 
-def plan_of(index: Index, length: np.ndarray) -> Plan:
+def plan_of(index: Index, pieces: Segments) -> Plan:
     """The file's rows as a Plan, so `materialize.gather` rebuilds them from the input."""
+    one_per_row = index.segments is None
     return Plan(
         sequence=index.sequence,
         offset=index.offset,
-        length=length.astype(np.int32),
+        length=pieces.length.astype(np.int32) if one_per_row else index.length,
         reset=index.reset.astype(np.uint8),
         lead=index.lead.astype(np.int32),
         window=index.window,
         batch_size=index.batch_size,
         stateful=index.stateful,
+        segments=None if one_per_row else pieces,
     )
 
 
@@ -174,15 +179,15 @@ class Mismatches:
     def line(self, name: str, sample: int, t: int, feature: int, got: Any, want: Any) -> str:
         index = self.index
         column = self.names[name][feature] if feature < len(self.names[name]) else feature
-        lead, length = index.lead[sample], index.length[sample]
-        if not lead <= t < lead + length:
+        held = index.step_at(sample, t)
+        if held is None:
             return (
                 f"sample {sample}: {name} holds {got} at padded time {t} (feature {column}); "
                 "padding must be 0"
             )
-        step = index.offset[sample] + t - lead
+        sequence, step = held
         return (
-            f"{index.name(index.sequence[sample])}: {name} differs from the input at step "
+            f"{index.name(sequence)}: {name} differs from the input at step "
             f"{step} (sample {sample}, time {t}, feature {column}: {got} in the file, "
             f"{want} in the input)"
         )

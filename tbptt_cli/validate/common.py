@@ -14,12 +14,23 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError, InputMissingError
 from tbptt_cli.hdf5 import FORMAT_VERSION
+from tbptt_cli.plan import Segments
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 INDEX = ("X", "sequence", "offset", "length", "reset", "mask")
 SLAB_BYTES = 32 << 20  # bytes of one [rows, window, ...] slab read at a time
 SHOWN = 10  # problems listed per kind of failure; the rest are counted
-LAYOUT_KEYS = ("samples", "window", "batch_size", "batches", "stateful", "packing", "order")
+LAYOUT_KEYS = (
+    "samples",
+    "window",
+    "batch_size",
+    "batches",
+    "stateful",
+    "packing",
+    "order",
+    "ranks",
+    "streams",
+)
 
 
 def open_output(path: str) -> h5py.File:
@@ -99,11 +110,47 @@ class Index:
     stateful: bool
     ids: list[str] | None = None  # from the manifest
     lengths: np.ndarray | None = None  # real steps of every sequence, from the manifest
+    ranks: int = 1
+    part: np.ndarray | None = None  # --streams: which part of its sequence a row holds
+    segments: Segments | None = None  # --packing stream: the pieces of every row
 
     def name(self, i: int) -> str:
         if i < 0:
             return "a filler row"
         return f"sequence {self.ids[i]!r}" if self.ids and i < len(self.ids) else f"sequence {i}"
+
+    def pieces(self) -> Segments:
+        """Every row's real steps as pieces (one per row unless --packing stream)."""
+        if self.segments is not None:
+            return self.segments
+        rows = np.arange(len(self.sequence), dtype=np.int64)
+        return Segments(rows, self.lead, self.sequence, self.offset, self.length)
+
+    def ends(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: the sequence and offset of its first real step, and the sequence and
+        end (one past the offset) of its last, -1 in empty rows."""
+        if self.segments is None:
+            end = np.where(self.sequence >= 0, self.offset + self.length, -1)
+            return self.sequence, self.offset, self.sequence, end
+        pieces, rows = self.segments, len(self.sequence)
+        head_seq, head_offset, tail_seq, tail_end = (np.full(rows, -1) for _ in range(4))
+        # Pieces are sorted by (row, column): a row's first and last are where it changes.
+        heads = np.flatnonzero(np.diff(pieces.row, prepend=-1))
+        tails = np.flatnonzero(np.diff(pieces.row, append=rows))
+        head_seq[pieces.row[heads]] = pieces.sequence[heads]
+        head_offset[pieces.row[heads]] = pieces.offset[heads]
+        tail_seq[pieces.row[tails]] = pieces.sequence[tails]
+        tail_end[pieces.row[tails]] = (pieces.offset + pieces.length)[tails]
+        return head_seq, head_offset, tail_seq, tail_end
+
+    def step_at(self, sample: int, t: int) -> tuple[int, int] | None:
+        """(sequence, step) that time t of a row holds, or None on padding."""
+        pieces = self.pieces()
+        lo, hi = np.searchsorted(pieces.row, [sample, sample + 1])
+        for p in range(int(lo), int(hi)):
+            if pieces.column[p] <= t < pieces.column[p] + pieces.length[p]:
+                return int(pieces.sequence[p]), int(pieces.offset[p] + t - pieces.column[p])
+        return None
 
 
 def listed(bad: np.ndarray, line: Callable[[int], str], kind: str) -> list[str]:

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from tbptt_cli.validate.common import Index, attr, listed, slabs
+from tbptt_cli.validate.stream import read_segments
 
 # --- layout: bounds, masks, fillers, first resets --------------------------------------
 
@@ -48,8 +49,13 @@ def read_index(f: h5py.File, doc: dict[str, Any] | None) -> tuple[Index, list[st
         stateful=bool(attr(f, "stateful", 0)),
         ids=[str(i) for i in ids] if isinstance(ids, list) else None,
         lengths=np.asarray(lengths, dtype=np.int64) if isinstance(lengths, list) else None,
+        ranks=int(attr(f, "ranks", 1)),
+        part=f["part"][()].astype(np.int64) if isinstance(f.get("part"), h5py.Dataset) else None,
     )
-    problems = bounds_problems(index)
+    problems = bounds_problems(index) + rank_problems(index)
+    if attr(f, "packing") == "stream":
+        index.segments, found = read_segments(f, index)
+        problems += found
     problems += listed(
         ~binary,
         lambda r: f"sample {r}: mask holds values other than 0 and 1",
@@ -65,11 +71,11 @@ def read_index(f: h5py.File, doc: dict[str, Any] | None) -> tuple[Index, list[st
         lambda r: f"sample {r}: mask is not one contiguous run",
         "samples with a broken mask",
     )
-    first_batch = slice(0, index.batch_size)
+    first_batch = slice(0, index.batch_size * max(index.ranks, 1))  # of every rank
     no_reset = (index.sequence[first_batch] >= 0) & (index.reset[first_batch] == 0)
     problems += listed(
         no_reset,
-        lambda r: f"sample {r}: in the first batch but reset is 0",
+        lambda r: f"sample {r}: in the first batch (of its rank) but reset is 0",
         "first-batch rows without reset",
     )
     if isinstance(f.get("batch_length"), h5py.Dataset):
@@ -97,6 +103,19 @@ def bounds_problems(index: Index) -> list[str]:
     return [line for bad, say in checks for line in listed(bad, say, "samples like this")]
 
 
+def rank_problems(index: Index) -> list[str]:
+    """R ranks of B rows: every rank as many batches, so the file holds whole R*B groups."""
+    if index.ranks < 1:
+        return [f"attribute ranks is {index.ranks}, not a positive integer"]
+    group = index.ranks * index.batch_size
+    if index.ranks > 1 and len(index.sequence) % group:
+        return [
+            f"{len(index.sequence)} samples do not give each of {index.ranks} ranks the same "
+            f"number of batches of {index.batch_size}"
+        ]
+    return []
+
+
 def batch_length_problems(index: Index, batch_length: np.ndarray) -> list[str]:
     batches = -(-len(index.sequence) // index.batch_size)
     if len(batch_length) != batches:
@@ -113,31 +132,39 @@ def batch_length_problems(index: Index, batch_length: np.ndarray) -> list[str]:
 
 
 def check_state(index: Index) -> list[str]:
-    """Row r of batch k carries row r of batch k-1's state unless its reset is 1."""
-    size = index.batch_size
-    if len(index.sequence) % size:
+    """Row r of a rank's batch k carries row r of its batch k-1's state unless its reset
+    is 1. With R ranks batch k of rank r is batch k*R + r of the file, so rows R*B apart
+    carry state."""
+    size, ranks = index.batch_size, max(index.ranks, 1)
+    step = size * ranks
+    if len(index.sequence) % step:
         return [f"a stateful file holds whole batches: {len(index.sequence)} samples, batch {size}"]
-    seq, offset, length, reset = (
-        a.reshape(-1, size) for a in (index.sequence, index.offset, index.length, index.reset)
-    )
-    carried = (seq[1:] >= 0) & (reset[1:] == 0)
-    foreign = (carried & (seq[1:] != seq[:-1])).ravel()
-    expected = (offset[:-1] + length[:-1]).ravel()
-    jump = (carried & (seq[1:] == seq[:-1])).ravel() & (offset[1:].ravel() != expected)
-    row_of = np.arange(len(foreign)) + size  # flat position in batches 1.. -> sample index
+    head_seq, head_offset, tail_seq, tail_end = (a.reshape(-1, step) for a in index.ends())
+    reset = index.reset.reshape(-1, step)
+    carried = (head_seq[1:] >= 0) & (reset[1:] == 0)
+    foreign = (carried & (head_seq[1:] != tail_seq[:-1])).ravel()
+    expected = tail_end[:-1].ravel()
+    same = carried & (head_seq[1:] == tail_seq[:-1])
+    jump = same.ravel() & (head_offset[1:].ravel() != expected)
+    row_of = np.arange(len(foreign)) + step  # flat position in groups 1.. -> sample index
+
+    def where(s: int) -> str:
+        batch, row = s // size, s % size
+        rank = f", rank {batch % ranks}" if ranks > 1 else ""
+        return f"sample {s} (batch {batch}{rank}, row {row})"
 
     def takes_over(i: int) -> str:
         s = row_of[i]
         return (
-            f"sample {s} (batch {s // size}, row {s % size}): {index.name(index.sequence[s])} "
-            f"starts without a reset but the row held {index.name(index.sequence[s - size])}"
+            f"{where(s)}: {index.name(int(head_seq.flat[s]))} starts without a reset but "
+            f"the row held {index.name(int(tail_seq.flat[s - step]))}"
         )
 
     def skips(i: int) -> str:
         s = row_of[i]
         return (
-            f"sample {s} (batch {s // size}, row {s % size}): {index.name(index.sequence[s])} "
-            f"continues at step {index.offset[s]}, expected {expected[i]}"
+            f"{where(s)}: {index.name(int(head_seq.flat[s]))} continues at step "
+            f"{head_offset.flat[s]}, expected {expected[i]}"
         )
 
     return listed(foreign, takes_over, "rows that take over another row's state") + listed(
@@ -167,7 +194,10 @@ def check_coverage(f: h5py.File, index: Index, doc: dict[str, Any] | None) -> li
     mode = coverage_mode(doc)
     k1, stride = attr(f, "k1"), attr(f, "stride")
     if k1 is None or stride is None or int(stride) >= int(k1):
-        return interval_problems(index, index.offset, index.length, mode, "steps")
+        pieces = index.pieces()
+        return interval_problems(
+            index, pieces.sequence, pieces.offset, pieces.length, pieces.row, mode, "steps"
+        )
     # Overlapping windows repeat steps by design; each target must be trained once.
     if not isinstance(f.get("loss_mask"), h5py.Dataset):
         return ["the windows overlap (stride < k1) but the file has no loss_mask"]
@@ -184,23 +214,32 @@ def check_coverage(f: h5py.File, index: Index, doc: dict[str, Any] | None) -> li
         "samples whose loss_mask marks padding",
     )
     start = index.offset + first - index.lead
-    return problems + interval_problems(index, start, count, mode, "targets")
+    rows = np.arange(len(start))
+    return problems + interval_problems(index, index.sequence, start, count, rows, mode, "targets")
 
 
 def interval_problems(
-    index: Index, start: np.ndarray, count: np.ndarray, mode: str, what: str
+    index: Index,
+    sequence: np.ndarray,
+    start: np.ndarray,
+    count: np.ndarray,
+    sample: np.ndarray,
+    mode: str,
+    what: str,
 ) -> list[str]:
-    """Row r covers ``[start[r], start[r] + count[r])`` of its sequence: no overlap, and
-    (by ``mode``) no gap, nothing before step 0 is lost, nothing past the end."""
-    rows = np.flatnonzero((index.sequence >= 0) & (count > 0))
-    order = rows[np.lexsort((start[rows], index.sequence[rows]))]
-    seq, lo, hi = index.sequence[order], start[order], start[order] + count[order]
+    """Piece p (in row ``sample[p]``) covers ``[start[p], start[p] + count[p])`` of its
+    sequence: no overlap, and (by ``mode``) no gap, nothing before step 0 is lost,
+    nothing past the end."""
+    live = np.flatnonzero((sequence >= 0) & (count > 0))
+    order = live[np.lexsort((start[live], sequence[live]))]
+    seq, lo, hi = sequence[order], start[order], start[order] + count[order]
+    where = sample[order]
     same = seq[1:] == seq[:-1]
     problems = listed(
         same & (lo[1:] < hi[:-1]),
         lambda i: (
             f"{index.name(seq[i])}: {what} {lo[i + 1]}..{min(hi[i], hi[i + 1]) - 1} are "
-            f"in both sample {order[i]} and sample {order[i + 1]}"
+            f"in both sample {where[i]} and sample {where[i + 1]}"
         ),
         "overlaps",
     )
@@ -211,7 +250,7 @@ def interval_problems(
     problems += listed(
         hi > total,
         lambda i: (
-            f"{index.name(seq[i])}: sample {order[i]} covers {what} up to {hi[i] - 1}, "
+            f"{index.name(seq[i])}: sample {where[i]} covers {what} up to {hi[i] - 1}, "
             f"past its {total[i]} steps"
         ),
         "samples past their sequence's end",

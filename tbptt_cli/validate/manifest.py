@@ -93,6 +93,8 @@ def check_layout_keys(f: h5py.File, layout: dict[str, Any]) -> list[str]:
         "stateful": bool(attr(f, "stateful")),
         "packing": attr(f, "packing") or None,
         "order": attr(f, "order") or None,
+        "ranks": attr(f, "ranks"),  # None in both: a file from before --ranks and --streams
+        "streams": attr(f, "streams"),
     }
     problems = [
         f"layout {key}: {found[key]} in the file, {layout.get(key)} in the manifest"
@@ -106,42 +108,101 @@ def check_layout_keys(f: h5py.File, layout: dict[str, Any]) -> list[str]:
 
 
 TABLE = ("id", "length", "first_sample", "samples", "stride")
+PARTS = ("sequence", "part", "offset", "steps", "first_sample", "samples", "stride")
+
+
+def columns(table: Any, names: tuple[str, ...], what: str) -> list[str]:
+    """Why ``table`` is not columnar with ``names`` of one length, or nothing."""
+    if not isinstance(table, dict):
+        return [f"the manifest has no {what} table"]
+    lacking = [c for c in names if not isinstance(table.get(c), list)]
+    if lacking:
+        return [f"the manifest's {what} table lacks " + ", ".join(lacking)]
+    if len({len(table[c]) for c in names}) > 1:
+        return [
+            f"the manifest's {what} columns differ in length: "
+            f"{', '.join(f'{c} {len(table[c])}' for c in names)}"
+        ]
+    return []
 
 
 def check_sequence_table(index: Index, doc: dict[str, Any]) -> list[str]:
-    """The samples of sequence i are ``first_sample[i] + j * stride[i]``, j < samples[i]."""
+    """The samples of sequence i are ``first_sample[i] + j * stride[i]``, j < samples[i]
+    (with --streams, those of each of its parts: see `check_part_table`)."""
     table = doc.get("sequences") or {}
-    lacking = [c for c in TABLE if not isinstance(table.get(c), list)]
-    if lacking:
-        return ["the manifest's sequences table lacks " + ", ".join(lacking)]
+    wrong_shape = columns(table, TABLE, "sequences")
+    if wrong_shape:
+        return wrong_shape
     n = len(table["id"])
-    if any(len(table[c]) != n for c in TABLE):
-        return [
-            f"the manifest's sequences columns differ in length: "
-            f"{', '.join(f'{c} {len(table[c])}' for c in TABLE)}"
-        ]
     first, samples, stride = (np.asarray(table[c], dtype=np.int64) for c in TABLE[2:])
+    parts = np.asarray(table.get("parts") or [1] * n, dtype=np.int64)
     declared = (doc.get("input") or {}).get("sequences")
     problems = [] if declared == n else [f"the manifest lists {n} sequences, its input {declared}"]
-    real = np.flatnonzero((index.sequence >= 0) & (index.sequence < n))
-    owner = index.sequence[real]
+    pieces = index.pieces()
+    real = (pieces.sequence >= 0) & (pieces.sequence < n)
+    owner = pieces.sequence[real]
     found = np.bincount(owner, minlength=n)
     problems += listed(
         found != samples,
         lambda i: f"{index.name(i)}: {found[i]} samples in the file, {samples[i]} in the manifest",
         "sequences with another sample count",
     )
-    if problems:
-        return problems
-    rows = real[np.argsort(owner, kind="stable")]  # ascending sample index within a sequence
+    if problems or len(parts) != n:
+        return problems or ["the manifest's sequences parts column has another length"]
+    rows = pieces.row[real][np.argsort(owner, kind="stable")]  # ascending per sequence
     expected = np.repeat(first, samples) + ragged_arange(samples) * np.repeat(stride, samples)
     wrong = np.zeros(n, dtype=bool)
     wrong[np.repeat(np.arange(n), samples)[rows != expected]] = True
-    return listed(
-        wrong,
+    problems = listed(
+        wrong & (parts == 1),
         lambda i: (
             f"{index.name(i)}: its samples are not first_sample {first[i]} + j * stride "
             f"{stride[i]} as the manifest says"
         ),
         "sequences placed otherwise",
+    )
+    return problems + check_part_table(index, doc, parts)
+
+
+def check_part_table(index: Index, doc: dict[str, Any], parts: np.ndarray) -> list[str]:
+    """With --streams: part p of a sequence is in the rows ``first_sample[p] + j *
+    stride[p]`` (``part`` names it there) and covers ``steps[p]`` steps from ``offset[p]``."""
+    table = doc.get("parts")
+    if index.part is None:
+        if table is None and (parts == 1).all():
+            return []
+        return ["the manifest lists parts of sequences but the file has no part dataset"]
+    wrong_shape = columns(table, PARTS, "parts")
+    if wrong_shape:
+        return wrong_shape
+    assert isinstance(table, dict)
+    sequence, part, offset, steps, first, samples, stride = (
+        np.asarray(table[c], dtype=np.int64) for c in PARTS
+    )
+    live = np.flatnonzero(index.sequence >= 0)
+    if int(samples.sum()) != len(live) or np.any(samples < 1):
+        return [f"the parts table covers {int(samples.sum())} samples, the file has {len(live)}"]
+    owner = np.repeat(np.arange(len(sequence)), samples)
+    rows = np.repeat(first, samples) + ragged_arange(samples) * np.repeat(stride, samples)
+    inside = (rows >= 0) & (rows < len(index.sequence))
+    rows = np.where(inside, rows, 0)
+    holds = inside & (index.sequence[rows] == sequence[owner]) & (index.part[rows] == part[owner])
+    held = np.where(holds, index.length[rows], 0)
+    covered = np.bincount(owner, weights=held, minlength=len(part))
+    misplaced = np.zeros(len(part), dtype=bool)
+    misplaced[owner[~holds]] = True
+    misplaced |= (covered != steps) | (index.offset[rows[np.cumsum(samples) - samples]] != offset)
+    count = np.bincount(sequence[(sequence >= 0) & (sequence < len(parts))], minlength=len(parts))
+    problems = listed(
+        misplaced,
+        lambda p: (
+            f"{index.name(int(sequence[p]))}, part {part[p]}: not in samples first_sample "
+            f"{first[p]} + j * stride {stride[p]} with {steps[p]} steps from {offset[p]}"
+        ),
+        "parts placed otherwise",
+    )
+    return problems + listed(
+        count[: len(parts)] != parts,
+        lambda i: f"{index.name(i)}: {count[i]} parts in the table, {parts[i]} in sequences",
+        "sequences with another part count",
     )
