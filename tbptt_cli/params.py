@@ -75,7 +75,7 @@ class JitterParams:
 
 # Options that mean the same in every command that has them read ``TBPTT_<OPTION>``;
 # the others, declared by one strategy's class, read ``TBPTT_<COMMAND>_<OPTION>``.
-SHARED_PARAMS: tuple[type, ...] = (LayoutParams, StatefulParams, JitterParams)
+SHARED_PARAMS: tuple[type, ...] = (BatchParams, LayoutParams, StatefulParams, JitterParams)
 
 
 @dataclass(frozen=True)
