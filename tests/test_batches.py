@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -243,3 +245,19 @@ def test_a_damaged_output_is_named_as_such(tmp_path, written):
         del f["reset"]
     with pytest.raises(InputDataError, match=r"no_reset.h5: tbptt output without reset; "):
         BatchFile(no_reset)
+
+
+def test_the_reader_needs_numpy_and_h5py_only():
+    """tbptt_cli.batches imports with the CLI's other dependencies and every framework
+    blocked; the framework loaders import theirs only when asked for."""
+    blocked = ["click", "yaml", "pyarrow", "torch", "keras", "tensorflow", "jax"]
+    script = (
+        "import sys\n"
+        f"for name in {blocked!r}:\n"
+        "    sys.modules[name] = None  # an import of it raises ImportError\n"
+        "import tbptt_cli, tbptt_cli.batches\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'h5py'))[:1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['h5py']"

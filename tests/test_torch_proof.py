@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import h5py
 import numpy as np
 import pytest
+from handmade import sequence_major
 
 from tbptt_cli.batches import BatchFile
 from tbptt_cli.cli import run_main
@@ -27,6 +27,8 @@ if os.environ.get("CI"):
     import torch  # CI installs the test extra, which pins torch: missing must fail, not skip
 else:
     torch = pytest.importorskip("torch")
+
+from tbptt_cli.torch import BatchDataset  # noqa: E402  (after torch is known to be there)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torch_stateful.py"
 SEQUENCES, CHUNK, CHUNKS, BATCH = 256, 8, 3, 32
@@ -81,22 +83,6 @@ def split(source: Path, out: Path, *options: str) -> Path:
         ]
     )
     assert code == 0
-    return out
-
-
-def sequence_major(path: Path, out: Path) -> Path:
-    """The same rows and attributes, reordered A0 A1 A2 B0 B1 ... (the textbook mistake).
-
-    Every row keeps its own reset flag, which is how a naive user sets them: zero the state
-    where a sequence starts.
-    """
-    with h5py.File(path) as f, h5py.File(out, "w") as g:
-        sequence = f["sequence"][:]
-        order = np.lexsort((f["offset"][:], np.where(sequence < 0, sequence.max() + 1, sequence)))
-        for name in f:
-            data = f[name][:]
-            g[name] = data[order] if len(data) == len(sequence) else data
-        g.attrs.update(f.attrs)
     return out
 
 
@@ -175,9 +161,9 @@ def test_decoupled_windows_train_the_last_k2_steps_only(example, files, tmp_path
     assert code == 0
     batches = BatchFile(out)
     assert batches.attrs["grad_start"] == 5 and batches[0].loss_mask is not None
+    first = next(iter(BatchDataset(str(out))))
     model = example.StatefulLSTM(2, 4, 1)
-    state = example.start_state(None, batches[0], 4)
-    pred, _ = example.forward_batch(model, batches[0], state, 5)
+    pred, _ = example.forward_batch(model, first, example.zero_state(BATCH, 4).start(first), 5)
     assert pred.shape == (BATCH, 8, 1)
     pred[:, :5].sum().backward(retain_graph=True)  # the warm-up steps: no gradient at all
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
