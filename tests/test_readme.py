@@ -138,6 +138,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
         "HOME": str(home),
         # Keras blocks run on the torch backend, which the test extra installs.
         "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch"),
+        # torch's two threads per process fight each other on two loaded cores: a
+        # Keras-on-torch step took 1 s with them and 62 ms with one.
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
     for name in [k for k in env if k.startswith("TBPTT_")]:
         del env[name]
