@@ -1,7 +1,9 @@
 """Benchmarks: tbptt against hand-written baselines, measured side by side in one run.
 
     python benchmarks/bench.py npy --gib 2          # split of a [512*g, 65536, 8] float32 NPY
-    python benchmarks/bench.py csv --rows 10000000  # split of a long CSV (id, t, a, b, c)
+    python benchmarks/bench.py csv --keep           # issue 9: 72 and 367 MB long CSV, + Parquet
+    python benchmarks/bench.py reads                # then the readers alone, CSV vs Parquet
+    python benchmarks/bench.py shuffled --rows 10000000  # a long CSV, rows scattered
     python benchmarks/bench.py scaling              # CSV at 1x, 2x, 4x: time should be linear
     python benchmarks/bench.py help                 # `tbptt --help` start-up time
     python benchmarks/bench.py dask --gib 1         # --engine dask (local:2) on 8 CSV parts
@@ -31,16 +33,26 @@ BASELINE = [sys.executable, str(HERE / "baselines.py")]
 
 def measure(command: list[str], cwd: Path = HERE.parent) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one process (of the driver, for --engine dask)."""
+    wall, rss, _, _ = measure_stages(command, cwd)
+    return wall, rss
+
+
+def measure_stages(command: list[str], cwd: Path = HERE.parent
+                   ) -> tuple[float, float, float, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds, read-stage seconds or 0) of one process;
+    the read stage is what ``tbptt -v`` reports, the rest is the same for every input."""
     result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True,
                             cwd=cwd)
     if result.returncode:
         sys.exit(f"failed: {' '.join(command)}\n{result.stderr}")
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
-    assert wall is not None
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
-    assert rss is not None
-    return hours * 3600 + minutes * 60 + seconds, int(rss.group(1)) / 1024
+    cpu = re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", result.stderr)
+    read = re.search(r"timings: read ([\d.]+) s", result.stderr)
+    assert wall is not None and rss is not None and len(cpu) == 2
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
+    return (hours * 3600 + minutes * 60 + seconds, int(rss.group(1)) / 1024,
+            sum(map(float, cpu)), float(read.group(1)) if read else 0.0)
 
 
 def dd_bandwidth(directory: Path, size: int) -> float:
@@ -137,7 +149,101 @@ def bench_npy(work: Path, gib: float, rounds: int) -> None:
           f"(target >= 70%); peak {peak:.0f} MB")
 
 
+def make_long(path: Path, ids: int, steps: int) -> None:
+    """Issue 9's long CSV: integer id and t, three features written with %.6g."""
+    rng = np.random.default_rng(0)
+    with open(path, "w") as f:
+        f.write("id,t,a,b,c\n")
+        for i in range(ids):
+            block = np.column_stack([np.full(steps, i), np.arange(steps),
+                                     rng.standard_normal((steps, 3))])
+            np.savetxt(f, block, fmt=["%d", "%d", "%.6g", "%.6g", "%.6g"], delimiter=",")
+
+
+def bench_long(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -> None:
+    """Issue 9's CSV benchmark: tbptt against the pandas baseline, alternating order, a
+    warm-up round, the median ratio; then the same data as Parquet against the CSV."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    args = ["--length", "100", "--batch-size", "200"]
+    for ids in sizes:
+        source, parquet = work / f"long{ids}.csv", work / f"long{ids}.parquet"
+        if not source.exists():
+            make_long(source, ids, 10_000)
+        if not parquet.exists():
+            pq.write_table(pacsv.read_csv(source), parquet)
+        os.sync()
+        subprocess.run(["cat", str(source), str(parquet)], stdout=subprocess.DEVNULL, check=True)
+        size = source.stat().st_size
+        tool = [*TBPTT, "split", "-v", "--id-col", "id", "--time-col", "t", *args]
+        commands = {
+            "tool": [*tool, str(source), "-o", str(work / "out.h5")],
+            "base": [*BASELINE, "csv", str(source), str(work / "base.h5"), *args],
+            "parquet": [*tool, str(parquet), "-o", str(work / "out.h5")],
+        }
+        runs: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in commands}
+        for number in range(rounds + 1):  # round 0 is a warm-up, not counted
+            order = ["base", "tool", "parquet"] if number % 2 else ["parquet", "tool", "base"]
+            for name in order:
+                result = measure_stages(commands[name])
+                if number:
+                    runs[name].append(result)
+                for output in ("out.h5", "out.manifest.json", "base.h5"):
+                    (work / output).unlink(missing_ok=True)
+        print(f"long CSV, {ids} ids x 10000 steps: {size / 1e6:.0f} MB, parquet "
+              f"{parquet.stat().st_size / 1e6:.0f} MB, {rounds} rounds")
+        for name, label in (("base", "baseline (pandas)"), ("tool", "tbptt split, CSV"),
+                            ("parquet", "tbptt split, Parquet")):
+            for number, (wall, rss, cpu, read) in enumerate(runs[name], 1):
+                stage = f", read stage {read:.2f} s" if read else ""
+                print(f"{label + ', round ' + str(number):<32} {wall:6.2f} s  cpu {cpu:5.2f} s"
+                      f"  {rss:5.0f} MB peak{stage}")
+        print(f"ratio tbptt/baseline (wall): {ratios(runs, 'tool', 'base')} (target <= 1.0)")
+        print(f"Parquet speed-up over CSV, whole run: {ratios(runs, 'tool', 'parquet')}; "
+              f"read stage: {ratios(runs, 'tool', 'parquet', 3)} (target >= 3)")
+        print(f"peak RSS: tbptt CSV {max(r[1] for r in runs['tool']):.0f} MB, Parquet "
+              f"{max(r[1] for r in runs['parquet']):.0f} MB, baseline "
+              f"{max(r[1] for r in runs['base']):.0f} MB (target for tbptt < 500 MB)")
+
+
+def ratios(runs: dict[str, list[tuple[float, float, float, float]]], top: str, bottom: str,
+           column: int = 0) -> str:
+    """The median and every round of ``top / bottom`` in one measured column."""
+    pairs = [a[column] / b[column] for a, b in zip(runs[top], runs[bottom], strict=True)]
+    shown = " ".join(f"{r:.2f}" for r in pairs)
+    return f"median {sorted(pairs)[len(pairs) // 2]:.2f}, rounds {shown}"
+
+
+def bench_reads(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -> None:
+    """The readers alone, in this process (imports done): the long CSV of `bench_long`
+    against the same table as Parquet, alternating, the median of ``rounds``."""
+    import time
+
+    from tbptt_cli.options import InputOptions
+    from tbptt_cli.readers import read_input
+
+    for ids in sizes:
+        paths = [work / f"long{ids}.csv", work / f"long{ids}.parquet"]
+        if not all(p.exists() for p in paths):
+            sys.exit(f"run `bench.py csv --keep --workdir {work}` first: it writes {paths}")
+        times: dict[Path, list[float]] = {p: [] for p in paths}
+        for number in range(rounds + 1):
+            for path in paths if number % 2 else paths[::-1]:
+                start = time.perf_counter()
+                data, source = read_input(InputOptions(path=str(path), id_col="id", time_col="t"),
+                                          spill_dir=work)
+                assert source.sha256  # the hash is part of reading
+                if number:
+                    times[path].append(time.perf_counter() - start)
+                del data
+        csv_time, parquet_time = (sorted(times[p])[rounds // 2] for p in paths)
+        print(f"read_input, {ids} ids: CSV {csv_time:.2f} s, Parquet {parquet_time:.2f} s, "
+              f"Parquet {csv_time / parquet_time:.1f}x faster (medians of {rounds})")
+
+
 def bench_csv(work: Path, rows: int, shuffled: bool = False) -> tuple[float, float]:
+    """tbptt alone on the older generated CSV (string ids, 1000 steps per sequence)."""
     source = work / "in.csv"
     make_csv(source, rows, shuffled)
     os.sync()
@@ -149,12 +255,6 @@ def bench_csv(work: Path, rows: int, shuffled: bool = False) -> tuple[float, flo
     kind = "shuffled " if shuffled else ""
     print(f"CSV {kind}split: input {size / 1e6:.0f} MB, {rows} rows")
     row("tbptt split", *tool, size)
-    if not shuffled:
-        base = measure([*BASELINE, "csv", str(source), str(work / "base.h5"), *args])
-        (work / "base.h5").unlink()
-        row("baseline (pandas+numpy+h5py)", *base, size)
-        print(f"ratio tbptt/baseline {tool[0] / base[0]:.2f} (target <= 1.3); "
-              f"peak {tool[1]:.0f} MB (target < 500 MB)")
     source.unlink()
     return tool[0], size
 
@@ -235,9 +335,10 @@ def bench_help() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["npy", "csv", "shuffled", "scaling", "help", "dask"])
+    parser.add_argument("what", choices=["npy", "csv", "reads", "shuffled", "scaling", "help",
+                                         "dask"])
     parser.add_argument("--gib", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=5, help="npy, dask: pairs of runs")
+    parser.add_argument("--rounds", type=int, default=5, help="npy, csv, dask: rounds of runs")
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--workdir", default="/tmp/tbptt-bench")
     parser.add_argument("--keep", action="store_true")
@@ -248,8 +349,12 @@ def main() -> None:
     try:
         if args.what == "npy":
             bench_npy(work, args.gib, args.rounds)
-        elif args.what in ("csv", "shuffled"):
-            bench_csv(work, args.rows, shuffled=args.what == "shuffled")
+        elif args.what == "csv":
+            bench_long(work, args.rounds)
+        elif args.what == "reads":
+            bench_reads(work, args.rounds)
+        elif args.what == "shuffled":
+            bench_csv(work, args.rows, shuffled=True)
         elif args.what == "scaling":
             bench_scaling(work, args.rows // 4)
         elif args.what == "dask":

@@ -132,7 +132,7 @@ def run_options() -> list[click.Parameter]:
 def strategy_command(name: str, command_name: str) -> click.Command:
     strategy = STRATEGIES[name]
     params: list[click.Parameter] = [
-        click.Argument(["input_path"], required=False, metavar="[INPUT]")
+        click.Argument(["input_path"], nargs=-1, metavar="[INPUT]...")
     ]
     # What the strategy needs first, then reading, writing and how the run behaves.
     params += section_options(name, strategy.params)
@@ -183,8 +183,8 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
     source = kwargs["config_file"] or "command line"
     classes = {"input": InputOptions, "output": OutputOptions, name: STRATEGIES[name].params}
     overrides = {section: flag_values(section, cls, kwargs) for section, cls in classes.items()}
-    if kwargs["input_path"] is not None:
-        overrides["input"]["path"] = kwargs["input_path"]
+    if kwargs["input_path"]:
+        overrides["input"]["path"] = one_or_many(kwargs["input_path"])
     if kwargs["output_path"] is not None:
         overrides["output"]["path"] = kwargs["output_path"]
     base = os.path.dirname(kwargs["config_file"] or "")
@@ -204,6 +204,11 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
     run = core.RunOptions(kwargs["dry_run"], kwargs["wait"], progress.factory(show_progress))
     summary = core.execute(config, run)
     report(summary, kwargs)
+
+
+def one_or_many(paths: tuple[str, ...]) -> str | tuple[str, ...]:
+    """INPUT: one path as a string, several (a shell glob) as a tuple read as one input."""
+    return paths[0] if len(paths) == 1 else paths
 
 
 def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
@@ -418,10 +423,10 @@ def run(ctx: click.Context, config_file: str) -> None:
 
 
 @cli.command(name="inspect", epilog=EXIT_TABLE)
-@click.argument("path", metavar="INPUT")
+@click.argument("path", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 @click.option("--debug", is_flag=True, help="show the traceback of an internal error")
-def inspect_command(path: str, as_json: bool, debug: bool, **reader: Any) -> None:
+def inspect_command(path: tuple[str, ...], as_json: bool, debug: bool, **reader: Any) -> None:
     """Describe an input file (or an output .h5) in words or --json.
 
     \b
@@ -431,7 +436,7 @@ def inspect_command(path: str, as_json: bool, debug: bool, **reader: Any) -> Non
     """
     from tbptt_cli.inspect import inspect_path
 
-    options = InputOptions(path=path, **flag_values("input", InputOptions, reader))
+    options = InputOptions(path=one_or_many(path), **flag_values("input", InputOptions, reader))
     text, document = inspect_path(options)
     if as_json:
         emit_json(document, wrote=False)

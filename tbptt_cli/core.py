@@ -116,13 +116,14 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
                     engine=engine,
                 )
     if grid:
-        body = _grid_summary(targets, config, output, not run.dry_run)
+        body = _grid_summary(targets, config, output, not run.dry_run, source)
         if run.dry_run:
             return {"plan": body, "timings": timings}
         return {**body, **_report_key(config), "timings": timings}
     if not run.dry_run:
-        return {**_summary(targets[0], config, True), **_report_key(config), "timings": timings}
-    plans = [_summary(t, config, False) for t in targets]
+        summary = _summary(targets[0], config, True, source)
+        return {**summary, **_report_key(config), "timings": timings}
+    plans = [_summary(t, config, False, source) for t in targets]
     if output is None:  # nothing named: say so rather than show a made-up path
         for summary in plans:
             summary.update(output=None, manifest=None, outputs=[])
@@ -397,7 +398,9 @@ def _report_key(config: Config) -> dict[str, str]:
     return {"report": config.output.report} if config.output.report else {}
 
 
-def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
+def _summary(
+    target: Target, config: Config, written: bool, source: SourceInfo
+) -> dict[str, Any]:
     plan, data = target.plan, target.data
     shards = target.written.shards if written and target.written else ()
     return {
@@ -415,7 +418,7 @@ def _summary(target: Target, config: Config, written: bool) -> dict[str, Any]:
         "resets": int(plan.reset.sum()),
         "dtype": config.output.dtype,
         "bytes": _bytes(target, config, written),
-        "warnings": list(plan.warnings),
+        "warnings": [*source.warnings, *plan.warnings],
         "text": "\n".join(t for t in (plan.text, horizon_note(config, data)) if t),
         "outputs": [str(target.path), str(target.manifest)]
         + ([target.extra["val"]["output"]] if "output" in target.extra.get("val", {}) else []),
@@ -501,7 +504,7 @@ def _grid_entries(targets: list[Target], config: Config, written: bool) -> list[
 
 
 def _grid_summary(
-    targets: list[Target], config: Config, output: Path | None, written: bool
+    targets: list[Target], config: Config, output: Path | None, written: bool, source: SourceInfo
 ) -> dict[str, Any]:
     from tbptt_cli.strategies.grid import grid_table
 
@@ -509,13 +512,15 @@ def _grid_summary(
     return {
         "output": output and str(output),
         "grid": entries,
-        "warnings": _grid_warnings(targets),
+        "warnings": _grid_warnings(targets, source),
         "text": grid_table(entries),
     }
 
 
-def _grid_warnings(targets: list[Target]) -> list[str]:
-    return [f"length {t.plan.window}: {w}" for t in targets for w in t.plan.warnings]
+def _grid_warnings(targets: list[Target], source: SourceInfo) -> list[str]:
+    """What the reader says, once, then each length's own warnings."""
+    per_length = [f"length {t.plan.window}: {w}" for t in targets for w in t.plan.warnings]
+    return [*source.warnings, *per_length]
 
 
 def _grid_index(config: Config, source: SourceInfo, targets: list[Target]) -> tuple[Path, str]:
@@ -527,6 +532,6 @@ def _grid_index(config: Config, source: SourceInfo, targets: list[Target]) -> tu
         "params": config.as_dict(),
         "input": manifest.input_section(targets[0].data, source),
         "grid": _grid_entries(targets, config, written=True),
-        "warnings": _grid_warnings(targets),
+        "warnings": _grid_warnings(targets, source),
     }
     return targets[0].path.parent / GRID_INDEX, manifest.dumps(document)

@@ -20,6 +20,7 @@ import numpy as np
 from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import repair_missing
+from tbptt_cli.readers.inputs import split_compression
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 from tbptt_cli.validate.common import HDF5_SIGNATURE, attr, default_manifest, open_output
 
@@ -32,8 +33,8 @@ MIN_USEFUL_BATCH = 8
 
 def inspect_path(options: InputOptions) -> tuple[str, dict[str, Any]]:
     """Describe ``options.path``: one of our .h5 outputs, or an input read with ``options``."""
-    path = str(options.path)
-    if path != "-" and is_output(path):
+    path = options.path
+    if isinstance(path, str) and path != "-" and is_output(path):
         return inspect_output(path)
     return inspect_input(options)
 
@@ -75,7 +76,8 @@ def inspect_input(
     if repaired:
         doc["nan_error"] = repaired[1]
     doc["nan"] = used
-    doc["suggestion"] = suggest(data, dataclasses.replace(options, nan=used))
+    time_col = options.time_col or source.time_col_hint  # rows out of order: order them
+    doc["suggestion"] = suggest(data, dataclasses.replace(options, nan=used, time_col=time_col))
     return input_text(doc), doc
 
 
@@ -122,10 +124,12 @@ def read_described(
     if refused is None:
         return data, source, None, missing
     for mode in ("ffill", "zero"):
+        warnings: list[str] = []
         try:
-            repaired = repair_missing(mode, source.path, raw)
+            repaired = repair_missing(mode, source.path, raw, warnings)
         except InputDataError:
             continue
+        source = dataclasses.replace(source, warnings=(*source.warnings, *warnings))
         if options.target == "next":
             repaired = repaired.with_next_target()
         return repaired, source, (mode, str(refused)), missing
@@ -177,6 +181,7 @@ def describe_input(
         "features": list(data.feature_names),
         "targets": list(data.target_names),
         "missing": missing or dict.fromkeys([*data.feature_names, *data.target_names], 0),
+        "warnings": list(source.warnings),
         "memory": {
             "dense_float32_bytes": dense,
             "data_float32_bytes": stats["total"] * data.features * 4,
@@ -213,11 +218,12 @@ def suggest(data: SequenceSet, options: InputOptions) -> dict[str, Any]:
             else f"{count} short sequences of {stats['min']}..{longest} steps: one padded, "
             "masked sample each"
         )
-    stem = "out" if options.path == "-" else Path(str(options.path)).stem
+    paths = [options.path] if isinstance(options.path, str) else list(options.path or ())
+    stem = "out" if paths == ["-"] else Path(split_compression(paths[0])[0]).stem
     words = [
         "tbptt",
         *name.split(),
-        str(options.path),
+        *paths,
         *input_flags(options),
         *args,
         "-o",
@@ -275,6 +281,7 @@ def input_text(doc: dict[str, Any]) -> str:
             f"{human(memory['data_float32_bytes'])}",
         ),
     ]
+    rows += [("warning", warning) for warning in doc["warnings"]]
     if "nan_error" in doc:
         rows.append(
             ("note", f"--nan error refuses this file; described as read with --nan {doc['nan']}")

@@ -122,6 +122,7 @@ def input_section(data: SequenceSet, source: SourceInfo) -> dict[str, Any]:
         "format": source.format,
         "size": source.size,
         "sha256": source.sha256,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in source.files],
         "sequences": data.count,
         "steps": data.steps,
         "features": list(data.feature_names),
@@ -158,7 +159,7 @@ def build(
         "sequences": sequence_table(plan, data),
         **({"parts": parts} if (parts := part_table(plan)) is not None else {}),
         "batch_size_hints": batch_size_hints(plan),
-        "warnings": list(plan.warnings),
+        "warnings": [*source.warnings, *plan.warnings],
     }
     if data.scaling is not None:
         manifest["scale"] = data.scaling.document(data)

@@ -18,25 +18,49 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **extra
 
 
 CSV = ("csv", "tsv")
+TABLE = ("csv", "tsv", "parquet", "arrow")  # the formats read through the record-batch core
+FORMATS = (*TABLE, "npy", "npz")
 
 
 @dataclass(frozen=True)
 class InputOptions:
-    path: str | None = opt(None, "input file, or - for stdin", cli=False, path=True)
-    format: str | None = opt(
-        None, "input format (default: from the suffix)", ("csv", "tsv", "npy", "npz")
+    path: str | tuple[str, ...] | None = opt(
+        None,
+        "input file, directory or glob (several allowed), or - for stdin",
+        cli=False,
+        paths=True,
+        path=True,
+    )
+    format: str | None = opt(None, "input format (default: from the suffix)", FORMATS)
+    compression_in: str | None = opt(
+        None,
+        "CSV: compression of the input (default: from the suffix .gz .bz2 .xz .zst; "
+        "stdin: none)",
+        ("none", "gzip", "bz2", "xz", "zstd"),
+        applies_to=CSV,
     )
     layout: str = opt(
-        "long", "CSV: one row per timestep, or one per sequence", ("long", "wide"), applies_to=CSV
+        "long", "tables: one row per timestep, or one per sequence", ("long", "wide"),
+        applies_to=TABLE,
     )
-    id_col: str | None = opt(None, "CSV column naming the sequence of each row", applies_to=CSV)
+    id_col: str | None = opt(None, "column naming the sequence of each row", applies_to=TABLE)
     time_col: str | None = opt(
-        None, "CSV column that orders rows within a sequence", applies_to=CSV
+        None,
+        "column that orders rows within a sequence: numbers, ISO 8601 dates/times or "
+        "timestamps",
+        applies_to=TABLE,
     )
     features: tuple[str, ...] | None = opt(None, "comma-separated feature columns")
+    exclude: tuple[str, ...] | None = opt(
+        None, "comma-separated columns never used as features (labels)", applies_to=TABLE
+    )
     delimiter: str | None = opt(
         None, "CSV field delimiter (default , or tab for TSV)", applies_to=CSV
     )
+    no_header: bool = opt(
+        False, "CSV: the first line is data; columns are named c0, c1, ...", applies_to=CSV
+    )
+    decimal: str = opt(".", "CSV: decimal separator of numbers", (".", ","), applies_to=CSV)
     axes: str = opt(
         "NT",
         "2-D NPY: [sequences, time] or one [time, features]",
@@ -50,10 +74,29 @@ class InputOptions:
     )
     horizon: int = opt(1, "with --target next[:COL]: predict H steps ahead (y[t] = x[t+H])")
     nan: str = opt("error", "what to do with NaN/inf cells", ("error", "ffill", "zero", "drop"))
+    duplicates: str = opt(
+        "error",
+        "rows of one sequence with the same --time-col value: refuse, keep the first or "
+        "last, or average them",
+        ("error", "first", "last", "mean"),
+        applies_to=TABLE,
+    )
+    freq: str | None = opt(
+        None,
+        "the regular step of --time-col: 1h, 15min, 1D, 7D ... or a NUMBER; checked for gaps",
+        applies_to=TABLE,
+    )
+    gaps: str = opt(
+        "error",
+        "with --freq, a missing step: refuse, start a new sequence, or insert NaN steps "
+        "for --nan",
+        ("error", "split", "fill"),
+        applies_to=TABLE,
+    )
     memory_limit: str = opt(
         "256M",
         # Not refused for NPY: a budget set once (TBPTT_MEMORY_LIMIT) must not break NPY runs.
-        "CSV: parsed data held in memory; beyond it rows spill to a temp file (512M, 2G)",
+        "tables: parsed data held in memory; beyond it rows spill to a temp file (512M, 2G)",
     )
 
 

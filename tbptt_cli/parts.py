@@ -13,45 +13,29 @@ This is the seam between the readers and the Dask engine: a part is read by
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
-from tbptt_cli.errors import InputDataError, InputMissingError, TbpttError, UsageError
+from tbptt_cli.errors import InputDataError, TbpttError, UsageError
 from tbptt_cli.options import InputOptions, parse_target
-from tbptt_cli.sequences import SequenceSet, SourceInfo
+from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
-GLOB = ("*", "?", "[")
 FIRST_FEATURE = ""  # a planning column: the first feature, whatever it is called
 
 
-def list_parts(path: str) -> list[str]:
-    """A file; the files of a folder (sorted, recursively; names starting with . or _ are
-    skipped, as Spark and Dask write them); or the files a glob matches (sorted)."""
-    if path == "-":
+def list_parts(opts: InputOptions) -> list[str]:
+    """The files of INPUT, found and ordered as the local readers find them
+    (`readers.inputs.resolve`: a file, a folder walked in natural order with names
+    starting with . or _ skipped, a glob, several paths)."""
+    from tbptt_cli.readers.inputs import resolve
+
+    if opts.path == "-":
         raise UsageError("--engine dask reads files every worker can open, not stdin; give a path")
-    folder = Path(path)
-    if folder.is_dir():
-        found = [
-            str(p)
-            for p in sorted(folder.rglob("*"))
-            if p.is_file()
-            and not any(n.startswith((".", "_")) for n in p.relative_to(folder).parts)
-        ]
-    elif any(c in path for c in GLOB) and not folder.exists():
-        found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
-    else:
-        found = [path]
-    if not found:
-        raise InputMissingError(f"{path}: no input files there; give a file, a folder or a glob")
-    return found
+    return [part.path for part in resolve(opts)]
 
 
 @dataclass(frozen=True)
@@ -372,21 +356,12 @@ def _in_time_order(data: SequenceSet, time: np.ndarray | None) -> SequenceSet:
 
 
 def _source(scans: Sequence[PartScan], path: str) -> SourceInfo:
-    """The input as the manifest records it: every part with its size and sha256, and
-    a sha256 over that list (one file: its own)."""
-    if len(scans) == 1 and scans[0].path == path:  # one file: as a local run records it
-        one = scans[0]
-        return SourceInfo(path=path, format=one.format, size=one.size, digest=one.sha256)
-    files = [{"path": s.path, "size": s.size, "sha256": s.sha256} for s in scans]
-    formats = sorted({s.format for s in scans})
-    listing = json.dumps(files, sort_keys=True).encode()
-    return SourceInfo(
-        path=path,
-        format=formats[0] if len(formats) == 1 else "+".join(formats),
-        size=sum(s.size for s in scans),
-        digest=hashlib.sha256(listing).hexdigest(),
-        details={"files": files},
-    )
+    """The input as the manifest records it, as a local run of the same files does:
+    every part with its size and sha256, and the sha256 of that listing (one file: its
+    own)."""
+    files = [FileInfo(s.path, s.size, s.sha256) for s in scans]
+    formats = "+".join(dict.fromkeys(s.format for s in scans))
+    return SourceInfo.of_files(path, formats, files)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from tbptt_cli.digest import in_background
 
 if TYPE_CHECKING:
     from tbptt_cli.scaling import Scaling
@@ -130,14 +133,10 @@ def column_view(values: np.ndarray, columns: list[int]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SourceInfo:
-    """What the manifest records about the input: path as given, format, size, sha256.
-
-    ``digest`` may still be computing on a background thread (see ``digest.py``).
-    """
+class FileInfo:
+    """One input file: path, size and sha256 (maybe still computing, see ``digest.py``)."""
 
     path: str
-    format: str
     size: int
     digest: str | Future[str]
     details: dict[str, Any] = field(default_factory=dict)  # more keys for the manifest (files)
@@ -145,3 +144,44 @@ class SourceInfo:
     @property
     def sha256(self) -> str:
         return self.digest if isinstance(self.digest, str) else self.digest.result()
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the manifest records about the input: path as given, format, size, sha256,
+    every file read (a directory, a glob or several paths give many) and the warnings
+    the reader has for the report.
+
+    Several files are hashed as one input through their listing: the sha256 of
+    ``"<sha256>  <path>\n"`` lines in reading order (what ``sha256sum`` prints).
+    """
+
+    path: str
+    format: str
+    size: int
+    digest: str | Future[str]
+    files: tuple[FileInfo, ...] = ()
+    warnings: tuple[str, ...] = ()
+    # Without --time-col: the column the rows are out of order of (inspect suggests it).
+    time_col_hint: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # more keys for the manifest (engine)
+
+    @classmethod
+    def of_files(
+        cls, path: str, fmt: str, files: Sequence[FileInfo], warnings: Sequence[str] = ()
+    ) -> SourceInfo:
+        if len(files) == 1:
+            digest: str | Future[str] = files[0].digest
+        else:
+            digest = in_background(lambda: _listing_sha256(files))
+        size = sum(f.size for f in files)
+        return cls(path, fmt, size, digest, tuple(files), tuple(warnings))
+
+    @property
+    def sha256(self) -> str:
+        return self.digest if isinstance(self.digest, str) else self.digest.result()
+
+
+def _listing_sha256(files: Sequence[FileInfo]) -> str:
+    listing = "".join(f"{f.sha256}  {f.path}\n" for f in files)
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()

@@ -80,7 +80,7 @@ class ShardedEngine:
     def read(self, keep: tuple[str, ...], spill: bool) -> tuple[SequenceSet, SourceInfo]:
         """Pass 1: every part scanned (and its rows spilled for pass 2 if ``spill``)."""
         opts = self.config.input
-        paths = parts.list_parts(str(opts.path))
+        paths = parts.list_parts(opts)
         prefixes: list[str | None] = [None] * len(paths)
         if spill and self.output is not None:
             self.scratch = self._scratch(self.output)

@@ -73,7 +73,7 @@ def run_in(folder: Path, content: bytes, env: dict[str, str] | None = None) -> d
 
 def without_input_hash(manifest: bytes) -> dict[str, object]:
     document = json.loads(manifest)
-    for key in ("sha256", "size"):
+    for key in ("sha256", "size", "files"):
         document["input"].pop(key)
     return document
 

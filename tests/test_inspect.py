@@ -103,7 +103,8 @@ def test_missing_values_are_counted_even_when_nan_error_refuses_the_file(tmp_pat
     assert doc["missing"] == {"a": 2, "b": 1, "label": 1}
     assert doc["nan"] == "ffill"
     assert doc["nan_error"].startswith(f"{path}:3:3: empty cell in column 'a'")
-    assert doc["steps"] == 7  # ffill keeps every step
+    assert doc["steps"] == 6  # ffill drops s2's first step: b has nothing before it
+    assert doc["warnings"][-1].startswith("--nan ffill dropped the first 1 step(s) of 1 ")
     assert doc["suggestion"]["command"].endswith("--target label --nan ffill -o gappy.h5")
     assert "note        --nan error refuses this file; described as read with --nan ffill" in text
     assert "missing     a 2, b 1, label 1" in text

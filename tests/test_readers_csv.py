@@ -40,12 +40,17 @@ def fails(tmp_path: Path, text: str | bytes, **opts: Any) -> str:
 
 
 def test_long_groups_non_contiguous_ids_in_order_of_first_appearance(tmp_path: Path) -> None:
-    data = read(tmp_path, LONG, id_col="id")
+    data, info = read_input(InputOptions(path=write(tmp_path, LONG), id_col="id"))
     assert data.ids == ["x", "y"]
     assert data.lengths.tolist() == [3, 2]
-    assert data.feature_names == ["t", "a", "b"]
-    assert data.sequence(0)[:, 1].tolist() == [1, 3, 5]
+    assert data.feature_names == ["a", "b"]  # t is a time column, out of order: not a feature
+    assert data.sequence(0)[:, 0].tolist() == [1, 3, 5]
     assert data.values.dtype == np.float64
+    assert info.warnings == (
+        "left out of the features: t (a calendar name); name a column in --features to use it",
+        "rows of sequence 'x' are not in order of column 't' and no --time-col was given; did "
+        "you mean --time-col t?",
+    )
 
 
 def test_time_column_sorts_within_each_sequence_and_lands_in_extra(tmp_path: Path) -> None:
@@ -54,12 +59,6 @@ def test_time_column_sorts_within_each_sequence_and_lands_in_extra(tmp_path: Pat
     assert data.sequence(0).tolist() == [[5, 50], [3, 30], [1, 10]]
     assert data.sequence(1).tolist() == [[4, 40], [2, 20]]
     assert data.extra["t"].tolist() == [0, 1, 2, 0, 1]
-
-
-def test_time_sort_is_stable_for_equal_times(tmp_path: Path) -> None:
-    data = read(tmp_path, "t,a\n1,1\n0,2\n1,3\n0,4\n", time_col="t")
-    assert data.ids == ["0"]
-    assert data.values[:, 0].tolist() == [2, 4, 1, 3]
 
 
 def test_features_order_and_ignored_columns(tmp_path: Path) -> None:
@@ -107,10 +106,11 @@ def test_wide_layout_is_ragged_by_trailing_empty_cells(tmp_path: Path) -> None:
     assert data.values[:, 0].tolist() == [1, 2, 3, 4, 5, 6]
 
 
-def test_wide_without_id_numbers_the_rows(tmp_path: Path) -> None:
-    data = read(tmp_path, "s0,s1\n1,2\n3,NA\n", layout="wide", nan="zero")
+def test_wide_without_id_numbers_the_rows_and_nan_fills_inner_cells(tmp_path: Path) -> None:
+    data = read(tmp_path, "s0,s1,s2\n1,,2\n3,NA\n", layout="wide", nan="zero")
     assert data.ids == ["0", "1"]
-    assert data.values[:, 0].tolist() == [1, 2, 3, 0]
+    assert data.lengths.tolist() == [3, 1]  # trailing missing cells (empty or NA) end a row
+    assert data.values[:, 0].tolist() == [1, 0, 2, 3]
 
 
 def test_stdin_reads_the_same_and_hashes_the_bytes() -> None:
@@ -138,7 +138,8 @@ NAN_CSV = "id,a,b\nx,nan,1\nx,2,\nx,NA,3\ny,4,inf\ny,-Infinity,1e999\ny,6,7\n"
     ("mode", "values", "lengths"),
     [
         ("zero", [[0, 1], [2, 0], [0, 3], [4, 0], [0, 0], [6, 7]], [3, 3]),
-        ("ffill", [[2, 1], [2, 1], [2, 3], [4, 7], [4, 7], [6, 7]], [3, 3]),
+        # never filled from a later step: leading missing steps are dropped
+        ("ffill", [[2, 1], [2, 3], [6, 7]], [2, 1]),
         ("drop", [[6, 7]], [0, 1]),
     ],
 )
@@ -240,8 +241,7 @@ def test_target_next_shifts_by_one(tmp_path: Path) -> None:
         (
             "s0,s1,s2\n1,,3\n",
             {"layout": "wide"},
-            "data.csv:2:2: empty cell before the end of the row; in --layout wide only trailing "
-            "cells may be empty (write NA for a missing value)",
+            f"data.csv:2:2: empty cell in column 's1'; {NAN_FIX}",
         ),
         (
             b"a,b\n1,2\n3\x00,4\n",
@@ -267,12 +267,9 @@ def test_unterminated_quote_swallows_the_rest(tmp_path: Path) -> None:
 
 
 def test_chunk_boundaries_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = read(tmp_path, LONG, id_col="id", time_col="t")
     monkeypatch.setattr("tbptt_cli.readers.delimited.CHUNK_ROWS", 2)
-    chunked = read(tmp_path, LONG, id_col="id", time_col="t")
-    assert chunked.ids == whole.ids and chunked.values.tolist() == whole.values.tolist()
-    blank_start = "a,b\n1,\n2,\n3,4\n"  # b has no value in the first chunk: not a feature
-    assert read(tmp_path, blank_start).feature_names == ["a"]
+    blank_start = "a,b\n1,\n2,\n3,4\n"  # b is numeric: its first value is a number
+    assert fails(tmp_path, blank_start) == f"data.csv:2:2: empty cell in column 'b'; {NAN_FIX}"
     assert fails(tmp_path, LONG + "z,9,nan,1\n", id_col="id") == (
         f"data.csv:7:3: non-finite value 'nan' in column 'a'; {NAN_FIX}"
     )
@@ -287,7 +284,7 @@ def test_missing_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputMissingError, match=r"nope\.csv: no such file$"):
         read_input(InputOptions(path=str(tmp_path / "nope.csv")))
     (tmp_path / "dir.csv").mkdir()
-    with pytest.raises(InputMissingError, match=r"dir\.csv: is a directory; expected a file$"):
+    with pytest.raises(InputMissingError, match=r"dir\.csv: directory holds no CSV, TSV, "):
         read_input(InputOptions(path=str(tmp_path / "dir.csv")))
 
 
@@ -296,7 +293,7 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         raise PermissionError(13, "Permission denied")
 
     # chmod 000 does not stop root, so fake the refusal where the reader opens the file.
-    monkeypatch.setattr("tbptt_cli.readers.open", refuse, raising=False)
+    monkeypatch.setattr("tbptt_cli.readers.inputs.open", refuse, raising=False)
     with pytest.raises(InputMissingError, match="data.csv: permission denied$"):
         read_input(InputOptions(path=write(tmp_path, LONG)))
 
@@ -304,10 +301,11 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.mark.parametrize(
     ("opts", "message"),
     [
-        ({"path": "-"}, "reading stdin needs --format csv|tsv|npy|npz"),
+        ({"path": "-"}, "reading stdin needs --format csv|tsv|parquet|arrow|npy|npz"),
         (
             {"path": "data.txt"},
-            "data.txt: cannot tell the format (suffix '.txt'); pass --format csv|tsv|npy|npz",
+            "data.txt: cannot tell the format (suffix '.txt'); pass --format "
+            "csv|tsv|parquet|arrow|npy|npz",
         ),
         (
             {"path": "x.csv", "delimiter": ";;"},

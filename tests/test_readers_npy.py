@@ -136,7 +136,7 @@ NAN_ARRAY = np.array([[np.nan, 1.0, 2.0], [3.0, np.inf, 5.0]], dtype=np.float32)
     ("mode", "values", "lengths"),
     [
         ("zero", [0, 1, 2, 3, 0, 5], [3, 3]),
-        ("ffill", [1, 1, 2, 3, 3, 5], [3, 3]),
+        ("ffill", [1, 2, 3, 3, 5], [2, 3]),  # a leading NaN is dropped, never filled
         ("drop", [1, 2, 3, 5], [2, 2]),
     ],
 )
@@ -311,7 +311,7 @@ def test_column_and_option_errors(tmp_path: Path) -> None:
     assert fails(tmp_path, path, features=("x5",)).startswith(
         "x.npy: no column 'x5' (given to --features)"
     )
-    with pytest.raises(UsageError, match="^--id-col applies to CSV input only"):
+    with pytest.raises(UsageError, match="^--id-col applies to CSV, TSV, Parquet and Arrow input"):
         read(path, id_col="sensor")
     with pytest.raises(UsageError, match="^--axes TF applies to 2-D arrays"):
         read(path, axes="TF")
@@ -320,13 +320,22 @@ def test_column_and_option_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"), [("--layout", "wide"), ("--delimiter", ";"), ("--time-col", "t")]
+    ("flag", "value", "kinds"),
+    [
+        ("--layout", "wide", "CSV, TSV, Parquet and Arrow"),
+        ("--delimiter", ";", "CSV"),
+        ("--time-col", "t", "CSV, TSV, Parquet and Arrow"),
+        ("--no-header", None, "CSV"),
+        ("--freq", "1h", "CSV, TSV, Parquet and Arrow"),
+    ],
 )
-def test_csv_options_are_refused_for_npy(tmp_path, tbptt, flag, value):
+def test_table_options_are_refused_for_npy(tmp_path, tbptt, flag, value, kinds):
     np.save(tmp_path / "x.npy", np.zeros((2, 3)))
-    result = tbptt("asis", tmp_path / "x.npy", flag, value, "-n")
+    result = tbptt("asis", tmp_path / "x.npy", flag, *([value] if value else []), "-n")
     assert result.code == 2
-    assert result.stderr == f"tbptt: error: {flag} applies to CSV input only, not NPY; drop it\n"
+    assert result.stderr == (
+        f"tbptt: error: {flag} applies to {kinds} input only, not NPY; drop it\n"
+    )
 
 
 def test_axes_is_refused_for_csv(tmp_path, tbptt):

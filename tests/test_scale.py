@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import time
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -16,7 +17,7 @@ from tbptt_cli.cli import run_main
 from tbptt_cli.errors import UsageError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.params import SplitParams
-from tbptt_cli.readers import delimited, fast, parse_size, read_input
+from tbptt_cli.readers import delimited, parse_size, read_input, spill
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies.basic import plan_split
 
@@ -34,50 +35,43 @@ def long_csv(path, shuffled=False, sequences=7, steps=53):
     return path
 
 
-def precise(opts):
-    """The precise reader alone (the fast path switched off)."""
-    saved = delimited._read_fast
-    delimited._read_fast = lambda *args: None
-    try:
-        return read_input(opts)
-    finally:
-        delimited._read_fast = saved
-
-
 @pytest.mark.parametrize("shuffled", [False, True])
-@pytest.mark.parametrize("limit", ["256M", "1K", "4K"])
-def test_fast_reader_and_spill_equal_the_precise_reader(tmp_path, monkeypatch, shuffled, limit):
+@pytest.mark.parametrize("limit", ["1K", "4K"])
+def test_spill_and_regrouping_equal_the_read_in_memory(tmp_path, monkeypatch, shuffled, limit):
     """1K: a bucket per sequence or two, read a few rows at a time; 4K: several
     sequences per bucket, and the sequence codes spilled and read back in pieces."""
     if limit == "4K":
-        monkeypatch.setattr(fast, "CODES_BUDGET", 64)
-        monkeypatch.setattr(fast, "REORDER_ROWS", 50)
+        monkeypatch.setattr(spill, "CODES_BUDGET", 64)
+        monkeypatch.setattr(spill, "REORDER_ROWS", 50)
     calls = []
-    regrouped = fast._regrouped
-    monkeypatch.setattr(fast, "_regrouped", lambda *a: calls.append(1) or regrouped(*a))
+    deal = spill._deal
+    monkeypatch.setattr(spill, "_deal", lambda *a: calls.append(1) or deal(*a))
     path = long_csv(tmp_path / "in.csv", shuffled)
-    opts = InputOptions(
-        path=str(path), id_col="id", time_col="t", memory_limit=limit, target="b", features=("a",)
-    )
-    got, info = read_input(opts, spill_dir=tmp_path)
-    want, want_info = precise(opts)
+    opts = InputOptions(path=str(path), id_col="id", time_col="t", target="b", features=("a",))
+    want, want_info = read_input(opts)
+    got, info = read_input(replace(opts, memory_limit=limit), spill_dir=tmp_path)
     assert got.ids == want.ids and info == want_info
     np.testing.assert_array_equal(got.lengths, want.lengths)
     np.testing.assert_array_equal(np.asarray(got.values), want.values)
     np.testing.assert_array_equal(np.asarray(got.targets), want.targets)
     np.testing.assert_array_equal(np.asarray(got.extra["t"]), want.extra["t"])
-    assert isinstance(got.values, np.memmap) == (limit != "256M")
-    assert calls == ([1] if shuffled and limit != "256M" else [])  # grouped through buckets
+    assert isinstance(got.values, np.memmap) and not isinstance(want.values, np.memmap)
+    assert calls == ([1] if shuffled else [])  # grouped through buckets
     assert list(tmp_path.iterdir()) == [path]  # spill files are unnamed: nothing left
+    ordered = read_input(replace(opts, path=str(long_csv(tmp_path / "o.csv"))))[0]
+    order = [want.ids.index(i) for i in ordered.ids]
+    np.testing.assert_array_equal(np.asarray(want.subset(np.array(order)).sequence(0)),
+                                  ordered.sequence(0))  # fmt: skip
 
 
-def test_fast_path_is_taken_for_a_clean_file(tmp_path):
-    path = long_csv(tmp_path / "in.csv")
-    columns = fast.Columns(["id", "t", "a", "b"], [2, 3], None, None, [], 0)
-    data, _ = fast.read_long(
-        InputOptions(path=str(path)), str(path), "csv", ",", columns, 1 << 20, None, None
-    )
-    assert data.count == 7 and data.features == 2
+def test_a_clean_file_never_runs_the_precise_walker(tmp_path, monkeypatch):
+    def walk(*args):
+        raise AssertionError("the stdlib walker ran on a clean file")
+
+    monkeypatch.setattr(delimited, "scan", walk)
+    monkeypatch.setattr(delimited, "cell_at", walk)
+    data, _ = read_input(InputOptions(path=str(long_csv(tmp_path / "in.csv")), id_col="id"))
+    assert data.count == 7 and data.feature_names == ["a", "b"]
 
 
 def test_a_bad_cell_falls_back_to_the_line_accurate_message(tmp_path, capsys):
@@ -90,37 +84,18 @@ def test_a_bad_cell_falls_back_to_the_line_accurate_message(tmp_path, capsys):
     assert f"{path}:41:3: 'oops' is not a number (column 'a')" in capsys.readouterr().err
 
 
-def test_output_is_identical_whatever_the_reader(tmp_path):
+def test_output_is_identical_whatever_the_memory_limit(tmp_path):
     path = long_csv(tmp_path / "in.csv", shuffled=True)
     outputs = []
-    for limit in ("256M", "1K", "precise"):
+    for limit in ("256M", "1K"):
         out = tmp_path / f"out{limit}.h5"
-        args = [
-            "split",
-            str(path),
-            "--id-col",
-            "id",
-            "--time-col",
-            "t",
-            "--length",
-            "10",
-            "-q",
-            "-o",
-            str(out),
-        ]
-        if limit == "precise":
-            saved, delimited._read_fast = delimited._read_fast, lambda *a: None
-            try:
-                assert run_main(args) == 0
-            finally:
-                delimited._read_fast = saved
-        else:
-            assert run_main([*args, "--memory-limit", limit]) == 0
+        args = ["split", str(path), "--id-col", "id", "--time-col", "t", "--length", "10"]
+        assert run_main([*args, "-q", "-o", str(out), "--memory-limit", limit]) == 0
         with h5py.File(out) as f:
             outputs.append({name: f[name][()].tobytes() for name in f})
-    assert outputs[0] == outputs[1] == outputs[2]
-    # Same options give the same bytes (--memory-limit is recorded among the params).
-    assert (tmp_path / "out256M.h5").read_bytes() == (tmp_path / "outprecise.h5").read_bytes()
+    assert outputs[0] == outputs[1]
+    # Same options give the same bytes (--memory-limit is not recorded in the file).
+    assert (tmp_path / "out256M.h5").read_bytes() == (tmp_path / "out1K.h5").read_bytes()
 
 
 def test_memory_limit_parsing():
@@ -206,7 +181,7 @@ def test_no_bar_in_a_pipe(tmp_path, capsys):
 
 
 def test_codes_count_lengths_and_grouping_across_blocks(tmp_path):
-    codes = fast.Codes(str(tmp_path))
+    codes = spill.Codes(str(tmp_path))
     codes.add(np.array([0, 0, 1], dtype=np.int32), np.array([1.0, 2.0, 1.0]))
     codes.add(np.array([1, 2, 2], dtype=np.int32), np.array([2.0, 1.0, 3.0]))
     assert codes.grouped
@@ -218,10 +193,10 @@ def test_codes_count_lengths_and_grouping_across_blocks(tmp_path):
 
 
 def test_zero_width_store_keeps_no_block_alive():
-    store = fast.Store(0, 1 << 20, None)
+    store = spill.Store(0, 1 << 20, None)
     block = np.ones((1000, 3))
     store.add(np.ascontiguousarray(block[:, 3:]))
-    assert store.parts == [] and store.array().shape == (1000, 0)
+    assert store.buffer is None and store.array().shape == (1000, 0)
 
 
 def test_streamed_output_hash_matches_the_file(tmp_path):

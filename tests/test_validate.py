@@ -88,7 +88,7 @@ def test_segments_may_drop_steps_but_never_repeat_them(tmp_path: Path) -> None:
     path.write_text("doc,len,eos\n" + rows)
     out = tmp_path / "segments.h5"
     raw = {
-        "input": {"path": str(path), "id_col": "doc"},
+        "input": {"path": str(path), "id_col": "doc", "features": ["len"]},
         "output": {"path": str(out)},
         "domain-segments": {"boundary_col": "eos", "pad_to": "3", "overflow": "truncate"},
     }

@@ -35,7 +35,7 @@ from tbptt_cli.readers import (
     open_input,
     read_blocks,
 )
-from tbptt_cli.sequences import SequenceSet, SourceInfo
+from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
 SCAN_BYTES = 16 << 20  # NaN checks read a memmap in slabs of this size, not all at once
 HASH_SCAN_BYTES = 4 << 20  # read, hashed and checked at a time by _hash_and_scan
@@ -67,21 +67,23 @@ def read_array_file(
 ) -> tuple[SequenceSet, SourceInfo]:
     path = str(opts.path)
     source: str | io.BytesIO
+    warnings: list[str] = []
     unread: BinaryIO | None = None  # a file hashed later, with the NaN/inf check
     if path == "-":
         digest = hashlib.sha256()
         content = b"".join(read_blocks(stdin, path, digest))
-        info = SourceInfo(path=path, format=fmt, size=len(content), digest=digest.hexdigest())
+        info = SourceInfo.of_files(path, fmt, [FileInfo(path, len(content), digest.hexdigest())])
         source = io.BytesIO(content)
     elif fmt == "npy" and checks is not None and opts.nan == "error":
         unread = open_input(path)  # the check that the file exists and is readable
-        info = SourceInfo(path=path, format=fmt, size=os.fstat(unread.fileno()).st_size, digest="")
+        size = os.fstat(unread.fileno()).st_size
+        info = SourceInfo.of_files(path, fmt, [FileInfo(path, size, "")])
         source = path
     else:
-        info = hash_file(path, fmt)  # also the check that the file exists and is readable
+        info = SourceInfo.of_files(path, fmt, [hash_file(path)])  # also checks it is readable
         source = path
     try:
-        data, values, offsets = _load(source, fmt, path, opts, keep)
+        data, values, offsets = _load(source, fmt, path, opts, keep, warnings)
     except BaseException:
         if unread is not None:
             unread.close()
@@ -93,10 +95,9 @@ def read_array_file(
             # the caller joins the check before it commits or reports anything.
             digest_future, check = _hash_and_scan(unread, start, data, path, offsets)
             checks.append(check)
-            return finish(data, opts, path, may_have_missing=False), replace(
-                info, digest=digest_future
-            )
-        info = replace(info, digest=in_background(partial(_sha256_closing, unread)))
+            done = finish(data, opts, path, may_have_missing=False, warnings=warnings)
+            return done, _with_digest(info, digest_future, warnings)
+        info = _with_digest(info, in_background(partial(_sha256_closing, unread)), [])
     if checks is not None and opts.nan == "error" and isinstance(source, str):
         # The caller joins this scan before it commits or reports anything: it raises the
         # same InputDataError, but the planning and writing overlap it on a second core.
@@ -106,18 +107,30 @@ def read_array_file(
         clean = True  # under --nan error nothing is repaired either way
     else:
         clean = _scan_finite(data, path, offsets, nan_error=opts.nan == "error")
-    return finish(data, opts, path, may_have_missing=not clean), info
+    data = finish(data, opts, path, may_have_missing=not clean, warnings=warnings)
+    return data, replace(info, warnings=tuple(warnings))
+
+
+def _with_digest(info: SourceInfo, digest: Future[str], warnings: list[str]) -> SourceInfo:
+    """The source hashed later, by a background job."""
+    files = [FileInfo(info.path, info.size, digest)]
+    return SourceInfo.of_files(info.path, info.format, files, warnings)
 
 
 def _load(
-    source: str | io.BytesIO, fmt: str, path: str, opts: InputOptions, keep: Sequence[str]
+    source: str | io.BytesIO,
+    fmt: str,
+    path: str,
+    opts: InputOptions,
+    keep: Sequence[str],
+    warnings: list[str],
 ) -> tuple[SequenceSet, np.ndarray, np.ndarray]:
     """The SequenceSet, the array as loaded (maybe mapped) and the offsets."""
     with _opened(source) as stream:
         head = stream.read(len(NPY_MAGIC))
     _refuse_other_formats(head, fmt, path)
     if fmt == "npy":
-        values, offsets, ids = _load_npy(source, path, opts.axes)
+        values, offsets, ids = _load_npy(source, path, opts.axes, warnings)
     else:
         values, offsets, ids = _load_npz(source, path)
     if values.dtype.kind in "iub":
@@ -176,7 +189,7 @@ def _check_dtype(dtype: np.dtype[Any], where: str) -> None:
 
 
 def _load_npy(
-    source: str | io.BytesIO, path: str, axes: str
+    source: str | io.BytesIO, path: str, axes: str, warnings: list[str]
 ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     with _opened(source) as stream:
         try:
@@ -224,6 +237,11 @@ def _load_npy(
         steps = array.shape[0]
         return array.reshape(steps, -1), np.array([0, steps]), None
     count, steps = array.shape[:2]
+    if array.ndim == 2 and steps == 1 and count > 1:
+        warnings.append(
+            f"{path}: a [{count}, 1] array is read as {count} sequences of one step "
+            f"(--axes NT); pass --axes TF to read it as one sequence of {count} steps"
+        )
     features = array.shape[2] if array.ndim == 3 else 1
     # A reshape of a C-ordered memmap is a view of the same mapped pages, never a copy.
     return array.reshape(count * steps, features), np.arange(count + 1) * steps, None

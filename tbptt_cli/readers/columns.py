@@ -1,0 +1,306 @@
+"""Which column plays which role: id, time, features, target, kept columns.
+
+Default features are the numeric columns that are not the id, the time column, the
+target, a kept or ``--exclude``d column, nor a column that looks like a calendar. That is
+decided on the first rows of the input (the sample a reader parses first); the report
+says which columns were left out and why.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tbptt_cli.errors import InputDataError, UsageError
+from tbptt_cli.options import InputOptions, target_column
+from tbptt_cli.readers.buffers import float64, local_codes, numbers
+from tbptt_cli.readers.timecol import kind_of
+
+CALENDAR_NAMES = {
+    "year", "yr", "quarter", "qtr", "month", "week", "day", "weekday", "dayofweek",
+    "dayofyear", "doy", "hour", "minute", "second", "date", "time", "t", "timestamp",
+    "datetime", "period", "step",
+}  # fmt: skip
+SEPARATORS = str.maketrans("", "", " _-.\t")
+CYCLIC_NAMES = {
+    "quarter", "qtr", "month", "week", "day", "weekday", "dayofweek", "dayofyear", "doy",
+    "hour", "minute", "second",
+}  # fmt: skip
+VALUE_CHECKED = 32  # leading numeric columns whose values may make them calendar columns
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Column names by role, as the input names them."""
+
+    id: str | None
+    time: str | None
+    features: list[str]
+    target: str | None = None
+    keep: list[str] = field(default_factory=list)
+    watch: str | None = None  # without --time-col: the likely time column, checked for order
+    layout: str = "long"
+
+    @property
+    def floats(self) -> list[str]:
+        """The columns read as float64, side by side: features, target, kept columns."""
+        return [*self.features, *([self.target] if self.target else []), *self.keep]
+
+    @property
+    def read(self) -> list[str]:
+        """Every column a reader must deliver."""
+        named = [self.id, self.time, self.watch, *self.floats]
+        return list(dict.fromkeys(n for n in named if n is not None))
+
+
+def no_such_column(path: str, flag: str, name: str, available: Sequence[str]) -> InputDataError:
+    """``flag`` (empty for columns the caller asked to keep) names a column not in the input."""
+    close = difflib.get_close_matches(name, list(available), n=1)
+    given = f" (given to {flag})" if flag else ""
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    listed = ", ".join(available)
+    return InputDataError(f"{path}: no column '{name}'{given}; {hint}the columns are {listed}")
+
+
+def require(path: str, names: Sequence[str], flag: str, name: str | None) -> None:
+    if name is not None and name not in names:
+        raise no_such_column(path, flag, name, names)
+
+
+def resolve_roles(
+    path: str,
+    names: list[str],
+    sample: Any,
+    numeric: Callable[[str], bool],
+    opts: InputOptions,
+    keep: Sequence[str],
+    warnings: list[str],
+) -> Roles:
+    """The roles from the options, the header and the first rows (an Arrow table);
+    ``numeric`` tells the columns that hold numbers."""
+    target = target_column(opts.target)
+    for flag, name in (("--id-col", opts.id_col), ("--time-col", opts.time_col)):
+        require(path, names, flag, name)
+    require(path, names, "--target", target)
+    for name in keep:
+        require(path, names, "", name)
+    for name in opts.exclude or ():
+        require(path, names, "--exclude", name)
+    _refuse_id_reuse(opts, target, keep)
+    if opts.layout == "wide":
+        return _wide_roles(path, names, sample, opts, keep, target, warnings)
+    skip = {opts.id_col, opts.time_col, target, *keep, *(opts.exclude or ())}
+    found = _time_like_columns(names, sample, _sample_codes(sample, opts.id_col), numeric)
+    if opts.features is not None:
+        features = _named_features(path, names, opts, target)
+    else:
+        candidates = [n for n in names if n not in skip and numeric(n)]
+        left_out = {n: found[n] for n in candidates if n in found}
+        features = [n for n in candidates if n not in left_out]
+        if left_out:
+            listed = ", ".join(f"{n} ({reason})" for n, reason in left_out.items())
+            warnings.append(
+                f"left out of the features: {listed}; name a column in --features to use it"
+            )
+        if not features:
+            raise InputDataError(
+                f"{path}: no numeric feature column found; name the feature columns with --features"
+            )
+    watch = None
+    if opts.time_col is None:
+        timed = [n for n in names if n != opts.id_col and _temporal(sample.column(n))]
+        linear = [n for n in found if n != opts.id_col and not cyclic_name(n)]
+        watch = next(iter(timed + linear), None)
+    return Roles(opts.id_col, opts.time_col, features, target, list(keep), watch)
+
+
+def _refuse_id_reuse(opts: InputOptions, target: str | None, keep: Sequence[str]) -> None:
+    """The id names sequences; as a feature, target or boundary it would be read as numbers."""
+    id_col = opts.id_col
+    if id_col is None:
+        return
+    roles = [
+        ("a feature", id_col in (opts.features or ()), "drop it from --features"),
+        ("the --target", id_col == target, "choose another --target"),
+        ("the --boundary-col", id_col in keep, "choose another --boundary-col"),
+        ("the --time-col", id_col == opts.time_col, "choose another --time-col"),
+    ]
+    for role, clash, fix in roles:
+        if clash:
+            raise UsageError(f"column '{id_col}' is the --id-col; it cannot also be {role}; {fix}")
+
+
+def _named_features(
+    path: str, names: list[str], opts: InputOptions, target: str | None
+) -> list[str]:
+    features = list(opts.features or ())
+    if not features:
+        raise UsageError("--features is empty; name at least one column")
+    for name in features:
+        require(path, names, "--features", name)
+    if target in features:
+        raise UsageError(
+            f"column '{target}' is both a feature and the --target; drop it from --features"
+        )
+    excluded = [n for n in features if n in (opts.exclude or ())]
+    if excluded:
+        raise UsageError(
+            f"column '{excluded[0]}' is in both --features and --exclude; drop it from one"
+        )
+    return features
+
+
+def _wide_roles(
+    path: str,
+    names: list[str],
+    sample: Any,
+    opts: InputOptions,
+    keep: Sequence[str],
+    target: str | None,
+    warnings: list[str],
+) -> Roles:
+    """Wide rows: every column but the id and the excluded ones is one step, in order."""
+    if target is not None:
+        raise UsageError("--target NAME needs --layout long; wide rows hold one feature")
+    for flag, given in (
+        ("--time-col", opts.time_col),
+        ("--features", opts.features),
+        ("a boundary column", list(keep)),
+        ("--freq", opts.freq),
+    ):
+        if given:
+            raise UsageError(f"{flag} needs --layout long; a wide row is one univariate sequence")
+    steps = [n for n in names if n != opts.id_col and n not in (opts.exclude or ())]
+    rows = np.zeros(sample.num_rows, dtype=np.int32)  # the rows as one ordered sequence
+    leading = set(sample.column_names)
+    left_out = {n: r for n in steps if (r := _wide_calendar(n, sample, leading, rows))}
+    if left_out:
+        listed = ", ".join(f"{n} ({reason})" for n, reason in left_out.items())
+        warnings.append(
+            f"left out of the steps: {listed}; pass it as --id-col, or rename it, to change that"
+        )
+    steps = [n for n in steps if n not in left_out]
+    if not steps:
+        raise InputDataError(f"{path}: no step column left in this wide file")
+    return Roles(opts.id_col, None, steps, layout="wide")
+
+
+def numeric_type(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+    )
+
+
+def _temporal(column: Any) -> bool:
+    kind = kind_of(column.type)
+    return kind is not None and not numeric_type(column.type)
+
+
+def _sample_codes(sample: Any, id_col: str | None) -> np.ndarray:
+    if id_col is None:
+        return np.zeros(sample.num_rows, dtype=np.int32)
+    local, _, missing = local_codes(sample.column(id_col).combine_chunks())
+    if missing >= 0:  # the read itself refuses the missing id, naming it
+        return np.zeros(sample.num_rows, dtype=np.int32)
+    return local.astype(np.int32)
+
+
+def _as_floats(column: Any) -> np.ndarray | None:
+    if not numeric_type(column.type):
+        return None
+    import pyarrow as pa
+
+    column = column.combine_chunks()
+    values = float64(column)  # decimals go through pyarrow.compute, imported only then
+    return values if values is not None else numbers(column.cast(pa.float64(), safe=False))
+
+
+def _time_like_columns(
+    names: list[str], sample: Any, codes: np.ndarray, numeric: Callable[[str], bool]
+) -> dict[str, str]:
+    """The columns that look like a calendar or a time index, and why. Values are looked
+    at in the first VALUE_CHECKED numeric columns (a file of 100,000 features must not
+    take minutes); a calendar name is recognised anywhere."""
+    found: dict[str, str] = {}
+    checked = 0
+    for name in names:
+        named = calendar_name(name)
+        if not named and (checked >= VALUE_CHECKED or not numeric(name)):
+            continue
+        checked += not named
+        reason = _time_like(name, sample.column(name), codes)
+        if reason:
+            found[name] = reason
+    return found
+
+
+def _time_like(name: str, column: Any, codes: np.ndarray) -> str | None:
+    """Why a numeric column looks like a calendar or a time index (None: it does not)."""
+    values = _as_floats(column)
+    if values is None:
+        return None
+    live = np.isfinite(values)
+    if not live.any():
+        return None
+    values, codes = values[live], codes[live]
+    integral = bool(np.all(values == np.round(values)))
+    ordered = _ordered(values, codes)
+    if calendar_name(name) and (integral or ordered):
+        return "a calendar name"
+    if not integral:
+        return None
+    if ordered and np.all((values >= 1000) & (values <= 2999)):
+        return "integer years"
+    if ordered and _dates(values):
+        return "yyyymmdd dates"
+    return None
+
+
+def _wide_calendar(name: str, sample: Any, leading: set[str], rows: np.ndarray) -> str | None:
+    """A wide file's calendar column (a year per row) by its name, or by its values if it
+    is among the leading columns the sample holds."""
+    if calendar_name(name):
+        return "a calendar name"
+    if name not in leading:
+        return None
+    reason = _time_like(name, sample.column(name), rows)
+    return reason if reason in ("integer years", "yyyymmdd dates") else None
+
+
+def cyclic_name(name: str) -> bool:
+    """A calendar field that wraps around (``quarter``, ``month``): never in order."""
+    return name.lower().translate(SEPARATORS) in CYCLIC_NAMES
+
+
+def calendar_name(name: str) -> bool:
+    """``Year``, ``day_of_week``, ``Date Time``: not ``t0`` or ``hour2``."""
+    return name.lower().translate(SEPARATORS) in CALENDAR_NAMES
+
+
+def _by_sequence(values: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values grouped by sequence (file order kept within one) and where a group starts."""
+    permutation = np.argsort(codes, kind="stable")
+    grouped, sorted_codes = values[permutation], codes[permutation]
+    return grouped, np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+
+
+def _ordered(values: np.ndarray, codes: np.ndarray) -> bool:
+    grouped, first = _by_sequence(values, codes)
+    return bool(np.all((np.diff(grouped) >= 0) | first[1:]))
+
+
+def _dates(values: np.ndarray) -> bool:
+    year, rest = np.divmod(values, 10_000)
+    month, day = np.divmod(rest, 100)
+    return bool(
+        np.all((year >= 1000) & (year <= 2999) & (month >= 1) & (month <= 12))
+        and np.all((day >= 1) & (day <= 31))
+    )

@@ -1,0 +1,471 @@
+"""The one core every table format feeds: parts -> record batches -> `SequenceSet`.
+
+Formats are chosen from one table (`SOURCES`, format -> `Source`); each part of the
+input is opened as a `Source` and its record batches go through one `Assembler`: float64
+columns side by side, each row's sequence number (by first appearance), its time, all
+held in memory up to ``--memory-limit`` and spilled beyond it. At the end rows are
+grouped by sequence and ordered by time (only if they did not come so), duplicate times
+and gaps are dealt with (`steps`), and the columns become a `SequenceSet`.
+
+The seam for reading parts elsewhere (one part per worker): a `Source` needs only its
+`Part`; its batches of the id and time columns alone (``Roles(id, time, [])``) give each
+sequence's rows and time range without the values, and `Assembler.read` takes the
+batches of one part at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Sequence
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+
+from tbptt_cli.errors import InputDataError
+from tbptt_cli.options import InputOptions
+from tbptt_cli.readers import NAN_FIX, steps
+from tbptt_cli.readers.buffers import float64, local_codes, numbers, valid
+from tbptt_cli.readers.columns import Roles, resolve_roles
+from tbptt_cli.readers.inputs import Part
+from tbptt_cli.readers.source import Matrix, Source
+from tbptt_cli.readers.spill import Codes, Store, regrouped, spill_file
+from tbptt_cli.readers.timecol import NUMBER, NotTime, check_kind, seconds, times
+from tbptt_cli.sequences import FileInfo, SequenceSet
+
+SOURCES = {  # format -> the `Source` that reads it, imported on first use
+    "csv": "tbptt_cli.readers.csvfile:CsvSource",
+    "tsv": "tbptt_cli.readers.csvfile:CsvSource",
+    "parquet": "tbptt_cli.readers.columnar:ParquetSource",
+    "arrow": "tbptt_cli.readers.columnar:ArrowSource",
+}
+
+
+def open_source(
+    part: Part,
+    opts: InputOptions,
+    stdin: BinaryIO,
+    tee: IO[bytes] | None,
+    tick: Callable[[int], None] | None,
+) -> Source:
+    """The part opened by its format's `Source` (stdin, its copy and the progress tick
+    matter to text formats only)."""
+    module, name = SOURCES[part.format].split(":")
+    source: Source = getattr(importlib.import_module(module), name)(part, opts, stdin, tee, tick)
+    return source
+
+
+def read_table(
+    parts: Sequence[Part],
+    opts: InputOptions,
+    keep: Sequence[str],
+    stdin: BinaryIO,
+    budget: int,
+    spill_dir: str | None,
+    tick: Callable[[int], None] | None,
+) -> tuple[SequenceSet, list[FileInfo], list[str], str | None]:
+    """Every part read into one set; the files read, the warnings for the report and,
+    without --time-col, the column the rows are out of order of (None: none)."""
+    warnings: list[str] = []
+    files: list[FileInfo] = []
+    with contextlib.ExitStack() as stack:
+        tee = stack.enter_context(spill_file(spill_dir)) if parts[0].path == "-" else None
+
+        def reopen(part: Part) -> Source:
+            """The part again from its start; stdin from the copy taken while reading it."""
+            if tee is None:
+                return open_source(part, opts, stdin, None, None)
+            tee.flush()
+            tee.seek(0)
+            return open_source(part, opts, tee, tee, None)  # type: ignore[arg-type]
+
+        first = stack.enter_context(open_source(parts[0], opts, stdin, tee, tick))
+        sample = first.sample()
+        if not sample.num_rows:
+            raise _no_rows(first)
+        roles = resolve_roles(first.shown, first.names, sample, first.numeric, opts, keep, warnings)
+        time_kind = first.time_kind(roles.time) if roles.time else None
+        kind = WideAssembler if roles.layout == "wide" else LongAssembler
+        assembler = kind(roles, opts, time_kind, budget, spill_dir, first.rows_hint() * len(parts))
+        stack.callback(assembler.close)  # spill files, whatever ends the read
+        for part in parts:
+            opened = open_source(part, opts, stdin, None, tick) if part is not parts[0] else None
+            with opened or contextlib.nullcontext(first) as source:
+                _check_columns(source, roles, first.names)
+                assembler.read(source)
+                files.append(source.file_info())
+                warnings += source.warnings
+        give_back_memory()  # before the regrouping allocates its buckets
+        data = assembler.finish(
+            first, lambda: steps.RowFinder(parts, reopen, roles, time_kind), warnings
+        )
+    return data, files, warnings, assembler.unordered_by
+
+
+def give_back_memory() -> None:
+    """Hand what the parse freed back to the system. glibc keeps freed blocks in its heap
+    and pyarrow's allocator keeps its own: after a 380 MB CSV that was 270 MB resident
+    for nothing through the whole write."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _check_columns(source: Source, roles: Roles, first_names: list[str]) -> None:
+    present = set(source.names)
+    missing = [name for name in roles.read if name not in present]
+    if missing:
+        raise InputDataError(
+            f"{source.shown}: no column '{missing[0]}', which the first file has "
+            f"({', '.join(first_names)}); every file must hold the same columns"
+        )
+
+
+class Assembler:
+    """Record batches in, one part at a time; a `SequenceSet` out at the end."""
+
+    def __init__(
+        self,
+        roles: Roles,
+        opts: InputOptions,
+        time_kind: str | None,
+        budget: int,
+        spill_dir: str | None,
+        expected: int = 0,
+    ) -> None:
+        self.roles, self.opts, self.kind = roles, opts, time_kind
+        self.budget, self.spill_dir, self.expected = budget, spill_dir, expected
+        self.unordered_by: str | None = None  # without --time-col: the likely time column,
+        # when the rows are out of its order
+
+    def read(self, source: Source) -> None:
+        """Every batch of one part; rows are counted from the part's first data row."""
+        row = 0
+        for batch in source.batches(self.roles, self.kind):
+            self.add(batch, source, row)
+            row += len(batch.values) if isinstance(batch, Matrix) else batch.num_rows
+
+    def add(self, batch: Any, source: Source, first_row: int) -> None:
+        raise NotImplementedError
+
+    def finish(
+        self, first: Source, finder: Callable[[], steps.RowFinder], warnings: list[str]
+    ) -> SequenceSet:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class LongAssembler(Assembler):
+    """Long layout: one row per step; rows of a sequence may be spread over the input."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        roles, budget, spill_dir, expected = self.roles, self.budget, self.spill_dir, self.expected
+        width = len(roles.floats)
+        self.features = len(roles.features)
+        time_dtype = np.float64 if self.kind == NUMBER else np.int64
+        # The budget is shared in proportion to the bytes each store holds per row.
+        widths = [self.features, width - self.features, 1 if roles.time else 0]
+        share = [budget * w // max(sum(widths), 1) for w in widths]
+        self.values = Store(widths[0], share[0], spill_dir, expected=expected)
+        self.rest = Store(widths[1], share[1], spill_dir, expected=expected)
+        self.times = Store(widths[2], share[2], spill_dir, time_dtype, expected)
+        self.codes = Codes(spill_dir)
+        self.ids: dict[str, int] = {}
+        self.checked = self.features + (1 if roles.target else 0)
+        self.watch = OrderWatch(roles.watch) if roles.watch else None
+
+    def add(self, batch: Any, source: Source, first_row: int) -> None:
+        roles = self.roles
+        values, rest = float_columns(batch, roles.floats, self.features, source)
+        if self.opts.nan == "error":
+            self._refuse_missing(values, rest, source, first_row)
+        codes = self._codes(batch, source, first_row)
+        time = self._time(batch, source, first_row) if roles.time else None
+        if self.watch is not None:
+            self.watch.add(batch, codes)
+        self.values.add(values)
+        self.rest.add(rest)
+        if time is not None:
+            self.times.add(time[:, None])
+        self.codes.add(codes, time)
+
+    def _refuse_missing(
+        self, values: np.ndarray, rest: np.ndarray, source: Source, first_row: int
+    ) -> None:
+        checked = rest[:, : self.checked - self.features]
+        for block, names in ((values, self.roles.features), (checked, [self.roles.target])):
+            bad = ~np.isfinite(block)
+            if bad.any():
+                r, c = np.argwhere(bad)[0]
+                raise cell_error(source, first_row + int(r), str(names[c]), block[r, c])
+
+    def _codes(self, batch: Any, source: Source, first_row: int) -> np.ndarray:
+        if self.roles.id is None:
+            self.ids.setdefault("0", 0)
+            return np.zeros(batch.num_rows, dtype=np.int32)
+        codes, bad = sequence_codes(batch.column(self.roles.id), self.ids)
+        if bad >= 0:
+            where, _ = source.where(first_row + bad, self.roles.id)
+            raise InputDataError(
+                f"{where}: empty id in column '{self.roles.id}'; every row needs a sequence id"
+            )
+        return codes
+
+    def _time(self, batch: Any, source: Source, first_row: int) -> np.ndarray:
+        name = str(self.roles.time)
+        try:
+            found = times(batch.column(name))
+        except NotTime as problem:
+            where, text = source.where(first_row + max(problem.row, 0), name)
+            text = text if text is not None else problem.value
+            shown = f"'{text}'" if text is not None else "missing"
+            expected = "a finite number" if self.kind == NUMBER else "an ISO 8601 date/time"
+            raise InputDataError(
+                f"{where}: time value {shown} in column '{name}' is not {expected}; every "
+                "row needs a time"
+            ) from None
+        check_kind(found.kind, self.kind or found.kind, source.shown, name)
+        if self.kind == NUMBER and not np.isfinite(found.values).all():
+            r = int(np.argmax(~np.isfinite(found.values)))
+            where, text = source.where(first_row + r, name)
+            raise InputDataError(
+                f"{where}: time value '{text if text is not None else found.values[r]}' in "
+                f"column '{name}' is not a finite number; every row needs a time"
+            )
+        return found.values
+
+    def finish(
+        self, first: Source, finder: Callable[[], steps.RowFinder], warnings: list[str]
+    ) -> SequenceSet:
+        roles = self.roles
+        if self.watch is not None and self.watch.unordered is not None:
+            self.unordered_by = self.watch.name
+            code = self.watch.unordered
+            name = next(k for k, v in self.ids.items() if v == code)
+            warnings.append(
+                f"rows of sequence '{name}' are not in order of column '{self.watch.name}' "
+                f"and no --time-col was given; did you mean --time-col {self.watch.name}?"
+            )
+        if not self.codes.rows:
+            raise _no_rows(first)
+        lengths = self.codes.lengths[: len(self.ids)]
+        arrays = [self.values.array(), self.rest.array(), self.times.array()]
+        if not self.codes.grouped:
+            time = 2 if roles.time else None
+            arrays = regrouped(arrays, self.codes, lengths, time, self.spill_dir, self.budget)
+        self.close()
+        ids = list(self.ids)
+        if roles.time:
+            repeats = self.codes.repeats or not self.codes.grouped
+            arrays, lengths, ids = steps.regularize(
+                arrays, lengths, ids, self.kind, self.opts, finder(), repeats,
+                1 if roles.target else 0, warnings, self.budget, self.spill_dir,
+            )  # fmt: skip
+        values, rest, stamps = arrays
+        data = SequenceSet.from_offsets(
+            values=values,
+            offsets=np.concatenate([[0], np.cumsum(lengths)]),
+            ids=ids,
+            feature_names=roles.features,
+            targets=rest[:, :1] if roles.target else None,
+            target_names=[roles.target] if roles.target else (),
+        )
+        first_kept = 1 if roles.target else 0
+        extra = {name: rest[:, first_kept + j] for j, name in enumerate(roles.keep)}
+        if roles.time:
+            extra[roles.time] = seconds(stamps[:, 0], self.kind or NUMBER)
+        return _with_extra(data, extra)
+
+    def close(self) -> None:
+        for store in (self.values, self.rest, self.times, self.codes):
+            store.close()
+
+
+def _with_extra(data: SequenceSet, extra: dict[str, np.ndarray]) -> SequenceSet:
+    from dataclasses import replace
+
+    return replace(data, extra=extra)
+
+
+def _no_rows(source: Source) -> InputDataError:
+    explain = getattr(source, "explain", None)
+    if explain is not None:
+        return explain("no data rows")  # type: ignore[no-any-return]
+    return InputDataError(f"{source.shown}: no data rows")
+
+
+class OrderWatch:
+    """Without --time-col: whether the likely time column is in order within each sequence."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.last = np.zeros(0)
+        self.kind: str | None = None
+        self.unordered: int | None = None  # the first sequence found out of order
+        self.gave_up = False
+
+    def add(self, batch: Any, codes: np.ndarray) -> None:
+        if self.gave_up or self.unordered is not None:
+            return
+        try:
+            found = times(batch.column(self.name))
+        except NotTime:
+            self.gave_up = True  # not a time column after all: nothing to say
+            return
+        if self.kind not in (None, found.kind):
+            self.gave_up = True
+            return
+        self.kind = found.kind
+        values = found.values.astype(np.float64)
+        permutation = np.argsort(codes, kind="stable")
+        c, v = codes[permutation], values[permutation]
+        if int(c.max(initial=-1)) >= len(self.last):
+            grow = np.full(int(c.max()) + 1 - len(self.last), -np.inf)
+            self.last = np.concatenate([self.last, grow])
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        inside = np.r_[False, c[1:] == c[:-1]]
+        back = inside & (np.r_[v[0], v[:-1]] > v)
+        back[starts] = v[starts] < self.last[c[starts]]
+        if back.any():
+            self.unordered = int(c[np.argmax(back)])
+            return
+        ends = np.r_[starts[1:] - 1, len(c) - 1]
+        self.last[c[ends]] = v[ends]
+
+
+def float_columns(
+    batch: Any, names: list[str], features: int, source: Source
+) -> tuple[np.ndarray, np.ndarray]:
+    """The features [rows, F] and the other float columns [rows, R], float64; a missing
+    cell is NaN."""
+
+    rows = batch.num_rows
+    values = np.empty((rows, features))
+    rest = np.empty((rows, len(names) - features))
+    for j, name in enumerate(names):
+        column = batch.column(name)
+        out, k = (values, j) if j < features else (rest, j - features)
+        converted = float64(column)
+        out[:, k] = converted if converted is not None else numbers(_to_float(column, name, source))
+    return values, rest
+
+
+def _to_float(column: Any, name: str, source: Source) -> Any:
+    """Other numeric types (decimal, bool, dictionary, text of numbers) through pyarrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+    if numeric or pa.types.is_boolean(kind) or pa.types.is_null(kind):
+        return pc.cast(column, pa.float64(), safe=False)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:
+            return pc.cast(column, pa.float64())
+        except pa.ArrowInvalid:
+            pass
+    raise InputDataError(
+        f"{source.shown}: column '{name}' holds {kind}, not numbers; it cannot be a feature, "
+        "target or boundary column"
+    )
+
+
+def sequence_codes(column: Any, ids: dict[str, int]) -> tuple[np.ndarray, int]:
+    """Every row's sequence number, numbered by first appearance across the input, and the
+    first row whose id is missing or empty (-1: none)."""
+    local, keys, missing = local_codes(column)
+    if missing >= 0:
+        return np.zeros(0, dtype=np.int32), missing
+    used = np.bincount(local, minlength=len(keys)) > 0
+    if "" in keys and used[keys.index("")]:
+        return np.zeros(0, dtype=np.int32), int(np.argmax(local == keys.index("")))
+    # Keys come in order of appearance (pyarrow's memo tables list them so).
+    table = np.zeros(len(keys), dtype=np.int32)
+    for k in np.flatnonzero(used):
+        table[k] = ids.setdefault(keys[k], len(ids))
+    return table[local], -1
+
+
+def cell_error(source: Source, row: int, column: str, value: float) -> InputDataError:
+    where, text = source.where(row, column)
+    if text is None:
+        what = "missing value" if np.isnan(value) else f"non-finite value {value}"
+    else:
+        what = "empty cell" if text == "" else f"non-finite value '{text}'"
+    return InputDataError(f"{where}: {what} in column '{column}'; {NAN_FIX}")
+
+
+class WideAssembler(Assembler):
+    """Wide layout: one row per sequence, one column per step; trailing missing cells
+    end a shorter row, missing cells before the end are handled by ``--nan``."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.values = Store(1, self.budget, self.spill_dir)
+        self.lengths: list[np.ndarray] = []
+        self.ids: list[str] = []
+
+    def add(self, batch: Any, source: Source, first_row: int) -> None:
+        block = batch if isinstance(batch, Matrix) else self._matrix(batch, source, first_row)
+        present = block.present
+        width = present.shape[1]
+        lengths = np.where(present.any(axis=1), width - np.argmax(present[:, ::-1], axis=1), 0)
+        inside = np.arange(width) < lengths[:, None]
+        if self.opts.nan == "error":
+            bad = inside & ~np.isfinite(block.values)
+            if bad.any():
+                r, c = np.argwhere(bad)[0]
+                name = self.roles.features[c]
+                raise cell_error(source, first_row + int(r), name, block.values[r, c])
+        self.values.add(block.values[inside][:, None])
+        self.lengths.append(lengths)
+        if block.ids is None:
+            self.ids += [str(len(self.ids) + i) for i in range(len(lengths))]
+            return
+        if "" in block.ids:
+            where, _ = source.where(first_row + block.ids.index(""), str(self.roles.id))
+            raise InputDataError(
+                f"{where}: empty id in column '{self.roles.id}'; every row needs a sequence id"
+            )
+        self.ids += block.ids
+
+    def close(self) -> None:
+        self.values.close()
+
+    def _matrix(self, batch: Any, source: Source, first_row: int) -> Matrix:
+        """An Arrow batch of step columns as one block."""
+        steps = self.roles.features
+        values, _ = float_columns(batch, steps, len(steps), source)
+        present = np.column_stack([valid(batch.column(n)) for n in steps])
+        if self.roles.id is None:
+            return Matrix(values, present, None)
+        column = batch.column(self.roles.id)
+        if column.null_count:
+            where, _ = source.where(first_row + int(np.argmax(~valid(column))),
+                                    self.roles.id)  # fmt: skip
+            raise InputDataError(
+                f"{where}: empty id in column '{self.roles.id}'; every row needs a sequence id"
+            )
+        return Matrix(values, present, [str(v) for v in column.to_pylist()])
+
+    def finish(
+        self, first: Source, finder: Callable[[], steps.RowFinder], warnings: list[str]
+    ) -> SequenceSet:
+        if not self.lengths or not sum(len(n) for n in self.lengths):
+            raise _no_rows(first)
+        lengths = np.concatenate(self.lengths)
+        return SequenceSet.from_offsets(
+            self.values.array(),
+            np.concatenate([[0], np.cumsum(lengths)]),
+            ids=self.ids,
+            feature_names=["value"],
+        )

@@ -1,0 +1,149 @@
+"""Which columns are features: calendar columns left out (and said), refusals of columns in
+two roles, header-less files, decimal commas, excluded labels."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import statsmodels
+
+from tbptt_cli.errors import InputDataError
+from tbptt_cli.inspect import inspect_path
+from tbptt_cli.options import InputOptions
+from tbptt_cli.readers import read_input
+from tbptt_cli.sequences import SequenceSet, SourceInfo
+
+DATASETS = Path(statsmodels.__file__).parent / "datasets"
+
+
+def read(tmp_path: Path, text: str, **opts: Any) -> tuple[SequenceSet, SourceInfo]:
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    return read_input(InputOptions(path=str(path), **opts))
+
+
+def panel(columns: str, row: Any, sequences: int = 2, steps: int = 12) -> str:
+    """A long file: ``row(i, t)`` gives the values of step t of sequence i."""
+    lines = [",".join(map(str, row(i, t))) for i in range(sequences) for t in range(steps)]
+    return columns + "\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("columns", "row", "reason"),
+    [
+        ("id,vintage,x", lambda i, t: (i, 1990 + t // 2, t * 0.5), "integer years"),
+        ("id,stamp,x", lambda i, t: (i, 20200101 + t, t * 0.5), "yyyymmdd dates"),
+        ("id,Quarter,x", lambda i, t: (i, t % 4 + 1, t * 0.5), "a calendar name"),
+    ],
+)
+def test_calendar_columns_are_left_out_and_said(tmp_path, columns, row, reason):
+    data, info = read(tmp_path, panel(columns, row), id_col="id")
+    name = columns.split(",")[1]
+    assert data.feature_names == ["x"]
+    assert info.warnings == (
+        f"left out of the features: {name} ({reason}); name a column in --features to use it",
+    )
+    named, _ = read(tmp_path, panel(columns, row), id_col="id", features=(name, "x"))
+    assert named.feature_names == [name, "x"]
+
+
+def test_numbers_that_only_look_like_years_stay_features(tmp_path):
+    # hPa readings in 1000..2999 that go up and down are not years; nor is a ramp.
+    text = panel("id,pressure,n", lambda i, t: (i, (1013, 1012, 1013, 1015, 1011)[t], t), steps=5)
+    data, info = read(tmp_path, text, id_col="id")
+    assert data.feature_names == ["pressure", "n"] and info.warnings == ()
+
+
+def test_unordered_rows_name_the_likely_time_column(tmp_path):
+    text = "site,date,x\nn,2020-01-02,2\nn,2020-01-01,1\ns,2020-01-01,5\n"
+    data, info = read(tmp_path, text, id_col="site")
+    assert data.sequence(0)[:, 0].tolist() == [2, 1]  # file order, as asked
+    assert info.warnings == (
+        "rows of sequence 'n' are not in order of column 'date' and no --time-col was given; "
+        "did you mean --time-col date?",
+    )
+    _, ordered = read(tmp_path, text, id_col="site", time_col="date")
+    assert ordered.warnings == ()
+    _, doc = inspect_path(InputOptions(path=str(tmp_path / "data.csv"), id_col="site"))
+    assert "--id-col site --time-col date" in doc["suggestion"]["command"]
+
+
+def test_statsmodels_series_leave_their_calendar_out(tmp_path):
+    sunspots = str(DATASETS / "sunspots" / "sunspots.csv")
+    text, doc = inspect_path(InputOptions(path=sunspots))
+    assert doc["features"] == ["SUNACTIVITY"] and doc["steps"] == 309
+    assert doc["suggestion"]["strategy"] == "domain-acf"
+    assert "left out of the features: YEAR (a calendar name)" in text
+    macro, info = read_input(InputOptions(path=str(DATASETS / "macrodata" / "macrodata.csv")))
+    assert "year" not in macro.feature_names and "quarter" not in macro.feature_names
+    assert info.warnings[0].startswith("left out of the features: year (a calendar name), quarter")
+    elnino = str(DATASETS / "elnino" / "elnino.csv")
+    wide, info = read_input(InputOptions(path=elnino, layout="wide"))
+    assert wide.lengths.tolist() == [12] * 61 and 1950 not in np.asarray(wide.values)
+    assert info.warnings[0].startswith("left out of the steps: YEAR (a calendar name)")
+
+
+@pytest.mark.parametrize(
+    ("args", "role"),
+    [
+        (["split", "--length", 2, "--features", "id,x"], "a feature; drop it from --features"),
+        (["split", "--length", 2, "--target", "id"], "the --target; choose another --target"),
+        (["domain", "segments", "--boundary-col", "id"], "the --boundary-col"),
+        (["asis", "--time-col", "id"], "the --time-col; choose another --time-col"),
+    ],
+)
+def test_the_id_column_in_another_role_is_a_usage_error(tmp_path, tbptt, args, role):
+    (tmp_path / "in.csv").write_text("id,x\na,1\na,2\n")
+    result = tbptt(*args, tmp_path / "in.csv", "--id-col", "id", "-n")
+    assert result.code == 2, result.stderr
+    assert result.stderr.startswith(
+        f"tbptt: error: column 'id' is the --id-col; it cannot also be {role}"
+    )
+
+
+def test_empty_id_cells_name_line_and_column(tmp_path):
+    with pytest.raises(InputDataError) as caught:
+        read(tmp_path, "x,id\n1,a\n2,\n", id_col="id")
+    assert str(caught.value).replace(str(tmp_path) + os.sep, "") == (
+        "data.csv:3:2: empty id in column 'id'; every row needs a sequence id"
+    )
+
+
+def test_a_t_by_1_npy_warns_and_says_axes_tf(tmp_path, tbptt):
+    np.save(tmp_path / "x.npy", np.arange(50.0).reshape(50, 1))
+    result = tbptt("asis", tmp_path / "x.npy", "-o", tmp_path / "o.h5", "--json")
+    message = (
+        f"{tmp_path / 'x.npy'}: a [50, 1] array is read as 50 sequences of one step (--axes "
+        "NT); pass --axes TF to read it as one sequence of 50 steps"
+    )
+    assert result.code == 0 and f"tbptt: warning: {message}\n" in result.stderr
+    assert message in json.loads(result.stdout)["warnings"]
+    manifest = json.loads((tmp_path / "o.manifest.json").read_text())
+    assert message in manifest["warnings"]
+
+
+def test_a_header_of_numbers_warns_and_no_header_reads_it(tmp_path):
+    text = "1.5,2,3\n4,5,6\n"
+    data, info = read(tmp_path, text)
+    assert data.feature_names == ["1.5", "2", "3"] and data.steps == 1
+    assert info.warnings[0].endswith(
+        "data.csv: the first line (1.5, 2, 3) was read as the header, but its names are "
+        "numbers; pass --no-header if it is data"
+    )
+    whole, info = read(tmp_path, text, no_header=True)
+    assert whole.feature_names == ["c0", "c1", "c2"] and whole.values.tolist()[0] == [1.5, 2, 3]
+    assert info.warnings == ()
+
+
+def test_decimal_comma_and_excluded_labels(tmp_path):
+    text = "id;label;x;y\na;7;1,5;2\na;8;-0,25;3,125\n"
+    data, _ = read(tmp_path, text, id_col="id", delimiter=";", decimal=",", exclude=("label",))
+    assert data.feature_names == ["x", "y"] and data.values.tolist() == [[1.5, 2], [-0.25, 3.125]]
+    with pytest.raises(InputDataError) as caught:
+        read(tmp_path, "x;y\n1,5;2\n1.5;3\n", delimiter=";", decimal=",")
+    assert str(caught.value).endswith("data.csv:3:1: '1.5' is not a number (column 'x')")
