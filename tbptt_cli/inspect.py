@@ -124,12 +124,10 @@ def read_described(
     if refused is None:
         return data, source, None, missing
     for mode in ("ffill", "zero"):
-        warnings: list[str] = []
         try:
-            repaired = repair_missing(mode, source.path, raw, warnings)
+            repaired = repair_missing(mode, source.path, raw)
         except InputDataError:
             continue
-        source = dataclasses.replace(source, warnings=(*source.warnings, *warnings))
         if options.target == "next":
             repaired = repaired.with_next_target()
         return repaired, source, (mode, str(refused)), missing

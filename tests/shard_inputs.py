@@ -50,7 +50,8 @@ def partitioned(tmp_path: Path, parts: int = 3, nan: bool = False, seed: int = 0
         for ti, tv, hv in zip(t, temp, humidity, strict=True):
             rows.append([f"s{number}", int(ti), float(tv), float(hv)])
     if nan:
-        rows[5][2] = rows[6][2] = rows[97][3] = float("nan")
+        # Not a sequence's first step: --nan ffill refuses a sequence starting without a value.
+        rows[5][2] = rows[6][2] = rows[98][3] = float("nan")
     order = rng.permutation(len(rows))
     lines = [f"{s},{t},{v:.6g},{h:.6g}" for s, t, v, h in (rows[i] for i in order)]
     for side in ("local", "dask"):

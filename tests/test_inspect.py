@@ -19,8 +19,8 @@ GAPPY_CSV = """id,t,a,b,label
 s1,0,1.0,2.0,0
 s1,1,,3.0,1
 s1,2,NA,4.0,
-s2,0,5.0,,1
-s2,1,6.0,7.0,0
+s2,0,5.0,7.0,1
+s2,1,6.0,,0
 s2,2,7.0,8.0,1
 s2,3,8.0,9.0,0
 """
@@ -103,8 +103,7 @@ def test_missing_values_are_counted_even_when_nan_error_refuses_the_file(tmp_pat
     assert doc["missing"] == {"a": 2, "b": 1, "label": 1}
     assert doc["nan"] == "ffill"
     assert doc["nan_error"].startswith(f"{path}:3:3: empty cell in column 'a'")
-    assert doc["steps"] == 6  # ffill drops s2's first step: b has nothing before it
-    assert doc["warnings"][-1].startswith("--nan ffill dropped the first 1 step(s) of 1 ")
+    assert doc["steps"] == 7  # ffill keeps every step
     assert doc["suggestion"]["command"].endswith("--target label --nan ffill -o gappy.h5")
     assert "note        --nan error refuses this file; described as read with --nan ffill" in text
     assert "missing     a 2, b 1, label 1" in text

@@ -131,16 +131,15 @@ def test_sample_sensors_file() -> None:
     assert info.size == (SAMPLE / "sensors.csv").stat().st_size
 
 
-NAN_CSV = "id,a,b\nx,nan,1\nx,2,\nx,NA,3\ny,4,inf\ny,-Infinity,1e999\ny,6,7\n"
+NAN_CSV = "id,a,b\nx,5,1\nx,2,\nx,NA,3\ny,4,7\ny,-Infinity,1e999\ny,6,inf\n"
 
 
 @pytest.mark.parametrize(
     ("mode", "values", "lengths"),
     [
-        ("zero", [[0, 1], [2, 0], [0, 3], [4, 0], [0, 0], [6, 7]], [3, 3]),
-        # never filled from a later step: leading missing steps are dropped
-        ("ffill", [[2, 1], [2, 3], [6, 7]], [2, 1]),
-        ("drop", [[6, 7]], [0, 1]),
+        ("zero", [[5, 1], [2, 0], [0, 3], [4, 7], [0, 0], [6, 0]], [3, 3]),
+        ("ffill", [[5, 1], [2, 1], [2, 3], [4, 7], [4, 7], [6, 7]], [3, 3]),
+        ("drop", [[5, 1], [4, 7]], [1, 1]),
     ],
 )
 def test_nan_modes(
@@ -158,10 +157,11 @@ def test_nan_drop_keeps_extra_and_targets_aligned(tmp_path: Path) -> None:
     assert data.targets.tolist() == [[4]] and data.extra["t"].tolist() == [2]
 
 
-def test_ffill_of_an_all_missing_column_is_an_error(tmp_path: Path) -> None:
-    assert fails(tmp_path, "id,a\nx,1\ny,\ny,nan\n", id_col="id", nan="ffill") == (
-        "data.csv: sequence 'y' has no finite value in column 'a', so --nan ffill has nothing "
-        "to fill from; use --nan zero or drop, or clean the data"
+def test_ffill_never_fills_from_a_later_step(tmp_path: Path) -> None:
+    assert fails(tmp_path, "id,a,b\nx,1,1\ny,,1\ny,nan,2\ny,3,3\n", id_col="id", nan="ffill") == (
+        "data.csv: sequence 'y' starts with 2 step(s) without a value in column 'a', and "
+        "--nan ffill fills only from earlier steps (a later value would leak the future); "
+        "drop those steps, or pass --nan zero or --nan drop"
     )
 
 

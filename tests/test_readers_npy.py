@@ -129,14 +129,14 @@ def test_target_name_and_next(tmp_path: Path) -> None:
     assert data.sequence(1).tolist() == [[8]] and data.target(1).tolist() == [[11]]
 
 
-NAN_ARRAY = np.array([[np.nan, 1.0, 2.0], [3.0, np.inf, 5.0]], dtype=np.float32)
+NAN_ARRAY = np.array([[1.0, np.nan, 2.0], [3.0, np.inf, 5.0]], dtype=np.float32)
 
 
 @pytest.mark.parametrize(
     ("mode", "values", "lengths"),
     [
-        ("zero", [0, 1, 2, 3, 0, 5], [3, 3]),
-        ("ffill", [1, 2, 3, 3, 5], [2, 3]),  # a leading NaN is dropped, never filled
+        ("zero", [1, 0, 2, 3, 0, 5], [3, 3]),
+        ("ffill", [1, 1, 2, 3, 3, 5], [3, 3]),
         ("drop", [1, 2, 3, 5], [2, 2]),
     ],
 )
@@ -176,11 +176,12 @@ def test_nan_error_in_npz_uses_the_ids(tmp_path: Path) -> None:
     assert message == f"r.npz: non-finite value at sequence c, step 0, feature x0; {NAN_FIX}"
 
 
-def test_ffill_of_an_all_nan_sequence_is_an_error(tmp_path: Path) -> None:
+def test_ffill_of_a_leading_nan_is_an_error(tmp_path: Path) -> None:
     array = np.array([[1.0, np.nan], [np.nan, np.nan]])
     assert fails(tmp_path, save(tmp_path, array), nan="ffill") == (
-        "x.npy: sequence '1' has no finite value in column 'x0', so --nan ffill has nothing "
-        "to fill from; use --nan zero or drop, or clean the data"
+        "x.npy: sequence '1' starts with 2 step(s) without a value in column 'x0', and "
+        "--nan ffill fills only from earlier steps (a later value would leak the future); "
+        "drop those steps, or pass --nan zero or --nan drop"
     )
 
 

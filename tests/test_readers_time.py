@@ -167,13 +167,12 @@ def test_time_option_errors(tmp_path, opts, message):
         read(tmp_path, "t,x\n0,1\n1,2\n", **opts)
 
 
-def test_ffill_drops_a_leading_gap_and_says_so(tmp_path):
-    data, info = read(
-        tmp_path, "id,x,y\na,,1\na,,2\na,3,\na,4,5\nb,1,1\n", id_col="id", nan="ffill"
+def test_ffill_never_fills_a_leading_gap_from_the_future(tmp_path):
+    text = "id,x,y\na,,1\na,,2\na,3,\na,4,5\nb,1,1\n"
+    assert fails(tmp_path, text, id_col="id", nan="ffill") == (
+        "data.csv: sequence 'a' starts with 2 step(s) without a value in column 'x', and "
+        "--nan ffill fills only from earlier steps (a later value would leak the future); "
+        "drop those steps, or pass --nan zero or --nan drop"
     )
-    assert data.lengths.tolist() == [2, 1]
-    assert data.values.tolist() == [[3, 2], [4, 5], [1, 1]]  # y of the 3rd row from the 2nd
-    assert info.warnings == (
-        "--nan ffill dropped the first 2 step(s) of 1 sequence(s) (first 'a': 2 step(s)): they "
-        "had missing values and nothing before them to fill from",
-    )
+    data, _ = read(tmp_path, "id,x,y\na,3,1\na,,2\na,4,\nb,1,1\n", id_col="id", nan="ffill")
+    assert data.values.tolist() == [[3, 1], [3, 2], [4, 2], [1, 1]]  # from the step before

@@ -74,7 +74,7 @@ def read_input(
     data, files, warnings, hint = table.read_table(
         parts, opts, keep, source, budget, directory, tick
     )
-    data = finish(data, opts, shown(opts), warnings=warnings)
+    data = finish(data, opts, shown(opts))
     formats = "+".join(dict.fromkeys(p.format for p in parts))
     info = SourceInfo.of_files(shown(opts), formats, files, warnings)
     return data, dataclasses.replace(info, time_col_hint=hint)
@@ -197,15 +197,13 @@ def sequence_of_rows(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
-def repair_missing(
-    mode: str, path: str, data: SequenceSet, warnings: list[str] | None = None
-) -> SequenceSet:
+def repair_missing(mode: str, path: str, data: SequenceSet) -> SequenceSet:
     """Apply ``--nan ffill|zero|drop`` to the values and targets of a set.
 
     Readers check ``--nan error`` themselves while the cell's location is still known.
     ``extra`` columns are never repaired, only kept aligned when rows are dropped.
-    ``ffill`` never fills from the future: the steps of a sequence before its first
-    value in some column are dropped, and ``warnings`` says so.
+    ``ffill`` never fills from the future: a sequence that starts with a missing value
+    (nothing before it to fill from) is refused, so every sequence keeps its length.
     """
     # Readers lay sequences end to end, so the offsets follow from the lengths.
     offsets = np.concatenate([[0], np.cumsum(data.lengths)])
@@ -217,57 +215,26 @@ def repair_missing(
         fixed = [np.where(b, 0, a).astype(a.dtype) for a, b in zip(arrays, bad, strict=True)]
     elif mode == "ffill":
         names = [data.feature_names, data.target_names]
-        leading = np.zeros(len(data.values), dtype=bool)
-        fixed = []
-        for a, b, n in zip(arrays, bad, names, strict=False):
-            filled, lead = _forward_fill(a, b, offsets, path, data.ids, n)
-            fixed.append(filled)
-            leading |= lead
-        if leading.any():
-            return _drop_leading(data, fixed, leading, offsets, warnings)
+        fixed = [
+            _forward_fill(a, b, offsets, path, data.ids, n)
+            for a, b, n in zip(arrays, bad, names, strict=False)
+        ]
     else:  # drop: a row with any non-finite feature or target goes, its sequence shrinks
         keep_row = ~np.logical_or.reduce([b.any(axis=1) for b in bad])
-        return _keep_rows(data, [np.asarray(a) for a in arrays], keep_row, offsets)
+        lengths = np.bincount(sequence_of_rows(offsets)[keep_row], minlength=data.count)
+        return SequenceSet(
+            values=np.asarray(data.values[keep_row]),
+            starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+            lengths=lengths.astype(np.int64),
+            ids=data.ids,
+            feature_names=data.feature_names,
+            targets=data.targets[keep_row] if data.targets is not None else None,
+            target_names=data.target_names,
+            extra={name: column[keep_row] for name, column in data.extra.items()},
+        )
     return dataclasses.replace(
         data, values=fixed[0], targets=fixed[1] if data.targets is not None else None
     )
-
-
-def _keep_rows(
-    data: SequenceSet, arrays: list[np.ndarray], keep_row: np.ndarray, offsets: np.ndarray
-) -> SequenceSet:
-    """The set with only the rows marked; sequences shrink, none disappears."""
-    lengths = np.bincount(sequence_of_rows(offsets)[keep_row], minlength=data.count)
-    return SequenceSet(
-        values=arrays[0][keep_row],
-        starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
-        lengths=lengths.astype(np.int64),
-        ids=data.ids,
-        feature_names=data.feature_names,
-        targets=arrays[1][keep_row] if data.targets is not None else None,
-        target_names=data.target_names,
-        extra={name: column[keep_row] for name, column in data.extra.items()},
-    )
-
-
-def _drop_leading(
-    data: SequenceSet,
-    fixed: list[np.ndarray],
-    leading: np.ndarray,
-    offsets: np.ndarray,
-    warnings: list[str] | None,
-) -> SequenceSet:
-    """ffill: the steps before a sequence's first value (in every column) are dropped."""
-    per_sequence = np.bincount(sequence_of_rows(offsets)[leading], minlength=data.count)
-    hit = np.flatnonzero(per_sequence)
-    if warnings is not None:
-        first = int(hit[0])
-        warnings.append(
-            f"--nan ffill dropped the first {int(per_sequence.sum())} step(s) of {len(hit)} "
-            f"sequence(s) (first '{data.ids[first]}': {per_sequence[first]} step(s)): they "
-            "had missing values and nothing before them to fill from"
-        )
-    return _keep_rows(data, fixed, ~leading, offsets)
 
 
 def _forward_fill(
@@ -277,30 +244,26 @@ def _forward_fill(
     path: str,
     ids: Sequence[str],
     names: Sequence[str],
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Each missing cell takes the last finite value before it in its sequence and column.
-    A missing cell with nothing before it (a leading gap) is never filled from a later
-    step, which would leak the future: its row is returned in the second array, to drop."""
+    A missing cell with nothing before it is refused: filling it from a later step would
+    leak the future into the past."""
     total = len(values)
     row = np.arange(total)[:, None]
     seq = sequence_of_rows(offsets)
     seq_start = offsets[:-1][seq][:, None]
-    seq_end = offsets[1:][seq][:, None]
     # Last finite row at or before each row; one in an earlier sequence does not count.
     before = np.maximum.accumulate(np.where(bad, -1, row), axis=0)
-    # First finite row at or after each row, to tell a leading gap from an empty column.
-    after = np.minimum.accumulate(np.where(bad, total, row)[::-1], axis=0)[::-1]
-    use_before = before >= seq_start
-    empty = ~use_before & (after >= seq_end)
-    if empty.any():
-        r, c = np.argwhere(empty)[0]
+    leading = before < seq_start
+    if leading.any():
+        r, c = np.argwhere(leading)[0]
+        steps = int(np.count_nonzero(leading[offsets[seq[r]] : offsets[seq[r] + 1], c]))
         raise InputDataError(
-            f"{path}: sequence '{ids[seq[r]]}' has no finite value in column '{names[c]}', "
-            "so --nan ffill has nothing to fill from; use --nan zero or drop, or clean the data"
+            f"{path}: sequence '{ids[seq[r]]}' starts with {steps} step(s) without a value in "
+            f"column '{names[c]}', and --nan ffill fills only from earlier steps (a later "
+            "value would leak the future); drop those steps, or pass --nan zero or --nan drop"
         )
-    source = np.where(use_before, before, row)
-    filled = np.take_along_axis(np.asarray(values), source, axis=0)
-    return filled, (~use_before).any(axis=1)
+    return np.take_along_axis(np.asarray(values), before, axis=0)
 
 
 def feature_index(features: Sequence[str], name: str) -> int:
@@ -314,16 +277,12 @@ def feature_index(features: Sequence[str], name: str) -> int:
 
 
 def finish(
-    data: SequenceSet,
-    opts: InputOptions,
-    path: str,
-    may_have_missing: bool = True,
-    warnings: list[str] | None = None,
+    data: SequenceSet, opts: InputOptions, path: str, may_have_missing: bool = True
 ) -> SequenceSet:
     """The steps every reader ends with: repair missing values, then ``--target next``."""
     target = parse_target(opts.target, opts.horizon)
     if opts.nan not in ("error", "keep") and may_have_missing and data.count:
-        data = repair_missing(opts.nan, path, data, warnings)
+        data = repair_missing(opts.nan, path, data)
     if target.kind == "next":
         columns = None
         if target.columns is not None:

@@ -95,7 +95,7 @@ def read_array_file(
             # the caller joins the check before it commits or reports anything.
             digest_future, check = _hash_and_scan(unread, start, data, path, offsets)
             checks.append(check)
-            done = finish(data, opts, path, may_have_missing=False, warnings=warnings)
+            done = finish(data, opts, path, may_have_missing=False)
             return done, _with_digest(info, digest_future, warnings)
         info = _with_digest(info, in_background(partial(_sha256_closing, unread)), [])
     if checks is not None and opts.nan == "error" and isinstance(source, str):
@@ -107,7 +107,7 @@ def read_array_file(
         clean = True  # under --nan error nothing is repaired either way
     else:
         clean = _scan_finite(data, path, offsets, nan_error=opts.nan == "error")
-    data = finish(data, opts, path, may_have_missing=not clean, warnings=warnings)
+    data = finish(data, opts, path, may_have_missing=not clean)
     return data, replace(info, warnings=tuple(warnings))
 
 
