@@ -260,3 +260,22 @@ def test_a_config_lists_several_inputs(tmp_path, tbptt):
         assert {name: f[name][()].tobytes() for name in want} == want
     printed = tbptt("run", config, "-o", tmp_path / "x.h5", "--print-config")
     assert f"- {parts / names[0]}" in printed.stdout  # resolved, as the manifest records it
+
+
+def test_compressed_csv_errors_name_line_and_column(tmp_path):
+    (tmp_path / "bad.csv.gz").write_bytes(gzip.compress(b"id,x\na,1\na,oops\n"))
+    with pytest.raises(InputDataError) as caught:
+        read_input(InputOptions(path=str(tmp_path / "bad.csv.gz"), id_col="id"))
+    assert (
+        str(caught.value) == f"{tmp_path / 'bad.csv.gz'}:3:2: 'oops' is not a number (column 'x')"
+    )
+
+
+def test_wide_parquet_rows_end_at_their_last_value(tmp_path):
+    table = pa.table({"name": ["u", "v"], "s0": [1.0, 4.0], "s1": [2.0, None], "s2": [3.0, None]})
+    pq.write_table(table, tmp_path / "w.parquet")
+    data, _ = read_input(
+        InputOptions(path=str(tmp_path / "w.parquet"), layout="wide", id_col="name")
+    )
+    assert data.ids == ["u", "v"] and data.lengths.tolist() == [3, 1]
+    assert data.values[:, 0].tolist() == [1, 2, 3, 4]
