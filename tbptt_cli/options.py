@@ -96,7 +96,8 @@ class InputOptions:
     memory_limit: str = opt(
         "256M",
         # Not refused for NPY: a budget set once (TBPTT_MEMORY_LIMIT) must not break NPY runs.
-        "tables: parsed data held in memory; beyond it rows spill to a temp file (512M, 2G)",
+        "tables (and a Fortran-order NPY put in row order): parsed data held in memory; "
+        "beyond it rows spill to a temp file (512M, 2G)",
     )
 
 

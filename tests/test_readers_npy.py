@@ -74,11 +74,6 @@ def test_3d_is_a_view_of_the_mapped_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.sequence(1), np.arange(12.0, 24.0).reshape(4, 3))
 
 
-def test_integer_and_bool_arrays_become_float64(tmp_path: Path) -> None:
-    assert read(save(tmp_path, np.arange(6).reshape(2, 3))).values.dtype == np.float64
-    assert read(save(tmp_path, np.ones(3, dtype=bool), "b.npy")).values.tolist() == [[1], [1], [1]]
-
-
 def test_stdin_npy_and_npz() -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.arange(6.0).reshape(2, 3))
@@ -199,8 +194,9 @@ V = np.arange(6.0)
     [
         (
             {"lengths": np.array([6])},
-            "r.npz: no 'values' array (the archive has lengths); save "
-            "it with numpy.savez(path, values=..., lengths=...)",
+            "r.npz: no 'values' array (the archive has lengths); save it with numpy.savez(path, "
+            "values=..., lengths=...), or one array per sequence with numpy.savez(path, "
+            "*sequences)",
         ),
         (
             {"values": V},

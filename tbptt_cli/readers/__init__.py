@@ -63,14 +63,14 @@ def read_input(
     check_options(opts)
     source = stdin if stdin is not None else sys.stdin.buffer
     budget = parse_size(opts.memory_limit)  # a bad --memory-limit fails before any work
+    directory = os.fspath(spill_dir) if spill_dir is not None else None
     if fmt not in TABLE:
-        return arrays.read_array_file(opts, fmt, keep, source, checks)
+        return arrays.read_array_file(opts, fmt, keep, source, checks, budget, directory)
     tick = None
     if progress is not None and parts[0].path != "-":
         from tbptt_cli.progress import BYTES
 
         tick = progress(sum(_size(p.path) for p in parts), BYTES)
-    directory = os.fspath(spill_dir) if spill_dir is not None else None
     data, files, warnings, hint = table.read_table(
         parts, opts, keep, source, budget, directory, tick
     )

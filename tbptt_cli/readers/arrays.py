@@ -1,17 +1,22 @@
 """NPY and NPZ readers.
 
 An NPY file stays memory-mapped: ``values`` is a reshape view of the file, so reading a
-file larger than memory costs nothing until a batch is gathered. Integer and bool arrays
-are converted to float64 (a copy); float arrays keep their dtype. Only ``--nan`` repairs,
-``--features`` subsets and a ``--target NAME`` column copy data into memory.
+file larger than memory costs nothing until a batch is gathered. Every numeric dtype
+(int, bool, float16..float64, either byte order) is kept as stored and converted to
+``--dtype`` slab by slab on its way out, where a value the output cannot hold is refused.
+NPY from stdin is first copied to an unnamed temporary file, then mapped the same way. A
+Fortran-order array is copied into row order (held to ``--memory-limit``, then spilled).
+Only that, ``--nan`` repairs, ``--features`` subsets and a ``--target NAME`` column copy
+data; NPZ members are loaded into memory (a zip member cannot be mapped).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import mmap
 import os
+import re
+import tempfile
 import tokenize
 import zipfile
 import zlib
@@ -19,7 +24,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -35,11 +41,15 @@ from tbptt_cli.readers import (
     open_input,
     read_blocks,
 )
+from tbptt_cli.readers.spill import Store, spill_file
 from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
 SCAN_BYTES = 16 << 20  # NaN checks read a memmap in slabs of this size, not all at once
 HASH_SCAN_BYTES = 4 << 20  # read, hashed and checked at a time by _hash_and_scan
+COPY_BYTES = 16 << 20  # a Fortran-order array is put in row order this much at a time
 NPY_MAGIC = b"\x93NUMPY"
+MEMBERS = ("values", "lengths", "offsets", "ids")  # an NPZ of ragged sequences
+ARRAY_NAME = re.compile(r"arr_\d+")  # numpy.savez(path, *arrays): one array per sequence
 SHAPES = "expected 1-D [time], 2-D [sequences, time] or 3-D [sequences, time, features]"
 # zipfile raises NotImplementedError (unsupported method or flags) and RuntimeError
 # (an encrypted member), numpy's header parser TokenError or SyntaxError, for files
@@ -63,42 +73,45 @@ def read_array_file(
     fmt: str,
     keep: Sequence[str],
     stdin: BinaryIO,
-    checks: list[Future[bool]] | None = None,
+    checks: list[Future[bool]] | None,
+    budget: int,
+    spill_dir: str | None,
 ) -> tuple[SequenceSet, SourceInfo]:
     path = str(opts.path)
-    source: str | io.BytesIO
     warnings: list[str] = []
-    unread: BinaryIO | None = None  # a file hashed later, with the NaN/inf check
+    # Under --nan error a mapped NPY file is hashed and checked for NaN/inf in one pass.
+    scan_later = checks is not None and opts.nan == "error"
     if path == "-":
-        digest = hashlib.sha256()
-        content = b"".join(read_blocks(stdin, path, digest))
-        info = SourceInfo.of_files(path, fmt, [FileInfo(path, len(content), digest.hexdigest())])
-        source = io.BytesIO(content)
-    elif fmt == "npy" and checks is not None and opts.nan == "error":
-        unread = open_input(path)  # the check that the file exists and is readable
-        size = os.fstat(unread.fileno()).st_size
-        info = SourceInfo.of_files(path, fmt, [FileInfo(path, size, "")])
-        source = path
+        stream, info = _spooled(stdin, fmt, spill_dir)
     else:
-        info = SourceInfo.of_files(path, fmt, [hash_file(path)])  # also checks it is readable
-        source = path
+        stream = open_input(path)  # the check that the file exists and is readable
+        size = os.fstat(stream.fileno()).st_size
+        if fmt == "npy" and scan_later:
+            info = SourceInfo.of_files(path, fmt, [FileInfo(path, size, "")])  # hashed below
+        else:
+            info = SourceInfo.of_files(path, fmt, [hash_file(path)])
     try:
-        data, values, offsets = _load(source, fmt, path, opts, keep, warnings)
+        data, values, offsets, start = _load(
+            stream, fmt, path, opts, keep, warnings, budget, spill_dir
+        )
     except BaseException:
-        if unread is not None:
-            unread.close()
+        stream.close()
         raise
-    if unread is not None and checks is not None:
-        start = _mapped_offset(values)
+    if path != "-" and fmt == "npy" and scan_later:
+        assert checks is not None
         if start is not None and _scans_whole_file(data, values):
             # One pass over the file for both the input's sha256 and the NaN/inf check;
             # the caller joins the check before it commits or reports anything.
-            digest_future, check = _hash_and_scan(unread, start, data, path, offsets)
+            digest_future, check = _hash_and_scan(stream, start, data, path, offsets)
             checks.append(check)
             done = finish(data, opts, path, may_have_missing=False)
             return done, _with_digest(info, digest_future, warnings)
-        info = _with_digest(info, in_background(partial(_sha256_closing, unread)), [])
-    if checks is not None and opts.nan == "error" and isinstance(source, str):
+        stream.seek(0)
+        info = _with_digest(info, in_background(partial(_sha256_closing, stream)), [])
+    else:
+        stream.close()  # a memory map keeps its own handle on the file
+    if scan_later:
+        assert checks is not None
         # The caller joins this scan before it commits or reports anything: it raises the
         # same InputDataError, but the planning and writing overlap it on a second core.
         checks.append(
@@ -111,6 +124,27 @@ def read_array_file(
     return data, replace(info, warnings=tuple(warnings))
 
 
+def _spooled(stdin: BinaryIO, fmt: str, spill_dir: str | None) -> tuple[BinaryIO, SourceInfo]:
+    """Stdin copied to an unnamed temporary file beside the output (hashed on the way), so
+    that it is memory-mapped like a file: never held in memory, whatever its size."""
+    digest = hashlib.sha256()
+    copy = spill_file(spill_dir)
+    try:
+        for block in read_blocks(stdin, "-", digest):
+            copy.write(block)
+        copy.flush()
+    except OSError as exc:
+        copy.close()
+        from tbptt_cli.atomic import write_error
+
+        raise write_error(Path(spill_dir or tempfile.gettempdir()), exc) from None
+    except BaseException:
+        copy.close()
+        raise
+    size = copy.tell()
+    return cast(BinaryIO, copy), SourceInfo.of_files("-", fmt, [FileInfo("-", size, digest.hexdigest())])
+
+
 def _with_digest(info: SourceInfo, digest: Future[str], warnings: list[str]) -> SourceInfo:
     """The source hashed later, by a background job."""
     files = [FileInfo(info.path, info.size, digest)]
@@ -118,32 +152,31 @@ def _with_digest(info: SourceInfo, digest: Future[str], warnings: list[str]) -> 
 
 
 def _load(
-    source: str | io.BytesIO,
+    stream: BinaryIO,
     fmt: str,
     path: str,
     opts: InputOptions,
     keep: Sequence[str],
     warnings: list[str],
-) -> tuple[SequenceSet, np.ndarray, np.ndarray]:
-    """The SequenceSet, the array as loaded (maybe mapped) and the offsets."""
-    with _opened(source) as stream:
-        head = stream.read(len(NPY_MAGIC))
-    _refuse_other_formats(head, fmt, path)
+    budget: int,
+    spill_dir: str | None,
+) -> tuple[SequenceSet, np.ndarray, np.ndarray, int | None]:
+    """The SequenceSet, the array as loaded (maybe mapped), the offsets, and where the
+    array's data starts in the file when it is the file's bytes in row order (else None).
+
+    Every numeric dtype is kept as stored (int, bool, float16, big-endian ...): the
+    writer converts each slab to ``--dtype`` and refuses a value it cannot hold.
+    """
+    stream.seek(0)
+    _refuse_other_formats(stream.read(len(NPY_MAGIC)), fmt, path)
     if fmt == "npy":
-        values, offsets, ids = _load_npy(source, path, opts.axes, warnings)
+        values, offsets, ids, start = _load_npy(
+            stream, path, opts.axes, warnings, budget, spill_dir
+        )
     else:
-        values, offsets, ids = _load_npz(source, path)
-    if values.dtype.kind in "iub":
-        values = values.astype(np.float64)  # a copy; floats stay as stored (and mapped)
+        (values, offsets, ids), start = _load_npz(stream, path), None
     data = _select_columns(SequenceSet.from_offsets(values, offsets, ids=ids), path, opts, keep)
-    return data, values, offsets
-
-
-def _opened(source: str | io.BytesIO) -> Any:
-    if isinstance(source, str):
-        return open(source, "rb")
-    source.seek(0)
-    return io.BytesIO(source.getbuffer())
+    return data, values, offsets, start
 
 
 def _refuse_other_formats(head: bytes, fmt: str, path: str) -> None:
@@ -188,54 +221,66 @@ def _check_dtype(dtype: np.dtype[Any], where: str) -> None:
         raise InputDataError(f"{where}: dtype {dtype} is not supported; save float32 or float64")
 
 
+def _read_header(stream: BinaryIO, where: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """Shape, Fortran order and dtype of the NPY data at the stream's position (checked)."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:  # 3.0 only exists for structured dtypes with non-latin-1 field names
+            raise ValueError(f"NPY format version {version[0]}.{version[1]} is not supported")
+    except Exception as exc:  # a corrupt header can fail in many ways; all mean the same
+        raise InputDataError(
+            f"{where}: corrupt NPY header ({exc}); re-create the file with numpy.save"
+        ) from None
+    _check_dtype(dtype, where)
+    return shape, bool(fortran), dtype
+
+
 def _load_npy(
-    source: str | io.BytesIO, path: str, axes: str, warnings: list[str]
-) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    with _opened(source) as stream:
-        try:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-            else:  # 3.0 only exists for structured dtypes with non-latin-1 field names
-                raise ValueError(f"NPY format version {version[0]}.{version[1]} is not supported")
-        except Exception as exc:  # a corrupt header can fail in many ways; all mean the same
-            raise InputDataError(
-                f"{path}: corrupt NPY header ({exc}); re-create the file with numpy.save"
-            ) from None
-        data_start = stream.tell()
-    _check_dtype(dtype, path)
+    stream: BinaryIO,
+    path: str,
+    axes: str,
+    warnings: list[str],
+    budget: int,
+    spill_dir: str | None,
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, int | None]:
+    """Values [rows, F], offsets, no ids, and where the data starts if it is mapped as is."""
+    stream.seek(0)
+    shape, fortran, dtype = _read_header(stream, path)
+    data_start = stream.tell()
     if len(shape) == 0 or len(shape) > 3:
         raise InputDataError(f"{path}: a {len(shape)}-D array is not a set of sequences; {SHAPES}")
     if 0 in shape:
         raise InputDataError(f"{path}: the array is empty (shape {shape}); nothing to read")
     expected = data_start + int(np.prod(shape)) * dtype.itemsize
-    actual = os.path.getsize(source) if isinstance(source, str) else len(source.getbuffer())
+    actual = os.fstat(stream.fileno()).st_size
     if actual < expected:
         raise InputDataError(
             f"{path}: truncated: the header promises {expected} bytes, the "
             f"file has {actual}; copy or save it again"
         )
-    try:
-        if isinstance(source, str):
-            array = np.load(source, mmap_mode="r", allow_pickle=False)
-        else:
-            source.seek(0)
-            array = np.load(source, allow_pickle=False)
-    except LOAD_ERRORS as exc:
-        raise InputDataError(
-            f"{path}: cannot load the array ({exc}); save it with numpy.save"
-        ) from None
     if axes not in ("NT", "TF"):
         raise UsageError(f"--axes {axes!r} is not one of NT, TF")
-    if array.ndim == 3 and axes == "TF":
+    if len(shape) == 3 and axes == "TF":
         raise UsageError(
             "--axes TF applies to 2-D arrays; a 3-D array is always [sequences, time, features]"
         )
+    try:
+        array = np.memmap(
+            stream, dtype, "r", offset=data_start, shape=shape, order="F" if fortran else "C"
+        )
+    except (ValueError, OSError) as exc:
+        raise InputDataError(
+            f"{path}: cannot map the array ({exc}); save it with numpy.save"
+        ) from None
     if array.ndim == 1 or (array.ndim == 2 and axes == "TF"):
         steps = array.shape[0]
-        return array.reshape(steps, -1), np.array([0, steps]), None
+        # A Fortran-order [T, F] is still a view: one column after the other in the file.
+        values = array.reshape(steps, -1)
+        return values, np.array([0, steps]), None, None if fortran else data_start
     count, steps = array.shape[:2]
     if array.ndim == 2 and steps == 1 and count > 1:
         warnings.append(
@@ -243,39 +288,55 @@ def _load_npy(
             f"(--axes NT); pass --axes TF to read it as one sequence of {count} steps"
         )
     features = array.shape[2] if array.ndim == 3 else 1
+    offsets = np.arange(count + 1) * steps
+    if fortran:
+        return _rows_in_c_order(array, features, budget, spill_dir), offsets, None, None
     # A reshape of a C-ordered memmap is a view of the same mapped pages, never a copy.
-    return array.reshape(count * steps, features), np.arange(count + 1) * steps, None
+    return array.reshape(count * steps, features), offsets, None, data_start
 
 
-def _load_npz(source: str | io.BytesIO, path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _rows_in_c_order(
+    array: np.ndarray, features: int, budget: int, spill_dir: str | None
+) -> np.ndarray:
+    """A Fortran-order [N, T(, F)] array as rows [N*T, F] of its sequences end to end.
+
+    Its sequences are not contiguous in the file, so this is a copy, made a slab at a
+    time: held in memory up to ``--memory-limit``, beyond it in a temporary file.
+    """
+    count, steps = array.shape[:2]
+    store = Store(features, budget, spill_dir, array.dtype, expected=count * steps)
+    rows = max(1, COPY_BYTES // (features * array.dtype.itemsize))  # rows copied at a time
+    per = max(1, rows // steps)  # whole sequences at a time, or one in pieces of time
     try:
-        archive = np.load(source, allow_pickle=False)
+        for first in range(0, count, per):
+            for step in range(0, steps, rows):
+                store.add(array[first : first + per, step : step + rows].reshape(-1, features))
+                release(array)
+        return store.array()
+    except BaseException:
+        store.close()
+        raise
+
+
+def _load_npz(stream: BinaryIO, path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    stream.seek(0)
+    try:
+        archive = np.load(stream, allow_pickle=False)
     except LOAD_ERRORS as exc:
         raise InputDataError(
             f"{path}: cannot open the NPZ archive ({exc}); save it with numpy.savez"
         ) from None
     with archive:
         names = list(archive.files)
-        members: dict[str, np.ndarray] = {}
-        for key in ("values", "lengths", "offsets", "ids"):
-            if key not in names:
-                continue
-            try:
-                members[key] = archive[key]
-            except LOAD_ERRORS as exc:
-                reason = str(exc)
-                if "allow_pickle" in reason:
-                    reason = "object arrays are refused (pickle is unsafe); save a numeric array"
-                raise InputDataError(f"{path}: member '{key}': {reason}") from None
-            if not isinstance(members[key], np.ndarray):  # numpy hands back non-NPY bytes
-                raise InputDataError(
-                    f"{path}: member '{key}' is not an NPY array; save the archive with numpy.savez"
-                )
+        if "values" not in names and names and all(ARRAY_NAME.fullmatch(n) for n in names):
+            return _npz_sequences(archive, names, path)
+        members = {key: _member(archive, key, path) for key in MEMBERS if key in names}
     if "values" not in members:
         held = ", ".join(names) or "nothing"
         raise InputDataError(
-            f"{path}: no 'values' array (the archive has {held}); save it "
-            "with numpy.savez(path, values=..., lengths=...)"
+            f"{path}: no 'values' array (the archive has {held}); save it with "
+            "numpy.savez(path, values=..., lengths=...), or one array per sequence "
+            "with numpy.savez(path, *sequences)"
         )
     values = members["values"]
     _check_dtype(values.dtype, f"{path}: member 'values'")
@@ -297,6 +358,63 @@ def _load_npz(source: str | io.BytesIO, path: str) -> tuple[np.ndarray, np.ndarr
             )
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw.tolist()]
     return values.reshape(total, -1), offsets, ids
+
+
+def _member(archive: Any, key: str, path: str) -> np.ndarray:
+    """One array of an NPZ archive, loaded; a member numpy cannot load is named."""
+    try:
+        member = archive[key]
+    except LOAD_ERRORS as exc:
+        reason = str(exc)
+        if "allow_pickle" in reason:
+            reason = "object arrays are refused (pickle is unsafe); save a numeric array"
+        raise InputDataError(f"{path}: member '{key}': {reason}") from None
+    if not isinstance(member, np.ndarray):  # numpy hands back non-NPY bytes
+        raise InputDataError(
+            f"{path}: member '{key}' is not an NPY array; save the archive with numpy.savez"
+        )
+    return member
+
+
+def _npz_sequences(
+    archive: Any, names: list[str], path: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``numpy.savez(path, *sequences)``: member arr_k is sequence k, [T_k] or [T_k, F].
+
+    The shapes come from the members' headers first, so the sequences are copied straight
+    into one array: memory holds the result and one member, not every member twice.
+    """
+    keys = sorted(names, key=lambda name: int(name[len("arr_") :]))
+    shapes, dtypes = [], []
+    for key in keys:
+        where = f"{path}: member '{key}'"
+        try:
+            with archive.zip.open(f"{key}.npy") as member:
+                shape, _, dtype = _read_header(member, where)  # type: ignore[arg-type]
+        except LOAD_ERRORS as exc:
+            raise InputDataError(f"{where}: {exc}") from None
+        if len(shape) not in (1, 2):
+            raise InputDataError(
+                f"{where}: shape {shape}; with one array per sequence each must be "
+                "[time] or [time, features]"
+            )
+        shapes.append(shape)
+        dtypes.append(dtype)
+    features = [shape[1] if len(shape) == 2 else 1 for shape in shapes]
+    if len(set(features)) > 1:
+        k = next(i for i, f in enumerate(features) if f != features[0])
+        raise InputDataError(
+            f"{path}: '{keys[0]}' has {features[0]} feature(s) but '{keys[k]}' has "
+            f"{features[k]}; every sequence needs the same features"
+        )
+    lengths = np.array([shape[0] for shape in shapes], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if not offsets[-1]:
+        raise InputDataError(f"{path}: every array is empty; nothing to read")
+    values = np.empty((int(offsets[-1]), features[0]), dtype=np.result_type(*dtypes))
+    for key, begin, end in zip(keys, offsets[:-1], offsets[1:], strict=True):
+        values[begin:end] = _member(archive, key, path).reshape(end - begin, -1)
+    return values, offsets, [key[len("arr_") :] for key in keys]
 
 
 def _npz_offsets(members: dict[str, np.ndarray], total: int, path: str) -> np.ndarray:
@@ -366,16 +484,6 @@ def _select_columns(
 def _sha256_closing(stream: BinaryIO) -> str:
     with stream:
         return sha256_stream(stream)
-
-
-def _mapped_offset(values: np.ndarray) -> int | None:
-    """Where a memory-mapped NPY's data starts in the file; None if not mapped."""
-    base: object = values
-    while isinstance(base, np.ndarray):
-        if isinstance(base, np.memmap) and not isinstance(base.base, np.memmap):
-            return int(base.offset)
-        base = base.base
-    return None
 
 
 def _scans_whole_file(data: SequenceSet, values: np.ndarray) -> bool:
