@@ -6,14 +6,14 @@ Returns the same facts twice: a few aligned lines for people and a JSON-able dic
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import io
 import json
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -69,8 +69,8 @@ def human(size: float) -> str:
 def inspect_input(
     options: InputOptions, stdin: BinaryIO | None = None
 ) -> tuple[str, dict[str, Any]]:
-    read = reader(options, stdin)
-    data, source, repaired, missing = read_described(options, read)
+    with reader(options, stdin) as read:
+        data, source, repaired, missing = read_described(options, read)
     doc = describe_input(data, source, missing)
     used = repaired[0] if repaired else options.nan
     if repaired:
@@ -84,14 +84,25 @@ def inspect_input(
 Read = Callable[[InputOptions], tuple[SequenceSet, SourceInfo]]
 
 
-def reader(options: InputOptions, stdin: BinaryIO | None) -> Read:
-    """``read_input``; stdin is read once and replayed, since counting reads it again."""
-    from tbptt_cli.readers import read_input
+@contextlib.contextmanager
+def reader(options: InputOptions, stdin: BinaryIO | None) -> Iterator[Read]:
+    """``read_input``; stdin is read once and replayed, since counting reads it again. The
+    copy goes to an unnamed temporary file: stdin is never held in memory."""
+    from tbptt_cli.readers import read_blocks, read_input
+    from tbptt_cli.readers.spill import spill_file
 
     if options.path != "-":
-        return read_input
-    content = (stdin or sys.stdin.buffer).read()
-    return lambda opts: read_input(opts, stdin=io.BytesIO(content))
+        yield read_input
+        return
+    with spill_file(None) as copy:
+        for block in read_blocks(stdin or sys.stdin.buffer, "-"):
+            copy.write(block)
+
+        def replay(opts: InputOptions) -> tuple[SequenceSet, SourceInfo]:
+            copy.seek(0)
+            return read_input(opts, stdin=cast(BinaryIO, copy))
+
+        yield replay
 
 
 def read_described(
