@@ -18,8 +18,8 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 
 from tbptt_cli.errors import InputDataError
-from tbptt_cli.options import InputOptions
-from tbptt_cli.readers import repair_missing
+from tbptt_cli.options import InputOptions, parse_target
+from tbptt_cli.readers import next_target, repair_missing
 from tbptt_cli.readers.inputs import split_compression
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 from tbptt_cli.validate.common import HDF5_SIGNATURE, attr, default_manifest, open_output
@@ -124,9 +124,12 @@ def read_described(
         if options.nan != "error":
             raise
         refused = error
-    target = "none" if options.target == "next" else options.target
+    # The raw read has no next-step targets: they are made after the repair, as a run does.
+    raw_options = dataclasses.replace(options, nan="keep")
+    if ahead(options):
+        raw_options = dataclasses.replace(raw_options, target="none", horizon=1)
     try:
-        raw, source = read_input(dataclasses.replace(options, nan="keep", target=target))
+        raw, source = read_input(raw_options)
     except InputDataError:
         if refused is not None:
             raise refused from None
@@ -139,15 +142,18 @@ def read_described(
             repaired = repair_missing(mode, source.path, raw)
         except InputDataError:
             continue
-        if options.target == "next":
-            repaired = repaired.with_next_target()
-        return repaired, source, (mode, str(refused)), missing
+        return next_target(repaired, options), source, (mode, str(refused)), missing
     raise refused
+
+
+def ahead(options: InputOptions) -> bool:
+    """``--target next`` or ``next:COL``: targets made from the features, not read."""
+    return parse_target(options.target, options.horizon).kind == "next"
 
 
 def columns_of(data: SequenceSet, options: InputOptions) -> list[str]:
     """The raw file's columns behind the features and (named) targets."""
-    return [*data.feature_names, *(data.target_names if options.target != "next" else [])]
+    return [*data.feature_names, *(data.target_names if not ahead(options) else [])]
 
 
 def count_missing(raw: SequenceSet, options: InputOptions) -> dict[str, int]:

@@ -129,6 +129,35 @@ def test_stdin_is_read_once_and_replayed_for_counting() -> None:
     )
 
 
+@pytest.mark.parametrize("nan", ["error", "ffill"])
+@pytest.mark.parametrize(("target", "horizon"), [("next:a", 1), ("next:b,a", 2)])
+def test_next_col_targets_are_made_as_a_run_makes_them(tbptt, tmp_path, nan, target, horizon):
+    """Missing values are counted in the raw columns; the targets (and the steps each
+    sequence loses) are those of the run the suggestion gives."""
+    path = tmp_path / "gappy.csv"
+    path.write_text(GAPPY_CSV)
+    options = {"id_col": "id", "time_col": "t", "features": ("a", "b")}
+    _, doc = inspect(path, **options, target=target, horizon=horizon, nan=nan)
+    names = target.removeprefix("next:").split(",")
+    assert doc["targets"] == [("next_" if horizon == 1 else f"next{horizon}_") + n for n in names]
+    assert doc["missing"] == {"a": 2, "b": 1} and doc["nan"] == "ffill"
+    assert doc["steps"] == 7 - 2 * horizon
+    words = shlex.split(doc["suggestion"]["command"])[1:]
+    run = tbptt(*words[:-2], "-n", "--json")
+    assert run.code == 0, run.stderr
+    assert json.loads(run.stdout)["plan"][0]["samples"] == doc["sequences"]
+
+
+def test_stdin_npy_is_described() -> None:
+    from tbptt_cli.inspect import inspect_input
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([[1.0, np.nan, 3.0], [4.0, 5.0, 6.0]]))
+    options = InputOptions(path="-", format="npy")
+    _, doc = inspect_input(options, stdin=io.BytesIO(buffer.getvalue()))
+    assert (doc["sequences"], doc["missing"], doc["nan"]) == (2, {"x0": 1}, "ffill")
+
+
 def test_a_wide_csv_counts_na_cells(tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     path.write_text("t0,t1,t2,t3\n1,NA,3,4\n5,6,,\n")

@@ -280,12 +280,19 @@ def finish(
     data: SequenceSet, opts: InputOptions, path: str, may_have_missing: bool = True
 ) -> SequenceSet:
     """The steps every reader ends with: repair missing values, then ``--target next``."""
-    target = parse_target(opts.target, opts.horizon)
+    parse_target(opts.target, opts.horizon)  # a bad --target fails before any repair
     if opts.nan not in ("error", "keep") and may_have_missing and data.count:
         data = repair_missing(opts.nan, path, data)
-    if target.kind == "next":
-        columns = None
-        if target.columns is not None:
-            columns = [feature_index(data.feature_names, name) for name in target.columns]
-        data = data.with_next_target(columns, target.horizon)
-    return data
+    return next_target(data, opts)
+
+
+def next_target(data: SequenceSet, opts: InputOptions) -> SequenceSet:
+    """``--target next[:COL]`` with ``--horizon H``: ``y[t] = x[t+H]`` of the chosen
+    features (as they are after any repair); any other ``--target`` leaves ``data`` be."""
+    target = parse_target(opts.target, opts.horizon)
+    if target.kind != "next":
+        return data
+    columns = None
+    if target.columns is not None:
+        columns = [feature_index(data.feature_names, name) for name in target.columns]
+    return data.with_next_target(columns, target.horizon)

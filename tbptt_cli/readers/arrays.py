@@ -142,7 +142,9 @@ def _spooled(stdin: BinaryIO, fmt: str, spill_dir: str | None) -> tuple[BinaryIO
         copy.close()
         raise
     size = copy.tell()
-    return cast(BinaryIO, copy), SourceInfo.of_files("-", fmt, [FileInfo("-", size, digest.hexdigest())])
+    return cast(BinaryIO, copy), SourceInfo.of_files(
+        "-", fmt, [FileInfo("-", size, digest.hexdigest())]
+    )
 
 
 def _with_digest(info: SourceInfo, digest: Future[str], warnings: list[str]) -> SourceInfo:
