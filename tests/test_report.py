@@ -94,6 +94,30 @@ def test_report_names_what_domain_acf_chooses(tmp_path: Path, tbptt) -> None:
     )
 
 
+def test_each_rule_examines_the_lags_domain_acf_would(tmp_path: Path, tbptt) -> None:
+    """Without --max-lag, season looks further than pacf and acf (weekly CO2: its year, 52),
+    in the report and on the page of a run that used another rule."""
+    import statsmodels.datasets.co2 as co2
+
+    path = tmp_path / "co2.csv"
+    path.write_bytes((Path(co2.__file__).parent / "co2.csv").read_bytes())
+    reading = [path, "--nan", "ffill"]
+    doc = json.loads(tbptt("report", *reading, "-o", tmp_path / "r.html", "--json").stdout)
+    for rule in ("pacf", "acf", "season"):
+        out = tmp_path / f"{rule}.h5"
+        page = tmp_path / f"{rule}.html"
+        run = tbptt("domain", "acf", *reading, "--rule", rule, "-o", out, "--report", page, "-q")
+        assert run.code == 0, run.stderr
+        analysis = json.loads(out.with_suffix(".manifest.json").read_text())["analysis"]
+        assert (doc["rules"][rule]["lag"], doc["rules"][rule]["max_lag"]) == (
+            analysis["lag"],
+            analysis["max_lag"],
+        )
+        assert "<td class=text>season</td><td>52</td>" in page.read_text()
+    assert [doc["rules"][r]["max_lag"] for r in ("pacf", "acf", "season")] == [33, 33, 133]
+    assert doc["rules"]["season"]["lag"] == 52 and doc["max_lag"] == 133
+
+
 def test_report_options_reach_the_page(tmp_path: Path, tbptt) -> None:
     out = tmp_path / "r.html"
     options = ["--lengths", "48,24", "--batch-sizes", "3,1", "--alpha", 0.01, "--max-lag", 26]

@@ -8,7 +8,7 @@ Everything comes from the strategies themselves: the correlogram from
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +36,19 @@ GRID_FALLBACK = (16, 256)  # the grid suggested when no rule finds a lag
 
 @dataclass(frozen=True)
 class RuleChoice:
-    """What one ``--rule`` makes of the correlogram: a lag and why, or why none."""
+    """What one ``--rule`` makes of its correlogram: a lag and why, or why none."""
 
     rule: str
     lag: int | None
     length: int | None
     reason: str
+    max_lag: int | None = None  # the lags the rule examined
 
 
 @dataclass(frozen=True)
 class Correlogram:
-    """The analysis of `strategies.acf` with every rule's choice, or why there is none."""
+    """The widest analysis of `strategies.acf` (the one drawn) with every rule's choice,
+    or why there is none."""
 
     analysis: acf.Analysis | None
     choices: tuple[RuleChoice, ...]
@@ -84,19 +86,33 @@ class PaddingMap:
         return Layout(length, *self.best([self.lengths.index(length)]))
 
 
-def correlogram(data: SequenceSet, params: DomainAcfParams) -> Correlogram:
-    """`acf.analyse` and every rule's `acf.choose_lag`; a failed analysis becomes text."""
-    try:
-        analysis, _ = acf.analyse(data, params)
-    except InputDataError as e:
-        return Correlogram(None, (), str(e))
-    return Correlogram(analysis, rule_choices(analysis, params))
+def correlogram(
+    data: SequenceSet, params: DomainAcfParams, known: acf.Analysis | None = None
+) -> Correlogram:
+    """Each rule's choice on the correlogram ``domain acf --rule RULE`` computes with these
+    settings: without ``--max-lag`` the lags examined depend on the rule (season looks
+    further), so a rule may need an analysis of its own. ``known`` is the analysis a run
+    already made for its rule (``params.rule``), not redone. A failed analysis becomes text."""
+    analyses: dict[int, acf.Analysis] = {}  # by the lags asked for
+    if known is not None:
+        analyses[acf.resolve_max_lag(params.max_lag, data.lengths, params.rule)[0]] = known
+    choices = []
+    for rule in RULES:
+        wanted = acf.resolve_max_lag(params.max_lag, data.lengths, rule)[0]
+        if wanted not in analyses:
+            try:
+                analyses[wanted], _ = acf.analyse(data, replace(params, rule=rule))
+            except InputDataError as e:
+                return Correlogram(None, (), str(e))
+        choices.append(rule_choice(rule, analyses[wanted], params))
+    widest = max(analyses.values(), key=lambda a: a.max_lag)
+    return Correlogram(widest, tuple(choices))
 
 
-def from_manifest(section: dict[str, object], params: DomainAcfParams) -> Correlogram:
-    """The analysis a ``domain acf`` plan already made (its manifest section), not redone."""
+def analysis_of(section: dict[str, object]) -> acf.Analysis:
+    """The analysis a ``domain acf`` plan already made (its manifest section)."""
     values = dict(section)
-    analysis = acf.Analysis(
+    return acf.Analysis(
         feature=str(values["feature"]),
         acf=np.asarray(values["acf"], dtype=np.float64),
         pacf=np.asarray(values["pacf"], dtype=np.float64),
@@ -106,20 +122,14 @@ def from_manifest(section: dict[str, object], params: DomainAcfParams) -> Correl
         max_lag=int(values["max_lag"]),  # type: ignore[call-overload]
         difference=int(values.get("difference", 0)),  # type: ignore[call-overload]
     )
-    return Correlogram(analysis, rule_choices(analysis, params))
 
 
-def rule_choices(a: acf.Analysis, params: DomainAcfParams) -> tuple[RuleChoice, ...]:
-    choices = []
-    for rule in RULES:
-        try:
-            lag = acf.choose_lag(rule, a)
-        except InputDataError as e:
-            choices.append(RuleChoice(rule, None, None, str(e)))
-            continue
-        length = acf.chunk_length(lag, params)
-        choices.append(RuleChoice(rule, lag, length, why(rule, a, lag)))
-    return tuple(choices)
+def rule_choice(rule: str, a: acf.Analysis, params: DomainAcfParams) -> RuleChoice:
+    try:
+        lag = acf.choose_lag(rule, a)
+    except InputDataError as e:
+        return RuleChoice(rule, None, None, str(e), a.max_lag)
+    return RuleChoice(rule, lag, acf.chunk_length(lag, params), why(rule, a, lag), a.max_lag)
 
 
 def why(rule: str, a: acf.Analysis, lag: int) -> str:

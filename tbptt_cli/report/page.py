@@ -211,7 +211,8 @@ def build(
         "band": gram.analysis.band if gram.analysis else None,
         "max_lag": gram.analysis.max_lag if gram.analysis else None,
         "rules": {
-            c.rule: {"lag": c.lag, "length": c.length, "reason": c.reason} for c in gram.choices
+            c.rule: {"lag": c.lag, "length": c.length, "max_lag": c.max_lag, "reason": c.reason}
+            for c in gram.choices
         },
         "problem": gram.problem or None,
         "lengths": padding.lengths,
@@ -236,7 +237,7 @@ def correlogram_section(gram: facts.Correlogram, chosen: facts.RuleChoice | None
     a = gram.analysis
     if a is None:
         return ["<h2>Autocorrelation</h2>", f"<p>No correlogram: {escape(gram.problem)}</p>"]
-    out = [f"<h2>Autocorrelation of {escape(repr(a.feature))}</h2>"]
+    out = [f"<h2>Autocorrelation of {escape(a.series)}</h2>"]
     if chosen is None:
         default = next(c for c in gram.choices if c.rule == "pacf")
         if default.lag is not None:
@@ -317,10 +318,8 @@ def run_report(
     """``--report PATH.html`` of a run: the input's page with what the run wrote."""
     params, settings = settings_of(config)
     first = files[0][1]
-    if "analysis" in first.report:
-        gram = facts.from_manifest(first.report["analysis"], params)
-    else:
-        gram = facts.correlogram(data, params)
+    known = first.report.get("analysis")
+    gram = facts.correlogram(data, params, facts.analysis_of(known) if known else None)
     run = RunInfo.of(config, files, data.features)
     page, _ = build(data, config.input, params, gram, settings, run)
     return Path(str(config.output.report)), page

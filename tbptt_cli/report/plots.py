@@ -145,7 +145,7 @@ def correlogram(a: Analysis, choices: Sequence[RuleChoice], chosen: int | None) 
                 bbox=LABEL_BOX,
             )
         top.set_title(
-            f"{a.feature!r}: {a.steps} steps in {a.sequences} sequence(s), "
+            f"{a.series}: {a.steps} steps in {a.sequences} sequence(s), "
             f"band +-{a.band:.4f} (shaded)"
         )
         axes[1, 0].set_xlabel("lag (steps)")
