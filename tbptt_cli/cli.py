@@ -191,7 +191,7 @@ def run_strategy(name: str, kwargs: dict[str, Any]) -> None:
     if kwargs["print_config"]:
         import yaml
 
-        click.echo(yaml.safe_dump(config.as_dict(), sort_keys=False), nl=False)
+        emit(yaml.safe_dump(config.as_dict(), sort_keys=False).rstrip("\n"), wrote=False)
         return
     cfg.check_required(config)
     if config.input.path is None:
@@ -280,9 +280,15 @@ def without_outputs(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def emit_json(document: dict[str, Any], wrote: bool = True) -> None:
-    """One line on stdout. After a run that ``wrote`` its outputs, a closed pipe or a full
-    device is exit 74 (the outputs stay committed); a command that only reads (inspect,
-    validate) ends quietly on a closed pipe: the reader has what it wanted.
+    """The document as one line of JSON on stdout (see `emit`)."""
+    emit(json.dumps(document, sort_keys=True), wrote)
+
+
+def emit(line: str, wrote: bool) -> None:
+    """One line of data on stdout. After a run that ``wrote`` its outputs, a closed pipe or
+    a full device is exit 74 (the outputs stay committed); a command that wrote nothing
+    (inspect, validate, a dry run) ends quietly on a closed pipe: the reader has what it
+    wanted.
 
     Click turns EPIPE into a silent exit 1 and other OS errors escape it, so both are
     caught here.
@@ -291,7 +297,7 @@ def emit_json(document: dict[str, Any], wrote: bool = True) -> None:
 
     written = "; the outputs were written" if wrote else ""
     try:
-        sys.stdout.write(json.dumps(document, sort_keys=True) + "\n")
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
@@ -536,11 +542,11 @@ def report_command(
     reading = InputOptions(path=path, **flag_values("input", InputOptions, options))
     settings = ReportOptions(**flag_values("report", ReportOptions, options))
     summary = input_report(reading, settings, output_path, no_clobber, wait)
-    if as_json:
-        emit_json(summary)
-    elif not quiet:
+    if not quiet:
         lags = ", ".join(f"{r} {v['lag'] or 'none'}" for r, v in summary["rules"].items())
         click.echo(f"wrote {output_path} (lags by rule: {lags or 'no correlogram'})", err=True)
+    if as_json:
+        emit_json(summary)
 
 
 def _report_options() -> list[click.Option]:
@@ -603,10 +609,8 @@ def grid_compare(
     )
     for warning in summary["warnings"]:
         click.echo(f"{label('warning')} {warning}", err=True)
-    if as_json:
-        emit_json(summary)
-    else:
-        click.echo(summary["verdict"])
+    wrote = output_path is not None
+    emit(json.dumps(summary, sort_keys=True) if as_json else summary["verdict"], wrote)
     if output_path:
         click.echo(f"wrote {output_path}", err=True)
 

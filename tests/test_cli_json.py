@@ -109,6 +109,22 @@ def test_reading_commands_end_quietly_on_a_closed_pipe(npy, tbptt):
     )
 
 
+def test_a_closed_pipe_after_grid_compare_and_print_config(npy, tmp_path):
+    """The verdict and --print-config are data on stdout: a reader that went away is not an
+    error (Click's silent exit 1 was), unless a page was written (74, as for any output)."""
+    entries = [{"length": k, "file": f"len_{k}.h5"} for k in (5, 10)]
+    index = tmp_path / "grid.json"
+    index.write_text(json.dumps({"strategy": "grid", "grid": entries}))
+    table = tmp_path / "results.csv"
+    scores = [f"{k},{r},{0.3 + 0.01 * r + (k == 10) * 0.05:.2f}" for k in (5, 10) for r in range(4)]
+    table.write_text("length,repeat,score\n" + "\n".join(scores) + "\n")
+    for flags in ([], ["--json"]):
+        assert closed_pipe_run("grid", "compare", index, table, *flags) == (0, "")
+    code, err = closed_pipe_run("grid", "compare", index, table, "-o", tmp_path / "c.html")
+    assert code == 74 and err.endswith("the outputs were written\n")
+    assert closed_pipe_run("split", npy, "--length", 5, "--print-config") == (0, "")
+
+
 def test_an_error_to_a_full_stdout_is_still_one_line_on_stderr(npy):
     with open("/dev/full", "w") as full:
         code, err = run("split", npy, "--json", stdout=full.fileno())

@@ -77,6 +77,10 @@ def test_candidate_lengths_and_batch_sizes() -> None:
 def test_report_names_what_domain_acf_chooses(tmp_path: Path, tbptt) -> None:
     result = tbptt("report", *LOAD, "-o", tmp_path / "r.html", "--max-lag", 30, "--json")
     assert result.code == 0, result.stderr
+    # --json adds the object on stdout; the line for people stays (as every command's does)
+    assert (
+        result.stderr == f"wrote {tmp_path / 'r.html'} (lags by rule: pacf 29, acf 12, season 24)\n"
+    )
     doc = json.loads(result.stdout)
     for rule in ("pacf", "acf", "season"):
         out = tmp_path / f"{rule}.h5"
