@@ -176,3 +176,24 @@ def test_ffill_never_fills_a_leading_gap_from_the_future(tmp_path):
     )
     data, _ = read(tmp_path, "id,x,y\na,3,1\na,,2\na,4,\nb,1,1\n", id_col="id", nan="ffill")
     assert data.values.tolist() == [[3, 1], [3, 2], [4, 2], [1, 1]]  # from the step before
+
+
+def test_numeric_times_are_named_with_every_digit(tmp_path):
+    """Weekly dates written as numbers (statsmodels' CO2): named as written, not 1.95803e+07,
+    and the error says how to check them at a duration."""
+    text = "date,co2\n19580329,316.1\n19580405,317.3\n19580412,317.6\n"
+    assert fails(tmp_path, text, time_col="date", freq="7") == (
+        "data.csv:2 and data.csv:3: sequence '0' goes from date 19580329 to 19580405, not a "
+        "whole number of --freq 7 steps; check --freq (yyyymmdd numbers are not evenly "
+        "spaced: write the dates as ISO 8601 text, 2024-03-31, and give --freq a duration "
+        "such as 7D)"
+    )
+    repeated = "year,quarter,gdp\n1959,1,2710.349\n1959,2,2778.801\n"
+    assert fails(tmp_path, repeated, time_col="year") == (
+        "data.csv:2 and data.csv:3: two rows of sequence '0' have year 1959; keep one, or pass "
+        "--duplicates first|last|mean"
+    )
+    assert fails(tmp_path, "t,x\n0.25,1\n0.5,2\n0.5,3\n", time_col="t") == (
+        "data.csv:3 and data.csv:4: two rows of sequence '0' have t 0.5; keep one, or pass "
+        "--duplicates first|last|mean"
+    )

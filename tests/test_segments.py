@@ -249,3 +249,30 @@ def test_cli_max_gap_and_usage_errors(tmp_path, tbptt):
     assert no_time.code == 2 and "pass --time-col" in no_time.stderr
     nothing = tbptt(*base, "-n")
     assert nothing.code == 2 and "needs a boundary" in nothing.stderr
+
+
+@pytest.mark.parametrize(
+    ("pad_to", "cure"),
+    [
+        ("max", "--pad-to p90 (13 steps) with --overflow split cuts it"),
+        ("p90", "--pad-to median (2 steps) with --overflow split cuts it"),
+        ("13", "--pad-to median (2 steps) with --overflow split cuts it"),
+    ],
+)
+def test_the_padding_cure_is_a_shorter_window_than_the_one_given(pad_to, cure):
+    """Eight 2-step sentences, one of 10 and one of 40: the cure named is never the
+    --pad-to the run already has."""
+    lengths = [2] * 8 + [10, 40]
+    eos = np.zeros(sum(lengths))
+    eos[np.cumsum(lengths) - 1] = 1
+    plan = plan_domain_segments(
+        stream([sum(lengths)], eos=eos.tolist()),
+        DomainSegmentsParams(boundary_col="eos", pad_to=pad_to),
+    )
+    padding = [w for w in plan.warnings if "of the steps written are padding" in w]
+    assert len(padding) == 1 and padding[0].endswith(cure), plan.warnings
+    median = plan_domain_segments(
+        stream([sum(lengths)], eos=eos.tolist()),
+        DomainSegmentsParams(boundary_col="eos", pad_to="median"),
+    )
+    assert median.padded_share == 0 and median.warnings == ()

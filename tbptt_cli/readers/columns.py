@@ -259,7 +259,7 @@ def _time_like(name: str, column: Any, codes: np.ndarray) -> str | None:
         return None
     if ordered and np.all((values >= 1000) & (values <= 2999)):
         return "integer years"
-    if ordered and _dates(values):
+    if ordered and yyyymmdd(values):
         return "yyyymmdd dates"
     return None
 
@@ -297,7 +297,8 @@ def _ordered(values: np.ndarray, codes: np.ndarray) -> bool:
     return bool(np.all((np.diff(grouped) >= 0) | first[1:]))
 
 
-def _dates(values: np.ndarray) -> bool:
+def yyyymmdd(values: np.ndarray) -> bool:
+    """Every value reads as a date written as a number (19580329)."""
     year, rest = np.divmod(values, 10_000)
     month, day = np.divmod(rest, 100)
     return bool(

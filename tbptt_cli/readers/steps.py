@@ -18,7 +18,7 @@ import numpy as np
 from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers.buffers import local_codes
-from tbptt_cli.readers.columns import Roles
+from tbptt_cli.readers.columns import Roles, yyyymmdd
 from tbptt_cli.readers.source import Source
 from tbptt_cli.readers.spill import Store
 from tbptt_cli.readers.timecol import NUMBER, NotTime, parse_freq, shown, times
@@ -169,10 +169,17 @@ def _gaps(
             sequence = ids[int(np.searchsorted(offsets, row, side="right")) - 1]
             before, after = time[row - 1, 0], time[row, 0]
             places = finder.places(sequence, before, 1) + finder.places(sequence, after, 1)
+            dates = kind == NUMBER and yyyymmdd(np.array([before, after]))
             raise InputDataError(
                 f"{' and '.join(places)}: sequence '{sequence}' goes from {name} "
                 f"{shown(before, kind)} to {shown(after, kind)}, not a whole number of "
                 f"--freq {freq} steps; check --freq"
+                + (
+                    " (yyyymmdd numbers are not evenly spaced: write the dates as ISO 8601 text, "
+                    "2024-03-31, and give --freq a duration such as 7D)"
+                    if dates
+                    else ""
+                )
             )
         found.append(rows[np.round(periods) > 1])
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)

@@ -142,7 +142,9 @@ def seconds(values: np.ndarray, kind: str) -> np.ndarray:
 def shown(value: float | int, kind: str) -> str:
     """A time value as people write it: a number, or ISO 8601."""
     if kind == NUMBER:
-        return f"{float(value):g}"
+        number = float(value)
+        # Every digit: a yyyymmdd date or a large count shown as 1.95803e+07 names no row.
+        return f"{number:.0f}" if number.is_integer() and abs(number) < 1e16 else repr(number)
     stamp = np.datetime64(int(value), "us")
     text = str(stamp)
     text = text.removesuffix(".000000").removesuffix("T00:00:00")
@@ -163,7 +165,8 @@ def parse_freq(text: str, kind: str) -> float | int:
     if kind == NUMBER and unit:
         raise UsageError(
             f"--freq {text} is a duration, but the time column holds numbers; give the step "
-            "as a NUMBER"
+            f"as a NUMBER (dates written as numbers, 20240331, need ISO 8601 text, "
+            f"2024-03-31, for a duration)"
         )
     if kind != NUMBER and not unit:
         raise UsageError(

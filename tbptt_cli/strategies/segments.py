@@ -119,6 +119,16 @@ def window_length(pad_to: str, lengths: np.ndarray) -> int:
     return max(1, math.ceil(round(value, 9)))
 
 
+def shorter_window(lengths: np.ndarray, window: int) -> str:
+    """What cuts the padding of (or shortens) a window: the first of p90 and median that is
+    shorter than it, not the --pad-to the run already has."""
+    for pad_to in ("p90", "median"):
+        shorter = window_length(pad_to, lengths)
+        if shorter < window:
+            return f"--pad-to {pad_to} ({shorter} steps) with --overflow split"
+    return f"a --pad-to below {window} with --overflow split"
+
+
 def fit_rows(
     owner: np.ndarray, offset: np.ndarray, length: np.ndarray, window: int, overflow: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,10 +181,11 @@ def plan_domain_segments(data: SequenceSet, params: DomainSegmentsParams) -> Pla
             f"every segment is longer than the window of {window} steps, so none is left; "
             f"use a larger --pad-to or --overflow split|truncate"
         )
+    cure = shorter_window(length, window)
     if window > PRACTICAL_WINDOW:
         warnings.append(
             f"window {window} is longer than {PRACTICAL_WINDOW} steps, beyond which TBPTT "
-            f"rarely learns; consider --pad-to p90 with --overflow split"
+            f"rarely learns; consider {cure}"
         )
     rows = len(sequence)
     # Rows that come from segments longer than the window, when those are split.
@@ -198,7 +209,7 @@ def plan_domain_segments(data: SequenceSet, params: DomainSegmentsParams) -> Pla
         lead,
         window,
         batch_choice(params),
-        "--pad-to p90 with --overflow split",
+        cure,
         attrs={"pad_side": params.pad_side, "overflow": params.overflow},
         report={"segments": report},
         warnings=tuple(warnings),
