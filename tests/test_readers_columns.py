@@ -147,3 +147,18 @@ def test_decimal_comma_and_excluded_labels(tmp_path):
     with pytest.raises(InputDataError) as caught:
         read(tmp_path, "x;y\n1,5;2\n1.5;3\n", delimiter=";", decimal=",")
     assert str(caught.value).endswith("data.csv:3:1: '1.5' is not a number (column 'x')")
+
+
+def test_an_id_column_that_names_every_row_says_time_col(tmp_path):
+    """Sunspots with --id-col YEAR: 309 one-step sequences, read as asked, with a warning."""
+    sunspots = str(DATASETS / "sunspots" / "sunspots.csv")
+    data, info = read_input(InputOptions(path=sunspots, id_col="YEAR"))
+    assert data.count == 309 and data.lengths.max() == 1
+    assert info.warnings == (
+        "column 'YEAR' (--id-col) starts a new sequence on every row, so every sequence is "
+        "one step; if it is the time, pass --time-col YEAR instead",
+    )
+    _, info = read_input(InputOptions(path=sunspots, time_col="YEAR"))
+    assert info.warnings == ()
+    _, info = read(tmp_path, "id,x\na,1\na,2\nb,3\n", id_col="id")
+    assert info.warnings == ()

@@ -99,6 +99,12 @@ def read_table(
         data = assembler.finish(
             first, lambda: steps.RowFinder(parts, reopen, roles, time_kind), warnings
         )
+    one_step = data.count > 1 and bool(np.all(data.lengths <= 1))
+    if roles.layout == "long" and roles.id is not None and one_step:  # a time given as the id?
+        warnings.append(
+            f"column '{roles.id}' (--id-col) starts a new sequence on every row, so every "
+            f"sequence is one step; if it is the time, pass --time-col {roles.id} instead"
+        )
     return data, files, warnings, assembler.unordered_by
 
 
