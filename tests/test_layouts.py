@@ -34,13 +34,14 @@ def naive_pieces(lengths: list[int], k: int, streams: int, remainder: str) -> li
 
 
 def naive_ranks(pieces: list[list[Row]], ranks: int) -> list[list[list[Row]]]:
-    """Longest first, each to the rank with the fewest chunks (ties: the lower rank);
-    every rank keeps its pieces in input order."""
+    """Longest first (ties in input order), each to the rank with the fewest chunks (ties:
+    the lower rank); every rank keeps its pieces in that order."""
     load, owner = [0] * ranks, {}
-    for i in sorted(range(len(pieces)), key=lambda i: -len(pieces[i])):
+    longest_first = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))
+    for i in longest_first:
         r = min(range(ranks), key=lambda r: (load[r], r))
         owner[i], load[r] = r, load[r] + len(pieces[i])
-    return [[pieces[i] for i in range(len(pieces)) if owner[i] == r] for r in range(ranks)]
+    return [[pieces[i] for i in longest_first if owner[i] == r] for r in range(ranks)]
 
 
 def naive_rank_batches(pieces: list[list[Row]], b: int, packing: str) -> list[list[Row]]:

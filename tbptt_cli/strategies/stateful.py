@@ -335,8 +335,7 @@ def _emit_stream(
     high = np.minimum(end[piece], cum[batch + 1])
     sample = (batch * ranks + dealt.rank[piece]) * batch_size + rows[piece]
     column = low - cum[batch]
-    # A row's pieces come in queue order, so sorting by row alone keeps their columns sorted.
-    order = np.argsort(sample, kind="stable")
+    order = np.lexsort((column, sample))  # by row, then column
     segments = Segments(
         sample[order],
         column[order],
