@@ -18,7 +18,7 @@ import click
 
 from tbptt_cli import __version__
 from tbptt_cli.errors import EXIT_CODES, TbpttError, UsageError
-from tbptt_cli.options import InputOptions, OutputOptions
+from tbptt_cli.options import InputOptions, OutputOptions, own_first
 from tbptt_cli.params import SHARED_PARAMS
 from tbptt_cli.registry import STRATEGIES
 
@@ -86,9 +86,7 @@ def field_option(section: str, cls: type, field: dataclasses.Field[Any]) -> clic
 
 def section_options(section: str, cls: type) -> list[click.Option]:
     """A section's flags, the class's own fields first (``--length`` before the shared ones)."""
-    own = cls.__dict__.get("__annotations__", {})
-    fields = sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
-    return [field_option(section, cls, f) for f in fields if f.metadata.get("cli", True)]
+    return [field_option(section, cls, f) for f in own_first(cls) if f.metadata.get("cli", True)]
 
 
 def run_options() -> list[click.Parameter]:
@@ -239,6 +237,8 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
 def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
     """``wrote out.h5: 90 x 100 x 2 float32, batch 6 (15 batches, 18.9% filler),
     6 resets, 0.2 MB (+ manifest)``."""
+    from tbptt_cli.plan import batch_text
+
     lines = []
     for t in targets:
         shape = f"{t['samples']} x {t['window']} x {t['features']} {t['dtype']}"
@@ -254,17 +254,6 @@ def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
             lines += [f"wrote {extra} (validation, + its manifest)" for extra in t["outputs"][2:]]
             lines += [f"wrote {t['report']} (report)"] if "report" in t else []
     return lines
-
-
-def batch_text(t: dict[str, Any]) -> str:
-    """``6 (15 batches, 18.9% filler)``; per rank ``6 x 2 ranks (8 batches each, ...)``;
-    and with --streams the parts per sequence."""
-    size, ranks = t["batch_size"], t["ranks"]
-    count = t["batches"] // ranks
-    each = f"{count} batch{'es' if count != 1 else ''}" + (" each" if ranks > 1 else "")
-    streams = f"{t['streams']} streams per sequence, " if t["streams"] > 1 else ""
-    width = f"{size} x {ranks} ranks" if ranks > 1 else f"{size}"
-    return f"{width} ({streams}{each}, {t['filler_share']:.1%} filler)"
 
 
 def grid_lines(body: dict[str, Any], dry: bool) -> list[str]:

@@ -158,8 +158,8 @@ def stateful_plan(
     if 0 < len(pieces) < choice.ranks:
         raise UsageError(
             f"--ranks {choice.ranks} needs at least {choice.ranks} sequences (or parts of "
-            f"sequences), the input gives {len(pieces)}; pass --streams {choice.ranks} or "
-            f"fewer ranks"
+            f"sequences), one for each rank, not {len(pieces)}; pass --streams {choice.ranks} "
+            f"or fewer ranks"
         )
     dealt = Dealt.of(pieces, choice.ranks, packing)
     size = choice.size or auto_batch(dealt, packing, length, choice.max_filler)
