@@ -129,9 +129,7 @@ def run_options() -> list[click.Parameter]:
 
 def strategy_command(name: str, command_name: str) -> click.Command:
     strategy = STRATEGIES[name]
-    params: list[click.Parameter] = [
-        click.Argument(["input_path"], nargs=-1, metavar="[INPUT]...")
-    ]
+    params: list[click.Parameter] = [click.Argument(["input_path"], nargs=-1, metavar="[INPUT]...")]
     # What the strategy needs first, then reading, writing and how the run behaves.
     params += section_options(name, strategy.params)
     params += section_options("input", InputOptions) + section_options("output", OutputOptions)

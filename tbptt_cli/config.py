@@ -186,8 +186,10 @@ def convert(field: dataclasses.Field[Any], value: Any) -> Any:
         raise UsageError("may not be empty")
     if field.metadata.get("paths"):  # one path, or several read as one input
         items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not items or not all(
-            isinstance(i, str) for i in items
+        if (
+            not isinstance(items, list | tuple)
+            or not items
+            or not all(isinstance(i, str) for i in items)
         ):
             raise UsageError(f"must be a path or a list of paths, not {value!r}")
         return items[0] if len(items) == 1 else tuple(items)

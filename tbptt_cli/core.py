@@ -405,9 +405,7 @@ def _report_key(config: Config) -> dict[str, str]:
     return {"report": config.output.report} if config.output.report else {}
 
 
-def _summary(
-    target: Target, config: Config, written: bool, source: SourceInfo
-) -> dict[str, Any]:
+def _summary(target: Target, config: Config, written: bool, source: SourceInfo) -> dict[str, Any]:
     plan, data = target.plan, target.data
     shards = target.written.shards if written and target.written else ()
     return {

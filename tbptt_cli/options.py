@@ -41,20 +41,20 @@ class InputOptions:
     format: str | None = opt(None, "input format (default: from the suffix)", FORMATS)
     compression_in: str | None = opt(
         None,
-        "CSV: compression of the input (default: from the suffix .gz .bz2 .xz .zst; "
-        "stdin: none)",
+        "CSV: compression of the input (default: from the suffix .gz .bz2 .xz .zst; stdin: none)",
         ("none", "gzip", "bz2", "xz", "zstd"),
         applies_to=CSV,
     )
     layout: str = opt(
-        "long", "tables: one row per timestep, or one per sequence", ("long", "wide"),
+        "long",
+        "tables: one row per timestep, or one per sequence",
+        ("long", "wide"),
         applies_to=TABLE,
     )
     id_col: str | None = opt(None, "column naming the sequence of each row", applies_to=TABLE)
     time_col: str | None = opt(
         None,
-        "column that orders rows within a sequence: numbers, ISO 8601 dates/times or "
-        "timestamps",
+        "column that orders rows within a sequence: numbers, ISO 8601 dates/times or timestamps",
         applies_to=TABLE,
     )
     features: tuple[str, ...] | None = opt(None, "comma-separated feature columns")
@@ -95,8 +95,7 @@ class InputOptions:
     )
     gaps: str = opt(
         "error",
-        "with --freq, a missing step: refuse, start a new sequence, or insert NaN steps "
-        "for --nan",
+        "with --freq, a missing step: refuse, start a new sequence, or insert NaN steps for --nan",
         ("error", "split", "fill"),
         applies_to=TABLE,
     )
