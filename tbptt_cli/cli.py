@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -39,6 +40,24 @@ class EnvOption(click.Option):
 def from_environment(ctx: click.Context | None, name: str | None) -> bool:
     source = ctx.get_parameter_source(name) if ctx is not None and name else None
     return source is click.core.ParameterSource.ENVIRONMENT
+
+
+def name_variables(error: UsageError) -> None:
+    """The core's error about an option names the option; when its value came from an
+    environment variable, name the variable too."""
+    ctx = click.get_current_context(silent=True)
+    text = str(error)
+    if ctx is None or text.startswith("environment variable"):
+        return
+    named = [
+        str(p.envvar)
+        for p in ctx.command.params
+        if isinstance(p, EnvOption)
+        and from_environment(ctx, p.name)
+        and re.search(re.escape(p.opts[0]) + r"(?![\w-])", text)
+    ]
+    if named:
+        error.args = (f"environment variable {', '.join(named)}: {text}",)
 
 
 def envvar_name(section: str, cls: type, name: str) -> str:
@@ -136,7 +155,11 @@ def strategy_command(name: str, command_name: str) -> click.Command:
     params += run_options()
 
     def callback(**kwargs: Any) -> None:
-        run_strategy(name, kwargs)
+        try:
+            run_strategy(name, kwargs)
+        except UsageError as e:
+            name_variables(e)
+            raise
 
     return click.Command(
         command_name,
