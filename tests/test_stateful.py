@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import StatefulParams
-from tbptt_cli.strategies.packing import choose_batch_size
 from tbptt_cli.strategies.stateful import Chunking, stateful_plan
 
 
@@ -171,10 +170,10 @@ def test_auto_batch_size_is_largest_without_filler(lengths, k, expected):
 
 
 def test_auto_batch_size_is_capped_at_128():
-    counts = np.full(1000, 3)
-    assert choose_batch_size(counts, "block") == 128  # 24 filler rows of 1024: 2.3%
-    assert choose_batch_size(counts, "block", max_filler=0) == 125
-    assert choose_batch_size(np.full(256, 3), "lanes") == 128
+    lengths = [3] * 1000  # 3 chunks of 1 step each
+    assert make(lengths, 1, "auto").batch_size == 128  # 24 filler rows of 1024: 2.3%
+    assert make(lengths, 1, "auto", max_filler=0).batch_size == 125
+    assert make([3] * 256, 1, "auto", packing="lanes").batch_size == 128
 
 
 def test_lanes_need_fewer_samples_than_block_for_ragged_input():

@@ -6,11 +6,11 @@ row over consecutive batches, state carried, starting with a reset. Without
 S parts of whole chunks (their chunk counts differ by at most one), as torch's
 ``batchify`` cuts one token stream, so they can be laid side by side as S rows.
 
-Pieces are taken longest first (ties in input order): each is dealt to the rank with the
-least work so far, and every rank lays its pieces into its B rows in that order, so pieces
-of similar length share a block and the rows of lanes and stream packing end together
-(the longest-processing-time rule). A given batch size gives one layout, whether chosen
-by ``--batch-size auto`` or passed:
+Pieces are taken longest first (most chunks; for ``stream`` most steps; ties in input
+order): each is dealt to the rank with the least work so far, and every rank lays its
+pieces into its B rows in that order, so pieces of similar length share a block and the
+rows of lanes and stream packing end together (the longest-processing-time rule). A given
+batch size gives one layout, whether chosen by ``--batch-size auto`` or passed:
 
 - ``block``: B pieces side by side; the block spans as many batches as its longest piece.
 - ``lanes``: each row a queue of pieces; a row takes the next piece when its own ends.
@@ -191,16 +191,6 @@ def filler_bound(dealt: Dealt, batch_size: int, packing: str, length: int) -> tu
             real += chunks
     total = batches * batch_size * dealt.ranks
     return max(total - real, 0), total
-
-
-def choose_batch_size(
-    counts: np.ndarray, packing: str, max_filler: float = 0.1, ranks: int = 1
-) -> int:
-    """What ``--batch-size auto`` picks for whole sequences of ``counts`` chunks."""
-    counts = np.asarray(counts, dtype=np.int64)
-    index = np.arange(len(counts), dtype=np.int64)
-    pieces = Pieces(index, 0 * index, counts, 0 * index, counts, index >= 0)
-    return auto_batch(Dealt.of(pieces, ranks, packing), packing, 1, max_filler)
 
 
 def auto_batch(dealt: Dealt, packing: str, length: int, max_filler: float) -> int:
