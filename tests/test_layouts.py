@@ -225,13 +225,13 @@ def test_auto_batch_size_is_the_brute_force_choice(case, max_filler, packing):
 
 def test_auto_batch_size_for_a_ragged_panel_is_not_one():
     lengths = np.random.default_rng(3).integers(200, 900, size=40).tolist()  # 4..18 chunks
-    for packing in ("lanes", "stream"):
+    # Longest first: blocks of similar lengths, queues whose rows end together.
+    for packing, size in (("block", 6), ("lanes", 25), ("stream", 27)):
         plan = make(lengths, 50, "auto", packing=packing)
-        assert (plan.batch_size, plan.warnings) == (6, ()) and plan.filler_share <= 0.1
-    # Blocks as long as their longest sequence waste more than 10% at any size but 1.
-    block = make(lengths, 50, "auto")
-    assert block.batch_size == 1 and "--packing lanes" in block.warnings[0]
-    assert make(lengths, 50, "auto", max_filler=0.3).batch_size == 5
+        assert (plan.batch_size, plan.warnings) == (size, ()) and plan.filler_share <= 0.1
+    assert make(lengths, 50, "auto", max_filler=0.3).batch_size == 23
+    none = make(lengths, 50, "auto", max_filler=0)  # every block holds a shorter sequence
+    assert none.batch_size == 1 and "--packing lanes" in none.warnings[0]
 
 
 def test_auto_streams_make_a_useful_batch_of_one_series():
