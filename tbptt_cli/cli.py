@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import click
 
 from tbptt_cli import __version__
 from tbptt_cli.errors import EXIT_CODES, TbpttError, UsageError
-from tbptt_cli.options import InputOptions, OutputOptions
+from tbptt_cli.options import InputOptions, OutputOptions, own_first
 from tbptt_cli.params import SHARED_PARAMS
 from tbptt_cli.registry import STRATEGIES
 
@@ -39,6 +40,24 @@ class EnvOption(click.Option):
 def from_environment(ctx: click.Context | None, name: str | None) -> bool:
     source = ctx.get_parameter_source(name) if ctx is not None and name else None
     return source is click.core.ParameterSource.ENVIRONMENT
+
+
+def name_variables(error: UsageError) -> None:
+    """The core's error about an option names the option; when its value came from an
+    environment variable, name the variable too."""
+    ctx = click.get_current_context(silent=True)
+    text = str(error)
+    if ctx is None or text.startswith("environment variable"):
+        return
+    named = [
+        str(p.envvar)
+        for p in ctx.command.params
+        if isinstance(p, EnvOption)
+        and from_environment(ctx, p.name)
+        and re.search(re.escape(p.opts[0]) + r"(?![\w-])", text)
+    ]
+    if named:
+        error.args = (f"environment variable {', '.join(named)}: {text}",)
 
 
 def envvar_name(section: str, cls: type, name: str) -> str:
@@ -86,9 +105,7 @@ def field_option(section: str, cls: type, field: dataclasses.Field[Any]) -> clic
 
 def section_options(section: str, cls: type) -> list[click.Option]:
     """A section's flags, the class's own fields first (``--length`` before the shared ones)."""
-    own = cls.__dict__.get("__annotations__", {})
-    fields = sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
-    return [field_option(section, cls, f) for f in fields if f.metadata.get("cli", True)]
+    return [field_option(section, cls, f) for f in own_first(cls) if f.metadata.get("cli", True)]
 
 
 def run_options() -> list[click.Parameter]:
@@ -138,7 +155,11 @@ def strategy_command(name: str, command_name: str) -> click.Command:
     params += run_options()
 
     def callback(**kwargs: Any) -> None:
-        run_strategy(name, kwargs)
+        try:
+            run_strategy(name, kwargs)
+        except UsageError as e:
+            name_variables(e)
+            raise
 
     return click.Command(
         command_name,
@@ -237,6 +258,8 @@ def report(summary: dict[str, Any], kwargs: dict[str, Any]) -> None:
 def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
     """``wrote out.h5: 90 x 100 x 2 float32, batch 6 (15 batches, 18.9% filler),
     6 resets, 0.2 MB (+ manifest)``."""
+    from tbptt_cli.plan import batch_text
+
     lines = []
     for t in targets:
         shape = f"{t['samples']} x {t['window']} x {t['features']} {t['dtype']}"
@@ -252,17 +275,6 @@ def target_lines(targets: list[dict[str, Any]], dry: bool) -> list[str]:
             lines += [f"wrote {extra} (validation, + its manifest)" for extra in t["outputs"][2:]]
             lines += [f"wrote {t['report']} (report)"] if "report" in t else []
     return lines
-
-
-def batch_text(t: dict[str, Any]) -> str:
-    """``6 (15 batches, 18.9% filler)``; per rank ``6 x 2 ranks (8 batches each, ...)``;
-    and with --streams the parts per sequence."""
-    size, ranks = t["batch_size"], t["ranks"]
-    count = t["batches"] // ranks
-    each = f"{count} batch{'es' if count != 1 else ''}" + (" each" if ranks > 1 else "")
-    streams = f"{t['streams']} streams per sequence, " if t["streams"] > 1 else ""
-    width = f"{size} x {ranks} ranks" if ranks > 1 else f"{size}"
-    return f"{width} ({streams}{each}, {t['filler_share']:.1%} filler)"
 
 
 def grid_lines(body: dict[str, Any], dry: bool) -> list[str]:

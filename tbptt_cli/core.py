@@ -15,7 +15,7 @@ import numpy as np
 
 from tbptt_cli import atomic, hdf5, manifest, materialize, scaling, shards
 from tbptt_cli.config import Config
-from tbptt_cli.errors import InputDataError, OutputError, UsageError
+from tbptt_cli.errors import InputDataError, OutputError, TbpttError, UsageError
 from tbptt_cli.hdf5 import Written
 from tbptt_cli.options import ENGINE_OPTIONS
 from tbptt_cli.plan import Plan
@@ -212,7 +212,14 @@ def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target
     val_manifest = manifest_path(val_path, None)
     train_plan = with_warnings(strategy.plan(train, params), warnings)
     train_target = Target(output, main, train_plan, train)
-    val_plan = strategy.plan_validation(held_out, params, train_plan)
+    try:
+        val_plan = strategy.plan_validation(held_out, params, train_plan)
+    except TbpttError as e:  # the cure may be in --val-fraction: say which part it is
+        e.args = (
+            f"the validation part ({held_out.count} sequence(s), {held_out.steps} steps held "
+            f"out by --val-fraction {fraction} --val-by {params.val_by}): {e}",
+        )
+        raise
     val_target = Target(val_path, val_manifest, val_plan, held_out)
     train_target.extra["val"] = {
         "output": str(val_path),
@@ -407,11 +414,7 @@ def _summary(target: Target, config: Config, written: bool, source: SourceInfo) 
         "samples": plan.samples,
         "window": plan.window,
         "features": data.features,
-        "batch_size": plan.batch_size,
-        "batches": plan.batches,
-        "filler_share": round(plan.filler_share, 6),
-        "ranks": plan.ranks,
-        "streams": plan.streams,
+        **plan.batching(),
         "stateful": plan.stateful,
         "resets": int(plan.reset.sum()),
         "dtype": config.output.dtype,

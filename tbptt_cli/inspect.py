@@ -17,17 +17,23 @@ from typing import Any, BinaryIO, cast
 
 import numpy as np
 
-from tbptt_cli.errors import InputDataError
-from tbptt_cli.options import InputOptions, parse_target
+from tbptt_cli.errors import InputDataError, TbpttError
+from tbptt_cli.options import InputOptions, own_first, parse_target
+from tbptt_cli.plan import Plan, batch_text
 from tbptt_cli.readers import next_target, repair_missing
 from tbptt_cli.readers.inputs import split_compression
 from tbptt_cli.sequences import SequenceSet, SourceInfo
-from tbptt_cli.validate.common import HDF5_SIGNATURE, attr, default_manifest, open_output
+from tbptt_cli.validate.common import (
+    HDF5_SIGNATURE,
+    attr,
+    default_manifest,
+    open_output,
+    slabs,
+)
 
 OUTPUT_SUFFIXES = (".h5", ".hdf5")
 PRACTICAL_WINDOW = 400  # as strategies.basic: past this asis warns and split is the answer
 SUGGESTED_CHUNK = 200
-LANES_BATCH = 32
 MIN_USEFUL_BATCH = 8
 
 
@@ -208,64 +214,85 @@ def describe_input(
 
 
 def suggest(data: SequenceSet, options: InputOptions) -> dict[str, Any]:
-    """A strategy and the command line that runs it, from the length profile."""
+    """A strategy, the command line that runs it and the batch it gives, from the length
+    profile. The command is planned here as the tool would run it, so it runs as printed
+    and its batch size is the one said."""
+    from tbptt_cli.params import AsisParams, DomainAcfParams, SplitParams
+
     stats = length_stats(data.lengths)
     longest, count = stats["max"], data.count
-    args: list[str] = []
+    chosen: tuple[str, Any, Plan] | None = None
     if count == 1 and longest > 1:
-        name = "domain acf"
         reason = "one long series: let its ACF/PACF choose the chunk length"
+        chosen = stateful_layout(data, "domain-acf", DomainAcfParams())
     elif longest > PRACTICAL_WINDOW:
-        name = "split"
         length = min(SUGGESTED_CHUNK, longest)
-        batch, packing = split_batch(data.lengths, length)
-        args = ["--length", str(length), "--batch-size", str(batch)]
-        args += ["--packing", packing] if packing != "block" else []
         reason = (
             f"sequences up to {longest} steps are past the ~{PRACTICAL_WINDOW} steps "
             f"TBPTT learns through; cut them into chunks of {length} for a stateful RNN"
         )
-    else:
-        name = "asis"
+        chosen = stateful_layout(data, "split", SplitParams(length=length))
+    if chosen is None:
         reason = (
             "equal sequences that fit one window: no padding"
             if np.all(data.lengths == longest)
             else f"{count} short sequences of {stats['min']}..{longest} steps: one padded, "
             "masked sample each"
         )
+        chosen = ("asis", AsisParams(), plan_of(data, "asis", AsisParams()))
+    name, params, plan = chosen
     paths = [options.path] if isinstance(options.path, str) else list(options.path or ())
     stem = "out" if paths == ["-"] else Path(split_compression(paths[0])[0]).stem
     words = [
         "tbptt",
-        *name.split(),
+        *name.split("-"),
         *paths,
-        *input_flags(options),
-        *args,
+        *changed_flags(options),
+        *changed_flags(params),
         "-o",
         f"{stem}.h5",
     ]
     return {
-        "strategy": name.replace(" ", "-"),
+        "strategy": name,
         "reason": reason,
         "command": " ".join(shlex.quote(w) for w in words),
+        "layout": plan.batching(),
     }
 
 
-def split_batch(lengths: np.ndarray, length: int) -> tuple[int, str]:
-    """What ``--batch-size auto`` would pick; lanes when block packing only fits tiny batches."""
-    from tbptt_cli.strategies.packing import choose_batch_size
-
-    counts = -(-lengths[lengths > 0] // length)
-    batch = choose_batch_size(counts, "block")
-    if batch < min(len(counts), MIN_USEFUL_BATCH):
-        return min(len(counts), LANES_BATCH), "lanes"
-    return batch, "block"
+# Tried in this order (each a change to the defaults) until one gives a useful batch.
+LAYOUTS: tuple[dict[str, str], ...] = ({}, {"packing": "lanes"}, {"streams": "auto"})
 
 
-def input_flags(options: InputOptions) -> list[str]:
-    """The reading options that differ from the defaults, as flags."""
+def stateful_layout(data: SequenceSet, name: str, base: Any) -> tuple[str, Any, Plan] | None:
+    """The first layout of `LAYOUTS` whose ``--batch-size auto`` reaches 8, else the one
+    with the largest batch (the simpler on a tie); None when the strategy refuses the data
+    (a series too short for its ACF)."""
+    best: tuple[str, Any, Plan] | None = None
+    for change in LAYOUTS:
+        params = dataclasses.replace(base, **change)
+        try:
+            plan = plan_of(data, name, params)
+        except TbpttError:
+            return best
+        if best is None or plan.batch_size > best[2].batch_size:
+            best = (name, params, plan)
+        if plan.batch_size >= MIN_USEFUL_BATCH:
+            break
+    return best
+
+
+def plan_of(data: SequenceSet, name: str, params: Any) -> Plan:
+    from tbptt_cli.registry import STRATEGIES
+
+    return STRATEGIES[name].plan(data, params)  # type: ignore[no-any-return]
+
+
+def changed_flags(options: Any) -> list[str]:
+    """The options (reading options, or a strategy's) that differ from the defaults, as
+    flags."""
     flags: list[str] = []
-    for field in dataclasses.fields(InputOptions):
+    for field in own_first(type(options)):
         value = getattr(options, field.name)
         if field.name == "path" or value == field.default:
             continue
@@ -304,6 +331,7 @@ def input_text(doc: dict[str, Any]) -> str:
     rows += [
         ("suggestion", f"{doc['suggestion']['strategy']}: {doc['suggestion']['reason']}"),
         ("", doc["suggestion"]["command"]),
+        ("", f"gives batch {batch_text(doc['suggestion']['layout'])}"),
     ]
     return lines(rows)
 
@@ -357,13 +385,23 @@ def describe_output(f: Any, path: str) -> dict[str, Any]:
         "order": attr(f, "order") or None,
         "features": json.loads(attr(f, "features", "[]")),
         "targets": json.loads(attr(f, "targets", "[]")),
-        "sequences": int(len(np.unique(sequence[sequence >= 0]))),
+        "sequences": sequences_in(f),
         "filler_rows": int((sequence < 0).sum()),
         "resets": int(f["reset"][()].astype(np.int64).sum()) if "reset" in f else 0,
         "padded_fraction": round(1 - real / (samples * window), 4) if samples * window else 0.0,
         "attributes": extra,
         "shards": _shards(f, path),
     }
+
+
+def sequences_in(f: Any) -> int:
+    """The sequences with a real step in the file. With --packing stream a row's
+    ``sequence`` names its first piece only: the steps' own (``step_sequence``) count."""
+    name = "step_sequence" if "step_sequence" in f else "sequence"
+    if name not in f:
+        return 0
+    found = [np.unique(ds) for _, ds in slabs(f[name])]
+    return int(np.count_nonzero(np.unique(np.concatenate([[-1], *found])) >= 0))
 
 
 def _shards(f: Any, path: str) -> dict[str, Any] | None:

@@ -8,13 +8,20 @@ read; ``path=True`` marks a path that a config file gives relative to its own fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 
 def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **extra: Any) -> Any:
     """A dataclass field carrying its help text and choices for the CLI and the config."""
     return field(default=default, metadata={"help": help, "choices": choices, **extra})
+
+
+def own_first(cls: type) -> list[Field[Any]]:
+    """A class's fields, its own before the inherited ones (``--length`` before the
+    shared layout options)."""
+    own = cls.__dict__.get("__annotations__", {})
+    return sorted(fields(cls), key=lambda f: f.name not in own)
 
 
 CSV = ("csv", "tsv")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -108,6 +108,16 @@ class Plan:
         cells = self.samples * self.window
         return (cells - int(self.length.sum(dtype=np.int64))) / cells if cells else 0.0
 
+    def batching(self) -> dict[str, Any]:
+        """The batch layout as a run reports it (`batch_text` says it in words)."""
+        return {
+            "batch_size": self.batch_size,
+            "batches": self.batches,
+            "filler_share": round(self.filler_share, 6),
+            "ranks": self.ranks,
+            "streams": self.streams,
+        }
+
     def pieces(self, start: int, stop: int) -> Segments:
         """The real steps of rows ``start:stop`` as pieces, rows counted from ``start``."""
         if self.segments is not None:
@@ -120,6 +130,17 @@ class Plan:
             self.offset[rows],
             self.length[rows].astype(np.int64),
         )
+
+
+def batch_text(t: Mapping[str, Any]) -> str:
+    """``6 (15 batches, 18.9% filler)``; per rank ``6 x 2 ranks (8 batches each, ...)``;
+    and with --streams the parts per sequence (``t``: `Plan.batching`)."""
+    size, ranks = t["batch_size"], t["ranks"]
+    count = t["batches"] // ranks
+    each = f"{count} batch{'es' if count != 1 else ''}" + (" each" if ranks > 1 else "")
+    streams = f"{t['streams']} streams per sequence, " if t["streams"] > 1 else ""
+    width = f"{size} x {ranks} ranks" if ranks > 1 else f"{size}"
+    return f"{width} ({streams}{each}, {t['filler_share']:.1%} filler)"
 
 
 def filler_rows(samples: int) -> dict[str, Any]:

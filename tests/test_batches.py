@@ -87,19 +87,20 @@ def test_reset_rows_are_where_a_lane_takes_a_new_sequence(tmp_path, tbptt):
     batches = list(BatchFile(out))
     assert [b.reset.astype(int).tolist() for b in batches] == [
         [1, 1],
-        [0, 1],
+        [0, 0],
         [0, 0],
         [0, 1],
+        [1, 0],
         [1, 1],
-        [0, 0],
-        [0, 0],
     ]
-    # Lane 1 runs sequences 1, 2, 3 back to back; a reset row starts a sequence.
-    assert [int(b.sequence[1]) for b in batches[:4]] == [1, 2, 2, 3]
+    # Longest first (4, 3, 2 and 1 chunks): lane 1 runs sequences 4, 2, 5 back to back,
+    # lane 0 sequences 0, 1, 3; a reset row starts a sequence.
+    assert [int(b.sequence[1]) for b in batches] == [4, 4, 4, 2, 2, 5]
+    assert [int(b.sequence[0]) for b in batches] == [0, 0, 0, 0, 1, 3]
     for batch in batches:
         real = batch.sequence >= 0
         assert np.array_equal(batch.reset[real], batch.offset[real] == 0)
-    assert batches[1].X[:, 0, 0].tolist() == [6.0, 26.0]  # sequence 2 starts at step 26
+    assert batches[3].X[:, 0, 0].tolist() == [18.0, 26.0]  # sequence 2 starts at step 26
 
 
 def test_attributes_and_indexing(written):

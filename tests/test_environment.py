@@ -147,3 +147,31 @@ def test_an_error_from_a_variable_names_the_variable(
     monkeypatch.delenv(variable)
     given_as_flag = tbptt("split", tmp_path / "x.npy", "--length", "abc", "-n")
     assert "'--length'" in given_as_flag.stderr and "TBPTT" not in given_as_flag.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TBPTT_MAX_FILLER", "2", "--max-filler must be at least 0 and below 1, not 2.0"),
+        ("TBPTT_RANKS", "0", "--ranks must be at least 1, not 0"),
+        ("TBPTT_SPLIT_LENGTH", "0", "--length must be at least 1, not 0"),
+        ("TBPTT_VAL_FRACTION", "1.5", "--val-fraction must be between 0 and 1, not 1.5"),
+    ],
+)
+def test_a_value_the_run_refuses_names_its_variable(
+    variable, value, message, tmp_path, tbptt, monkeypatch
+):
+    np.save(tmp_path / "x.npy", np.arange(60.0).reshape(3, 20))
+    args = ["split", tmp_path / "x.npy", "-n"] + (
+        ["--length", 5] if "LENGTH" not in variable else []
+    )
+    monkeypatch.setenv(variable, value)
+    result = tbptt(*args)
+    assert (result.code, result.stderr) == (
+        2,
+        f"tbptt: error: environment variable {variable}: {message}\n",
+    )
+    monkeypatch.delenv(variable)
+    flag = "--" + variable.removeprefix("TBPTT_").removeprefix("SPLIT_").lower().replace("_", "-")
+    given_as_flag = tbptt(*args, flag, value)
+    assert given_as_flag.stderr == f"tbptt: error: {message}\n"

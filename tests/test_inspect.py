@@ -55,33 +55,73 @@ def test_equal_short_sequences_suggest_asis(tmp_path: Path) -> None:
     ]
 
 
-def test_long_ragged_sequences_suggest_a_split_that_runs(tbptt, tmp_path: Path) -> None:
-    lengths = np.array([900, 500, 1200, 700])
-    path = tmp_path / "long.npz"
-    values = np.random.default_rng(0).normal(size=(int(lengths.sum()), 2))
-    np.savez(path, values=values, lengths=lengths, ids=np.array(["a", "b", "c", "d"]))
-    _, doc = inspect(path, target="next")
-    assert doc["length"] == {"min": 499, "median": 799, "max": 1199, "total": 3296}
-    assert doc["targets"] == ["next_x0", "next_x1"]
-    assert doc["memory"]["dense_float32_bytes"] == 4 * 1199 * 2 * 4
-    assert doc["memory"]["padded_fraction"] == round(1 - 3296 / (4 * 1199), 4)
-    suggestion = doc["suggestion"]
-    assert suggestion["strategy"] == "split"
-    assert "--target next --length 200 --batch-size 4 --packing lanes" in suggestion["command"]
-    words = shlex.split(suggestion["command"])
-    words[-1] = str(tmp_path / words[-1])
-    result = tbptt(*words[1:])
+def run_suggestion(tbptt, doc: dict, folder: Path) -> dict:
+    """Run the suggested command as printed (writing into ``folder``): its --json summary."""
+    words = shlex.split(doc["suggestion"]["command"])
+    words[-1] = str(folder / words[-1])
+    result = tbptt(*words[1:], "--json")
     assert result.code == 0, result.stderr
     assert tbptt("validate", words[-1]).code == 0
+    return json.loads(result.stdout)
 
 
-def test_one_long_series_suggests_domain_acf(tmp_path: Path) -> None:
+def test_long_ragged_sequences_suggest_a_split_that_runs(tbptt, tmp_path: Path) -> None:
+    lengths = np.array([900, 500, 1200, 700] * 5)
+    path = tmp_path / "long.npz"
+    values = np.random.default_rng(0).normal(size=(int(lengths.sum()), 2))
+    np.savez(path, values=values, lengths=lengths)
+    text, doc = inspect(path, target="next")
+    assert doc["length"] == {"min": 499, "median": 799, "max": 1199, "total": 16480}
+    assert doc["targets"] == ["next_x0", "next_x1"]
+    assert doc["memory"]["dense_float32_bytes"] == 20 * 1199 * 2 * 4
+    assert doc["memory"]["padded_fraction"] == round(1 - 16480 / (20 * 1199), 4)
+    suggestion = doc["suggestion"]
+    assert suggestion["strategy"] == "split"
+    assert suggestion["command"] == f"tbptt split {path} --target next --length 200 -o long.h5"
+    # 6, 5, 4 and 3 chunks, 5 sequences each, longest first: blocks of the 6s and 5s (6
+    # batches), then of the 4s and 3s (4 batches); 10 filler rows of 100, within 10%.
+    layout = {"batch_size": 10, "batches": 10, "filler_share": 0.1, "ranks": 1, "streams": 1}
+    assert suggestion["layout"] == layout
+    assert text.splitlines()[-1] == "            gives batch 10 (10 batches, 10.0% filler)"
+    summary = run_suggestion(tbptt, doc, tmp_path)
+    assert {key: summary[key] for key in layout} == layout
+
+
+def test_few_long_sequences_are_suggested_as_parallel_streams(tbptt, tmp_path: Path) -> None:
+    path = tmp_path / "few.npz"
+    lengths = np.array([20000, 16000, 18000])
+    np.savez(path, values=np.random.default_rng(1).normal(size=(54000, 1)), lengths=lengths)
+    _, doc = inspect(path)
+    assert doc["suggestion"]["command"] == (
+        f"tbptt split {path} --length 200 --streams auto -o few.h5"
+    )
+    layout = doc["suggestion"]["layout"]
+    assert layout["batch_size"] >= 8 and layout["streams"] > 1
+    summary = run_suggestion(tbptt, doc, tmp_path)
+    assert {key: summary[key] for key in layout} == layout
+
+
+def test_one_long_series_suggests_domain_acf_in_parallel_streams(tbptt, tmp_path: Path) -> None:
     path = tmp_path / "series.npy"
     np.save(path, np.sin(np.arange(3000) / 7.0))
-    _, doc = inspect(path)
+    text, doc = inspect(path)
     assert (doc["sequences"], doc["steps"]) == (1, 3000)
     assert doc["suggestion"]["strategy"] == "domain-acf"
-    assert doc["suggestion"]["command"] == f"tbptt domain acf {path} -o series.h5"
+    assert doc["suggestion"]["command"] == f"tbptt domain acf {path} --streams auto -o series.h5"
+    layout = doc["suggestion"]["layout"]
+    assert layout["batch_size"] == layout["streams"] >= 8  # not the batch 1 of one row
+    assert f"gives batch {layout['batch_size']} ({layout['streams']} streams per sequence" in text
+    summary = run_suggestion(tbptt, doc, tmp_path)
+    assert {key: summary[key] for key in layout} == layout
+
+
+def test_a_series_too_short_for_its_acf_is_suggested_as_it_is(tbptt, tmp_path: Path) -> None:
+    path = tmp_path / "tiny.npy"
+    np.save(path, np.sin(np.arange(10) / 3.0))
+    assert tbptt("domain", "acf", path, "-n").code == 65  # no significant lag
+    _, doc = inspect(path)
+    assert doc["suggestion"]["command"] == f"tbptt asis {path} -o tiny.h5"
+    assert run_suggestion(tbptt, doc, tmp_path)["batch_size"] == 1
 
 
 def test_many_ragged_short_sequences_suggest_asis(tbptt, tmp_path: Path) -> None:
@@ -200,6 +240,19 @@ def test_an_output_is_summarised(output: Path) -> None:
     }
     assert "layout      stateful, block packing, interleaved order" in text
     assert text.splitlines()[-1] == f"manifest    {doc['manifest']['path']}, hash matches"
+
+
+def test_a_stream_output_counts_the_sequences_inside_its_rows(tbptt, tmp_path: Path) -> None:
+    path = tmp_path / "short.npz"
+    np.savez(path, values=np.arange(20.0)[:, None], lengths=np.array([5, 3, 4, 2, 6]))
+    out = tmp_path / "stream.h5"
+    args = ("split", path, "--length", 8, "--batch-size", 1, "--packing", "stream", "-o", out)
+    assert tbptt(*args).code == 0
+    _, doc = inspect(out)
+    # 20 steps in 3 rows of 8: only 3 sequences start a row, all 5 are in the file.
+    with h5py.File(out) as f:
+        assert len(set(f["sequence"][()].tolist())) == 3
+    assert (doc["samples"], doc["sequences"], doc["filler_rows"]) == (3, 5, 0)
 
 
 def test_an_output_whose_hash_differs_or_manifest_is_gone(output: Path) -> None:

@@ -29,8 +29,8 @@ def npz(tmp_path: Path, lengths: list[int]) -> Path:
         (["split", "--length", "5", "--max-filler", "1"], "--max-filler must be at least 0"),
         (
             ["split", "--length", "5", "--ranks", "4"],
-            "--ranks 4 needs at least 4 sequences (or parts of sequences), the input gives 3; "
-            "pass --streams 4 or fewer ranks",
+            "--ranks 4 needs at least 4 sequences (or parts of sequences), one for each rank, "
+            "not 3; pass --streams 4 or fewer ranks",
         ),
         (
             ["split", "--length", "5", "--packing", "stream", "--remainder", "error"],
@@ -154,3 +154,22 @@ def test_max_filler_with_a_given_batch_size_is_said_to_be_unused(tmp_path, tbptt
     ) in result.stderr
     quiet = tbptt("split", source, "--length", 10, "--batch-size", 2, "--streams", "auto", "-n")
     assert "warning" not in quiet.stderr
+
+
+def test_a_validation_part_with_fewer_sequences_than_ranks_is_named(tmp_path, tbptt):
+    source, out = npz(tmp_path, [30] * 10), tmp_path / "o.h5"
+    args = ("split", source, "--length", 5, "--ranks", 2, "--val-fraction", 0.1, "-o", out)
+    result = tbptt(*args)
+    assert (result.code, result.stderr) == (
+        2,
+        "tbptt: error: the validation part (1 sequence(s), 30 steps held out by --val-fraction "
+        "0.1 --val-by sequence): --ranks 2 needs at least 2 sequences (or parts of sequences), "
+        "one for each rank, not 1; pass --streams 2 or fewer ranks\n",
+    )
+    assert not list(tmp_path.glob("o*"))
+    for cure in (("--streams", 2), ("--val-by", "time"), ("--val-fraction", 0.2)):
+        summary = json.loads(tbptt(*args, *cure, "--json").stdout)
+        assert summary["ranks"] == 2, summary
+        with h5py.File(tmp_path / "o.val.h5") as f:
+            assert int(f.attrs["ranks"]) == 2
+        assert tbptt("validate", tmp_path / "o.val.h5", "--against", source).code == 0

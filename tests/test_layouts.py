@@ -34,13 +34,14 @@ def naive_pieces(lengths: list[int], k: int, streams: int, remainder: str) -> li
 
 
 def naive_ranks(pieces: list[list[Row]], ranks: int) -> list[list[list[Row]]]:
-    """Longest first, each to the rank with the fewest chunks (ties: the lower rank);
-    every rank keeps its pieces in input order."""
+    """Longest first (ties in input order), each to the rank with the fewest chunks (ties:
+    the lower rank); every rank keeps its pieces in that order."""
     load, owner = [0] * ranks, {}
-    for i in sorted(range(len(pieces)), key=lambda i: -len(pieces[i])):
+    longest_first = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))
+    for i in longest_first:
         r = min(range(ranks), key=lambda r: (load[r], r))
         owner[i], load[r] = r, load[r] + len(pieces[i])
-    return [[pieces[i] for i in range(len(pieces)) if owner[i] == r] for r in range(ranks)]
+    return [[pieces[i] for i in longest_first if owner[i] == r] for r in range(ranks)]
 
 
 def naive_rank_batches(pieces: list[list[Row]], b: int, packing: str) -> list[list[Row]]:
@@ -224,13 +225,13 @@ def test_auto_batch_size_is_the_brute_force_choice(case, max_filler, packing):
 
 def test_auto_batch_size_for_a_ragged_panel_is_not_one():
     lengths = np.random.default_rng(3).integers(200, 900, size=40).tolist()  # 4..18 chunks
-    for packing in ("lanes", "stream"):
+    # Longest first: blocks of similar lengths, queues whose rows end together.
+    for packing, size in (("block", 6), ("lanes", 25), ("stream", 27)):
         plan = make(lengths, 50, "auto", packing=packing)
-        assert (plan.batch_size, plan.warnings) == (6, ()) and plan.filler_share <= 0.1
-    # Blocks as long as their longest sequence waste more than 10% at any size but 1.
-    block = make(lengths, 50, "auto")
-    assert block.batch_size == 1 and "--packing lanes" in block.warnings[0]
-    assert make(lengths, 50, "auto", max_filler=0.3).batch_size == 5
+        assert (plan.batch_size, plan.warnings) == (size, ()) and plan.filler_share <= 0.1
+    assert make(lengths, 50, "auto", max_filler=0.3).batch_size == 23
+    none = make(lengths, 50, "auto", max_filler=0)  # every block holds a shorter sequence
+    assert none.batch_size == 1 and "--packing lanes" in none.warnings[0]
 
 
 def test_auto_streams_make_a_useful_batch_of_one_series():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -58,11 +59,17 @@ def assert_recorded_hash(out: Path) -> None:
     assert doc["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
+def longest_first(lengths: list[int], chunk: int) -> list[int]:
+    """The sequences in the order they are laid: most chunks first, ties in input order."""
+    return sorted(range(len(lengths)), key=lambda i: -math.ceil(lengths[i] / chunk))
+
+
 def block_rows(lengths: list[int], chunk: int, batch: int) -> list[Row]:
-    """Blocks of `batch` sequences; batch c of a block holds chunk c of each."""
+    """Blocks of `batch` sequences (longest first); batch c of a block holds chunk c of each."""
     rows: list[Row] = []
+    order = longest_first(lengths, chunk)
     for first in range(0, len(lengths), batch):
-        block = list(range(first, min(first + batch, len(lengths))))
+        block = order[first : first + batch]
         chunks = max(-(-lengths[i] // chunk) for i in block)
         for c in range(chunks):
             for r in range(batch):
@@ -76,9 +83,10 @@ def block_rows(lengths: list[int], chunk: int, batch: int) -> list[Row]:
 
 
 def lane_rows(lengths: list[int], chunk: int, batch: int) -> list[Row]:
-    """Each row a queue: when its sequence ends, it takes the next one and resets."""
+    """Each row a queue: when its sequence ends, it takes the next one (longest first) and
+    resets."""
     lanes: list[list[int] | None] = [None] * batch  # [sequence, next offset]
-    waiting = list(range(len(lengths)))
+    waiting = longest_first(lengths, chunk)
     rows: list[Row] = []
     while True:
         batch_rows: list[Row] = []

@@ -31,7 +31,10 @@ def read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def real_steps(arrays: dict[str, np.ndarray], name: str = "X") -> np.ndarray:
-    return arrays[name][arrays["mask"] == 1]
+    """The real steps of every sequence in input order (rows by sequence, then offset)."""
+    rows = np.lexsort((arrays["offset"], arrays["sequence"]))
+    rows = rows[arrays["sequence"][rows] >= 0]
+    return arrays[name][rows][arrays["mask"][rows] == 1]
 
 
 @pytest.mark.parametrize("by", ["sequence", "time"])

@@ -204,7 +204,7 @@ def test_config_environment_json_dry_run_and_inspect(tbptt, sharded, monkeypatch
     )
     monkeypatch.setenv("TBPTT_SCHEDULER", "local:3")
     dry = tbptt("run", "job.yaml", "-n", "--json")
-    assert dry.code == 0 and json.loads(dry.stdout)["plan"][0]["samples"] == 76
+    assert dry.code == 0 and json.loads(dry.stdout)["plan"][0]["samples"] == 70
     assert sorted(p.name for p in Path().iterdir()) == ["data", "job.yaml"]
     printed = tbptt("run", "job.yaml", "--print-config")
     assert "engine: dask" in printed.stdout and "scheduler: local:3" in printed.stdout

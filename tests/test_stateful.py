@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.params import StatefulParams
-from tbptt_cli.strategies.packing import choose_batch_size
 from tbptt_cli.strategies.stateful import Chunking, stateful_plan
 
 
@@ -20,9 +19,10 @@ def chunks_of(length: int, k: int, remainder: str) -> list[tuple[int, int]]:
 
 
 def naive_layout(lengths: list[int], k: int, b: int, packing: str, remainder: str) -> list[tuple]:
-    """Rows (sequence, offset, length, reset) built the slow obvious way, batch by batch."""
+    """Rows (sequence, offset, length, reset) built the slow obvious way, batch by batch,
+    the sequences taken longest first (ties in input order)."""
     chunks = {i: chunks_of(n, k, remainder) for i, n in enumerate(lengths)}
-    live = [i for i in chunks if chunks[i]]
+    live = sorted((i for i in chunks if chunks[i]), key=lambda i: -len(chunks[i]))
     rows: list[tuple] = []
     if packing == "block":
         for start in range(0, len(live), b):
@@ -83,33 +83,34 @@ def test_interleaved_not_sequence_major():
     assert plan.reset.tolist() == [1, 1, 0, 0, 0, 0]
 
 
-def test_block_fills_short_sequences_and_last_block_with_filler():
-    plan = make([10, 4, 7], 3, 2)
+def test_block_takes_sequences_longest_first_and_fills_with_filler():
+    plan = make([10, 4, 7], 3, 2)  # 4, 2 and 3 chunks: blocks (0, 2) and (1, filler)
     assert plan.sequence.reshape(-1, 2).tolist() == [
-        [0, 1],
-        [0, 1],
+        [0, 2],
+        [0, 2],
+        [0, 2],
         [0, -1],
-        [0, -1],
-        [2, -1],
-        [2, -1],
-        [2, -1],
+        [1, -1],
+        [1, -1],
     ]
-    assert plan.length.reshape(-1, 2)[:, 0].tolist() == [3, 3, 3, 1, 3, 3, 1]
-    assert plan.reset.reshape(-1, 2).tolist() == [
-        [1, 1],
-        [0, 0],
-        [0, 0],
-        [0, 0],
-        [1, 1],
-        [0, 0],
-        [0, 0],
-    ]
+    assert plan.length.reshape(-1, 2).tolist() == [[3, 3], [3, 3], [3, 1], [1, 0], [3, 0], [1, 0]]
+    assert plan.offset.reshape(-1, 2)[:, 0].tolist() == [0, 3, 6, 9, 0, 3]
+    assert plan.reset.reshape(-1, 2).tolist() == [[1, 1], [0, 0], [0, 0], [0, 0], [1, 1], [0, 0]]
 
 
 def test_lanes_take_the_next_sequence_with_a_row_reset():
-    plan = make([10, 4, 7, 3], 3, 2, packing="lanes")
-    assert plan.sequence.reshape(-1, 2).tolist() == [[0, 1], [0, 1], [0, 2], [0, 2], [3, 2]]
-    assert plan.reset.reshape(-1, 2).tolist() == [[1, 1], [0, 0], [0, 1], [0, 0], [1, 0]]
+    plan = make([10, 4, 7, 3], 3, 2, packing="lanes")  # 4, 2, 3, 1 chunks: 0, 2, 1, 3
+    assert plan.sequence.reshape(-1, 2).tolist() == [[0, 2], [0, 2], [0, 2], [0, 1], [3, 1]]
+    assert plan.reset.reshape(-1, 2).tolist() == [[1, 1], [0, 0], [0, 0], [0, 1], [1, 0]]
+
+
+def test_a_given_batch_size_gives_the_layout_auto_chooses():
+    lengths = [120, 30, 300, 75, 210, 60, 280, 45, 150, 90]
+    for packing in ("block", "lanes", "stream"):
+        chosen = make(lengths, 20, "auto", packing=packing)
+        given_ = make(lengths, 20, chosen.batch_size, packing=packing)
+        assert chosen.batch_size > 1
+        assert plan_rows(chosen) == plan_rows(given_)
 
 
 @settings(max_examples=150, deadline=None)
@@ -169,10 +170,10 @@ def test_auto_batch_size_is_largest_without_filler(lengths, k, expected):
 
 
 def test_auto_batch_size_is_capped_at_128():
-    counts = np.full(1000, 3)
-    assert choose_batch_size(counts, "block") == 128  # 24 filler rows of 1024: 2.3%
-    assert choose_batch_size(counts, "block", max_filler=0) == 125
-    assert choose_batch_size(np.full(256, 3), "lanes") == 128
+    lengths = [3] * 1000  # 3 chunks of 1 step each
+    assert make(lengths, 1, "auto").batch_size == 128  # 24 filler rows of 1024: 2.3%
+    assert make(lengths, 1, "auto", max_filler=0).batch_size == 125
+    assert make([3] * 256, 1, "auto", packing="lanes").batch_size == 128
 
 
 def test_lanes_need_fewer_samples_than_block_for_ragged_input():

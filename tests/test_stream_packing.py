@@ -22,15 +22,17 @@ Step = tuple[int, int]  # (sequence, step), (-1, 0) on padding
 
 
 def naive_queues(lengths: list[int], b: int, ranks: int) -> list[list[list[Step]]]:
-    """Sequences dealt to ranks by steps (longest first, to the lightest rank), then each
-    to the row of its rank with the fewest steps so far (ties: the lower row)."""
+    """Sequences longest first (ties in input order), each dealt to the rank with the
+    fewest steps so far, then to the row of its rank with the fewest steps so far (ties:
+    the lower rank, the lower row)."""
     load, owner = [0] * ranks, {}
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+    longest_first = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for i in longest_first:
         if lengths[i]:
             r = min(range(ranks), key=lambda r: (load[r], r))
             owner[i], load[r] = r, load[r] + lengths[i]
     queues = [[[] for _ in range(b)] for _ in range(ranks)]
-    for i in sorted(owner):
+    for i in (i for i in longest_first if i in owner):
         rows = queues[owner[i]]
         row = min(range(b), key=lambda r: (len(rows[r]), r))
         rows[row] += [(i, t) for t in range(lengths[i])]
@@ -100,16 +102,16 @@ def test_stream_rows_match_the_naive_queues(lengths, k, b, ranks):
 
 
 def test_a_sequence_starts_inside_a_chunk():
-    plan = make([5, 2, 4], 3, 1)
+    plan = make([5, 2, 4], 3, 1)  # queued longest first: 5, 4 and 2 steps
     steps, step_reset = plan_steps(plan)
     assert steps == [
         [(0, 0), (0, 1), (0, 2)],
-        [(0, 3), (0, 4), (1, 0)],
-        [(1, 1), (2, 0), (2, 1)],
-        [(2, 2), (2, 3), (-1, 0)],
+        [(0, 3), (0, 4), (2, 0)],
+        [(2, 1), (2, 2), (2, 3)],
+        [(1, 0), (1, 1), (-1, 0)],
     ]
-    assert step_reset.tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0]]
-    assert plan.reset.tolist() == [1, 0, 0, 0] and plan.length.tolist() == [3, 3, 3, 2]
+    assert step_reset.tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 0], [1, 0, 0]]
+    assert plan.reset.tolist() == [1, 0, 0, 1] and plan.length.tolist() == [3, 3, 3, 2]
 
 
 @pytest.mark.parametrize(

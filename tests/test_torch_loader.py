@@ -241,7 +241,9 @@ def test_a_resumed_epoch_replays_to_the_state_it_had(files, lstm, name):
     gives every carried row the state an uninterrupted pass had at k."""
     path = str(files[name])
     batches = BatchFile(path)
-    k = len(batches) // 2
+    # The last batch whose resumption replays more than one batch (from a batch before k,
+    # so a start one batch late leaves a recent sequence start out: an LSTM forgets).
+    k = next(k for k in range(len(batches) - 1, 0, -1) if 0 < batches.replay_from(k) < k - 1)
     carried = batches.carried(k)
     assert carried.any()  # some rows continue a sequence at k
     assert np.array_equal(carried, ~batches[k].reset)

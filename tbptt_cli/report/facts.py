@@ -192,11 +192,11 @@ def commands(
 ) -> list[tuple[str, str]]:
     """(what it gives, command line): each rule's ``domain acf`` laid out with the best
     layout for its length, then a ``grid`` of those lengths to train and compare."""
-    from tbptt_cli.inspect import input_flags
+    from tbptt_cli.inspect import changed_flags
 
     path = str(options.path)
     stem = "out" if path == "-" else Path(path).stem
-    reading = [path, *input_flags(options)]
+    reading = [path, *changed_flags(options)]
     found: list[tuple[str, str]] = []
     chosen = []
     for choice in gram.choices:

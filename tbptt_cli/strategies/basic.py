@@ -54,6 +54,8 @@ def plan_split(data: SequenceSet, params: SplitParams) -> Plan:
     """Chunks of K steps laid out for a stateful RNN."""
     if params.length is None:
         raise UsageError("split needs --length K (the chunk length)")
+    if params.length < 1:
+        raise UsageError(f"--length must be at least 1, not {params.length}")
     chunking = Chunking(params.length, params.jitter, params.p_half, params.seed)
     return stateful_plan(data.lengths, data.ids, chunking, params)
 

@@ -6,8 +6,11 @@ row over consecutive batches, state carried, starting with a reset. Without
 S parts of whole chunks (their chunk counts differ by at most one), as torch's
 ``batchify`` cuts one token stream, so they can be laid side by side as S rows.
 
-Pieces are dealt to the ranks (longest first, each to the rank with the least work so
-far), then every rank lays its own pieces (in input order) into its B rows:
+Pieces are taken longest first (most chunks; for ``stream`` most steps; ties in input
+order): each is dealt to the rank with the least work so far, and every rank lays its
+pieces into its B rows in that order, so pieces of similar length share a block and the
+rows of lanes and stream packing end together (the longest-processing-time rule). A given
+batch size gives one layout, whether chosen by ``--batch-size auto`` or passed:
 
 - ``block``: B pieces side by side; the block spans as many batches as its longest piece.
 - ``lanes``: each row a queue of pieces; a row takes the next piece when its own ends.
@@ -62,16 +65,16 @@ def cut(lengths: np.ndarray, units: np.ndarray, length: int, streams: int) -> Pi
 
 
 def deal(weights: np.ndarray, ranks: int) -> np.ndarray:
-    """The rank of every piece: the heaviest first, each to the rank with the least weight
-    so far (ties: the lowest rank)."""
+    """The rank of every piece, in turn, each to the rank with the least weight so far
+    (ties: the lowest rank)."""
     rank = np.zeros(len(weights), dtype=np.int64)
     if ranks == 1:
         return rank
     load = [(0, r) for r in range(ranks)]
-    for i in np.argsort(-weights, kind="stable").tolist():
+    for i, weight in enumerate(weights.tolist()):
         total, r = load[0]
         rank[i] = r
-        heapq.heapreplace(load, (total + int(weights[i]), r))
+        heapq.heapreplace(load, (total + weight, r))
     return rank
 
 
@@ -124,8 +127,8 @@ def fixed_schedule(pieces: Pieces, batch_size: int, packing: str) -> tuple[np.nd
 
 @dataclass(frozen=True)
 class Dealt:
-    """Pieces dealt to ranks: ``members[r]`` are rank r's pieces in input order and
-    ``own[r]`` those pieces themselves."""
+    """Pieces dealt to ranks: ``members[r]`` are rank r's pieces in the order they are
+    laid (longest first, ties in input order) and ``own[r]`` those pieces themselves."""
 
     pieces: Pieces
     ranks: int
@@ -146,10 +149,10 @@ class Dealt:
     @classmethod
     def of(cls, pieces: Pieces, ranks: int, packing: str) -> Dealt:
         weights = pieces.steps if packing == "stream" else pieces.counts
-        rank = deal(weights, ranks)
-        if ranks == 1:
-            return cls(pieces, 1, rank, [np.arange(len(pieces))], [pieces])
-        members = [np.flatnonzero(rank == r) for r in range(ranks)]
+        order = np.argsort(-weights, kind="stable")
+        rank = np.empty(len(pieces), dtype=np.int64)
+        rank[order] = deal(weights[order], ranks)
+        members = [order[rank[order] == r] for r in range(ranks)]
         return cls(pieces, ranks, rank, members, [pieces.take(m) for m in members])
 
 
@@ -188,16 +191,6 @@ def filler_bound(dealt: Dealt, batch_size: int, packing: str, length: int) -> tu
             real += chunks
     total = batches * batch_size * dealt.ranks
     return max(total - real, 0), total
-
-
-def choose_batch_size(
-    counts: np.ndarray, packing: str, max_filler: float = 0.1, ranks: int = 1
-) -> int:
-    """What ``--batch-size auto`` picks for whole sequences of ``counts`` chunks."""
-    counts = np.asarray(counts, dtype=np.int64)
-    index = np.arange(len(counts), dtype=np.int64)
-    pieces = Pieces(index, 0 * index, counts, 0 * index, counts, index >= 0)
-    return auto_batch(Dealt.of(pieces, ranks, packing), packing, 1, max_filler)
 
 
 def auto_batch(dealt: Dealt, packing: str, length: int, max_filler: float) -> int:

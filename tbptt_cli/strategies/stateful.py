@@ -158,8 +158,8 @@ def stateful_plan(
     if 0 < len(pieces) < choice.ranks:
         raise UsageError(
             f"--ranks {choice.ranks} needs at least {choice.ranks} sequences (or parts of "
-            f"sequences), the input gives {len(pieces)}; pass --streams {choice.ranks} or "
-            f"fewer ranks"
+            f"sequences), one for each rank, not {len(pieces)}; pass --streams {choice.ranks} "
+            f"or fewer ranks"
         )
     dealt = Dealt.of(pieces, choice.ranks, packing)
     size = choice.size or auto_batch(dealt, packing, length, choice.max_filler)
@@ -335,8 +335,7 @@ def _emit_stream(
     high = np.minimum(end[piece], cum[batch + 1])
     sample = (batch * ranks + dealt.rank[piece]) * batch_size + rows[piece]
     column = low - cum[batch]
-    # A row's pieces come in queue order, so sorting by row alone keeps their columns sorted.
-    order = np.argsort(sample, kind="stable")
+    order = np.lexsort((column, sample))  # by row, then column
     segments = Segments(
         sample[order],
         column[order],
