@@ -73,6 +73,20 @@ def test_unordered_rows_name_the_likely_time_column(tmp_path):
     assert "--id-col site --time-col date" in doc["suggestion"]["command"]
 
 
+def test_a_text_column_without_id_col_is_named_as_the_likely_id(tmp_path):
+    text = "sensor,x\ngreenhouse,1\ngreenhouse,2\ncellar,5\n"
+    data, info = read(tmp_path, text)
+    assert data.lengths.tolist() == [3] and data.feature_names == ["x"]
+    assert info.warnings == (
+        "column 'sensor' holds text and no --id-col was given, so every row is read as one"
+        " sequence; did you mean --id-col sensor? (--exclude sensor to keep one sequence)",
+    )
+    assert read(tmp_path, text, id_col="sensor")[1].warnings == ()
+    assert read(tmp_path, text, exclude=("sensor",))[1].warnings == ()
+    one_site = "site,x\nnorth,1\nnorth,2\n"  # one value: nothing to split, nothing said
+    assert read(tmp_path, one_site)[1].warnings == ()
+
+
 def test_statsmodels_series_leave_their_calendar_out(tmp_path):
     sunspots = str(DATASETS / "sunspots" / "sunspots.csv")
     text, doc = inspect_path(InputOptions(path=sunspots))

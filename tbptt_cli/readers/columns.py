@@ -110,12 +110,36 @@ def resolve_roles(
             raise InputDataError(
                 f"{path}: no numeric feature column found; name the feature columns with --features"
             )
+    if opts.id_col is None:
+        _warn_text_id(names, sample, skip, numeric, warnings)
     watch = None
     if opts.time_col is None:
         timed = [n for n in names if n != opts.id_col and _temporal(sample.column(n))]
         linear = [n for n in found if n != opts.id_col and not cyclic_name(n)]
         watch = next(iter(timed + linear), None)
     return Roles(opts.id_col, opts.time_col, features, target, list(keep), watch)
+
+
+def _warn_text_id(
+    names: list[str],
+    sample: Any,
+    skip: set[str | None],
+    numeric: Callable[[str], bool],
+    warnings: list[str],
+) -> None:
+    """Without --id-col, a text column that changes value (``sensor``: greenhouse, cellar)
+    most likely names the sequences, whose rows would all be read as one."""
+    for name in names:
+        column = sample.column(name)
+        if name in skip or numeric(name) or _temporal(column):
+            continue
+        if len(local_codes(column.combine_chunks())[1]) > 1:
+            warnings.append(
+                f"column '{name}' holds text and no --id-col was given, so every row is read"
+                f" as one sequence; did you mean --id-col {name}? (--exclude {name} to keep"
+                " one sequence)"
+            )
+            return
 
 
 def _refuse_id_reuse(opts: InputOptions, target: str | None, keep: Sequence[str]) -> None:
