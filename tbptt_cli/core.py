@@ -76,7 +76,7 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
         with _timed(timings, "read"):
             keep = strategy.keep_columns(config.params)
             if engine is not None:
-                data, source = engine.read(keep, spill=not run.dry_run)
+                data, source = engine.read(keep)
             else:
                 from tbptt_cli.readers import read_input
 
@@ -93,13 +93,16 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
                 check.result()
 
         with _timed(timings, "plan"):
-            targets = plan_targets(config, data, output or Path("dry-run.h5"))
+            fit = scaling.fit if engine is None else engine.fit
+            targets = plan_targets(config, data, output or Path("dry-run.h5"), fit)
         _require_samples(targets, config.input.path)
         if run.dry_run:
             join_checks()
-            for target in targets if engine is None else ():  # the values are on the workers
-                # What the gather of a real run would refuse.
-                materialize.check_fits(target.plan, target.data, np.dtype(config.output.dtype))
+            for target in targets:  # what the gather of a real run would refuse
+                if engine is not None:
+                    engine.check(target)
+                else:
+                    materialize.check_fits(target.plan, target.data, np.dtype(config.output.dtype))
         else:
             files = [(t.path.name, t.plan) for t in targets]  # the validation file too
             pages = _report_pages(config, targets[0].data, files)
@@ -141,8 +144,7 @@ def _output(config: Config, run: RunOptions, grid: bool) -> Path | None:
 
 
 def _check_engine(config: Config) -> None:
-    """``--engine dask`` needs the extra, and cannot yet scale or draw a report (both read
-    every value, which stays on the workers); ``--scheduler`` needs ``--engine dask``."""
+    """``--engine dask`` needs the extra; ``--scheduler`` needs ``--engine dask``."""
     output = config.output
     if output.engine == "dask":
         from tbptt_cli.cluster import parse_local, require
@@ -150,16 +152,6 @@ def _check_engine(config: Config) -> None:
         require()
         if output.scheduler is not None:
             parse_local(output.scheduler)
-        if output.scale != "none":
-            raise UsageError(
-                f"--scale {output.scale} is not available with --engine dask yet (the scale is "
-                "fitted on every value, which stays on the workers); use --engine local"
-            )
-        if output.report is not None:
-            raise UsageError(
-                "--report is not available with --engine dask yet (the page reads every value, "
-                "which stays on the workers); draw it with tbptt report INPUT"
-            )
     elif output.scheduler is not None:
         raise UsageError("--scheduler applies to --engine dask only; drop it or add --engine dask")
 
@@ -190,23 +182,29 @@ def _check_outputs(config: Config, output: Path, grid: bool) -> None:
         atomic.check_writable(path, config.output.no_clobber)
 
 
-def plan_targets(config: Config, data: SequenceSet, output: Path) -> list[Target]:
+Fit = Callable[[SequenceSet, str], tuple[SequenceSet, list[str]]]
+
+
+def plan_targets(
+    config: Config, data: SequenceSet, output: Path, fit: Fit = scaling.fit
+) -> list[Target]:
     """The main output, and the validation output when a fraction is held out (grid: one
-    output per length, in directory ``output``)."""
+    output per length, in directory ``output``). ``fit`` fits ``--scale`` (the Dask
+    engine's workers hold the values)."""
     strategy = STRATEGIES[config.strategy]
     params = config.params
     if config.strategy == "grid":
-        data, warnings = scaling.fit(data, config.output.scale)
+        data, warnings = fit(data, config.output.scale)
         plans = [(k, with_warnings(plan, warnings)) for k, plan in strategy.plan(data, params)]
         return _grid_targets(output, plans, data)
     fraction = getattr(params, "val_fraction", 0.0)
     main = manifest_path(output, config.output.manifest)
     if not fraction:
-        data, warnings = scaling.fit(data, config.output.scale)
+        data, warnings = fit(data, config.output.scale)
         return [Target(output, main, with_warnings(strategy.plan(data, params), warnings), data)]
     train, held_out = hold_out(data, fraction, params.val_by, params.seed)
     # Scaled with the training part's parameters: nothing of the held-out steps leaks in.
-    train, warnings = scaling.fit(train, config.output.scale)
+    train, warnings = fit(train, config.output.scale)
     held_out = replace(held_out, scaling=train.scaling)
     val_path = val_output_path(output, params.val_output)
     val_manifest = manifest_path(val_path, None)

@@ -22,6 +22,10 @@ CONVERT_BYTES = 16 << 20  # input bytes copied per piece when the dtype changes
 PIECE_BYTES = 2 << 20  # windows gathered per temporary when copying into a buffer
 
 
+class TooLarge(InputDataError):
+    """A value beyond what the output dtype can hold."""
+
+
 @dataclass(frozen=True)
 class Slab:
     X: np.ndarray  # [n, K, F]
@@ -51,8 +55,9 @@ def gather(
         with np.errstate(over="raise"):
             return _gather(plan, data, start, stop, dtype, buffer)
     except FloatingPointError:
-        error = too_large(data, dtype)
-        raise error or InputDataError(f"a value is too large for {dtype}") from None
+        pass
+    check_fits(plan, data, dtype)  # names the largest value the plan writes
+    raise TooLarge(f"a value is too large for {dtype}")
 
 
 def _gather(
@@ -155,45 +160,55 @@ def _scaled(values: np.ndarray, transform: Transform | None) -> np.ndarray:
 def check_fits(plan: Plan, data: SequenceSet, dtype: np.dtype) -> None:
     """Raise what `gather` would raise for a value ``dtype`` cannot hold, without
     gathering (a dry run): only the steps the plan writes are looked at."""
-    real = plan.sequence >= 0
-    starts = data.starts[plan.sequence[real]] + plan.offset[real]
-    error = too_large(data, dtype, starts, plan.length[real])
+    error = too_large(data, dtype, largest_written(plan, data, dtype))
     if error is not None:
         raise error
 
 
-def too_large(
-    data: SequenceSet,
-    dtype: np.dtype,
-    starts: np.ndarray | None = None,
-    lengths: np.ndarray | None = None,
-) -> InputDataError | None:
-    """The column holding the largest value (as it would be written) beyond ``dtype``,
-    among the steps of ``starts``/``lengths`` (default: every sequence's)."""
+def largest_written(plan: Plan, data: SequenceSet, dtype: np.dtype) -> list[np.ndarray | None]:
+    """The largest magnitude the plan writes (as written: scaled) of each feature and each
+    target column; None for those no value of which can be beyond ``dtype``."""
     from tbptt_cli.scaling import steps_in_blocks
 
-    starts = data.starts if starts is None else starts
-    lengths = data.lengths if lengths is None else lengths
+    real = plan.sequence >= 0
+    starts = data.starts[plan.sequence[real]] + plan.offset[real]
+    lengths = plan.length[real]
     limit = float(np.finfo(dtype).max)
-    on_values, on_targets = transforms(data)
-    for kind, names, source, shift, transform in (
-        ("feature", data.feature_names, data.values, 0, on_values),
-        ("target", data.target_names, data.targets, data.target_shift, on_targets),
+    found: list[np.ndarray | None] = []
+    for names, source, shift, transform in zip(
+        (data.feature_names, data.target_names),
+        (data.values, data.targets),
+        (0, data.target_shift),
+        transforms(data),
+        strict=True,
     ):
         if source is None or not _may_exceed(source, limit, transform):
+            found.append(None)
             continue
         largest = np.zeros(len(names))
         for block in steps_in_blocks(source, starts + shift, lengths):
             written = np.abs(_scaled(block, transform))
             largest = np.maximum(largest, written.max(axis=0, initial=0))
-        if np.any(largest > limit):
-            j = int(np.argmax(largest))
+        found.append(largest)
+    return found
+
+
+def too_large(
+    data: SequenceSet, dtype: np.dtype, largest: list[np.ndarray | None]
+) -> TooLarge | None:
+    """The column holding the largest value beyond ``dtype`` (`largest_written`), if any."""
+    limit = float(np.finfo(dtype).max)
+    for kind, names, values in zip(
+        ("feature", "target"), (data.feature_names, data.target_names), largest, strict=True
+    ):
+        if values is not None and np.any(values > limit):
+            j = int(np.argmax(values))
             scaled = f" after --scale {data.scaling.method}" if data.scaling else ""
             wider = [d for d in ("float32", "float64") if np.dtype(d).itemsize > dtype.itemsize]
             fix = f"--dtype {wider[0]}" + (f" (or {wider[1]})" if len(wider) > 1 else "")
             fix += "" if data.scaling else ", or --scale standard"
-            return InputDataError(
-                f"{kind} '{names[j]}' holds {largest[j]:.6g}{scaled}, more than {dtype} can "
+            return TooLarge(
+                f"{kind} '{names[j]}' holds {values[j]:.6g}{scaled}, more than {dtype} can "
                 f"hold (largest {limit:.6g}); pass {fix}"
             )
     return None

@@ -1,52 +1,94 @@
-"""An input read as parts on many machines: pass 1 scans each part, the driver joins
-what the scans found into the one `SequenceSet` a planner needs, and pass 2 loads the
-rows of just the sequences one shard holds.
+"""An input read as parts by Dask workers, joined as a local run reads the same files.
 
-The parts are joined exactly as one file holding them end to end is read: sequences
+Pass 1 (`scan_part`, one task per part) reads a part with the local readers: the
+`table.Layout` decided once on the first part (`decide`, on the driver), an assembler of
+its own per part. The part's rows, grouped by sequence and in time order within the part,
+go to ``.npy`` files beside the output; the driver gets back the ids, rows per id, time
+ranges and findings.
+
+The driver joins them (`join`) as the local reader joins the files of one input: ids
 numbered by first appearance over the parts in order, the rows of one id in part order,
-then ordered by ``--time-col`` (a stable sort), ``--nan`` repaired and ``--target next``
-applied per whole sequence. So the rows and values are those of a local run.
-
-This is the seam between the readers and the Dask engine: a part is read by
-`readers.read_input` (CSV, TSV, NPY, NPZ), one file at a time.
+then stably in time order. What takes whole sequences (duplicate times, ``--freq`` gaps,
+``--nan ffill|drop``) and the columns a planner reads are done by `finish_group` tasks
+over groups of whole sequences, with the readers' own steps (`table.regular`,
+`readers.repair_missing`), and pass 2 (`load`) does the same again for the sequences
+one shard holds; when nothing changes rows and the parts of every id follow each other in
+time, it loads only the rows the shard writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
-from tbptt_cli.errors import InputDataError, TbpttError, UsageError
-from tbptt_cli.options import InputOptions, parse_target
+from tbptt_cli.errors import TbpttError, UsageError
+from tbptt_cli.options import TABLE, InputOptions, parse_target
+from tbptt_cli.readers.columns import Roles
+from tbptt_cli.readers.inputs import Part, given_paths, shown
+from tbptt_cli.readers.source import Source
+from tbptt_cli.readers.steps import Changes, Rows
+from tbptt_cli.readers.table import Layout, OrderWatch
 from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
 FIRST_FEATURE = ""  # a planning column: the first feature, whatever it is called
+SPILLED = ("values", "rest", "time")  # a part's `Rows.arrays`, one .npy file each
+GROUP_BYTES = 256 << 20  # rows of whole sequences a `finish_group` task holds, about
 
 
-def list_parts(opts: InputOptions) -> list[str]:
-    """The files of INPUT, found and ordered as the local readers find them
-    (`readers.inputs.resolve`: a file, a folder walked in natural order with names
-    starting with . or _ skipped, a glob, several paths)."""
-    from tbptt_cli.readers.inputs import resolve
+def list_parts(opts: InputOptions) -> list[Part]:
+    """The parts of INPUT as the local readers find them, after the checks a local read
+    makes before any work."""
+    from tbptt_cli.readers import prepare
 
-    if opts.path == "-":
+    if "-" in given_paths(opts):
         raise UsageError("--engine dask reads files every worker can open, not stdin; give a path")
-    return [part.path for part in resolve(opts)]
+    return prepare(opts)[0]
+
+
+def decide(parts: list[Part], opts: InputOptions, keep: Sequence[str]) -> Layout | None:
+    """How every part is read, from the first part (as a local run decides it); None for
+    NPY/NPZ, one array file read whole by one worker."""
+    from tbptt_cli.readers.table import decide, open_source
+
+    if parts[0].format not in TABLE:
+        return None
+    with open_source(parts[0], opts, sys.stdin.buffer, None, None) as first:
+        return decide(first, opts, keep)
+
+
+@contextlib.contextmanager
+def named_as_given(renames: dict[str, str]) -> Iterator[None]:
+    """Errors name every part as the user named it: a worker opens it by its absolute path
+    (it has a current folder of its own)."""
+    try:
+        yield
+    except TbpttError as e:
+        raise type(e)(as_given(str(e), renames)) from None
+
+
+def as_given(text: str, renames: dict[str, str]) -> str:
+    for absolute in sorted(renames, key=len, reverse=True):  # part-10 before part-1
+        text = text.replace(absolute, renames[absolute])
+    return text
 
 
 @dataclass(frozen=True)
 class PartTask:
-    """Pass 1 for one part: read it, spill its rows under ``spill`` (unless None)."""
+    """Pass 1 for one part: read it, save its rows as ``spill.<array>.npy``."""
 
-    opts: InputOptions  # path: the part, as the user named it
-    absolute: str  # the part where the workers open it (they have another current folder)
+    part: Part  # its path absolute, as the workers open it
+    shown: str  # the path as the user named it
+    opts: InputOptions
+    layout: Layout | None  # None: NPY/NPZ
     keep: tuple[str, ...]
-    planning: tuple[str, ...]  # columns the planner reads (features or kept columns)
-    spill: str | None
+    spill: str
 
 
 @dataclass(frozen=True)
@@ -57,89 +99,110 @@ class PartScan:
     format: str
     size: int
     sha256: str
-    feature_names: list[str]
-    target_names: list[str]
+    warnings: list[str]
     ids: list[str]  # in the part's order (first appearance)
-    rows: np.ndarray  # int64, rows of each id in this part (after --nan drop)
-    first_time: np.ndarray | None  # float64 per id, with --time-col
+    rows: np.ndarray  # int64, rows of each id in this part
+    first_time: np.ndarray | None  # per id, with a time column (as read: numbers or us)
     last_time: np.ndarray | None
-    planning: dict[str, np.ndarray]  # the planning columns, rows as spilled
-    time: np.ndarray | None  # the time column, rows as spilled, when planning needs it
+    repeats: bool  # a time repeats within an id of this part
+    missing: bool  # a feature or target is NaN/inf (for --nan ffill|drop to repair)
+    watch: OrderWatch | None  # without --time-col: the likely time column's order
+    layout: Layout | None  # NPY/NPZ: the columns as read
 
 
 def scan_part(task: PartTask) -> PartScan:
-    """Pass 1, on a worker: read one part as the readers do, except that ``--nan`` repairs
-    other than drop (row by row: the same in a part as in the whole) and ``--target next``
-    wait for the whole sequence (pass 2)."""
+    """Pass 1, on a worker."""
+    with named_as_given({task.part.path: task.shown}):
+        if task.layout is None:
+            rows, info, warnings, watch, layout = _read_array(task)
+        else:
+            rows, info, warnings, watch = _read_table(task, task.layout)
+            layout = task.layout
+    _save(task.spill, rows.arrays)
+    values, rest, time = rows.arrays
+    starts = np.cumsum(rows.lengths) - rows.lengths
+    first = last = None
+    repeats = False
+    if time.shape[1]:
+        first, last = time[starts, 0], time[starts + rows.lengths - 1, 0]
+        same = np.diff(time[:, 0]) == 0
+        same[starts[1:] - 1] = False  # a sequence's first row repeats nothing
+        repeats = bool(same.any())
+    missing = False
+    if task.opts.nan in ("ffill", "drop"):
+        checked = 1 if layout.roles.target else 0
+        missing = not (np.isfinite(values).all() and np.isfinite(rest[:, :checked]).all())
+    return PartScan(
+        path=task.shown,
+        format=task.part.format,
+        size=info.size,
+        sha256=info.sha256,
+        warnings=[as_given(w, {task.part.path: task.shown}) for w in warnings],
+        ids=rows.ids,
+        rows=rows.lengths.astype(np.int64),
+        first_time=first,
+        last_time=last,
+        repeats=repeats,
+        missing=missing,
+        watch=watch,
+        layout=layout if task.layout is None else None,
+    )
+
+
+def _read_table(
+    task: PartTask, layout: Layout
+) -> tuple[Rows, FileInfo, list[str], OrderWatch | None]:
+    """The part through the table core, as one part of a local read."""
+    from tbptt_cli.readers import parse_size
+    from tbptt_cli.readers.table import check_columns, open_source
+
+    opts = task.opts
+    with open_source(task.part, opts, sys.stdin.buffer, None, None) as source:
+        check_columns(source, layout)
+        folder = os.path.dirname(task.spill)
+        assembler = layout.assembler(opts, parse_size(opts.memory_limit), folder,
+                                     source.rows_hint())  # fmt: skip
+        try:
+            assembler.read(source)
+            rows = assembler.rows()
+            info = source.file_info()
+        finally:
+            assembler.close()
+        return rows, info, source.warnings, assembler.watch
+
+
+def _read_array(task: PartTask) -> tuple[Rows, FileInfo, list[str], None, Layout]:
+    """An NPY/NPZ file read whole; ``--nan`` repairs and ``--target next`` wait for the
+    join, as for tables."""
     from tbptt_cli.readers import read_input
 
     opts = task.opts
-    path = str(opts.path)
     ahead = parse_target(opts.target, opts.horizon).kind == "next"
     raw = replace(
         opts,
-        path=task.absolute,
+        path=task.part.path,
         target="none" if ahead else opts.target,
         horizon=1 if ahead else opts.horizon,
-        nan=opts.nan if opts.nan in ("error", "drop") else "keep",
+        nan="error" if opts.nan == "error" else "keep",
     )
     checks: list[Future[bool]] = []
-    try:
-        data, source = read_input(raw, keep=task.keep, checks=checks)
-        for check in checks:
-            check.result()
-    except TbpttError as e:  # a worker has its own current folder: name the path as given
-        raise type(e)(str(e).replace(task.absolute, path)) from None
-    time = data.extra.get(opts.time_col) if opts.time_col else None
-    if task.spill is not None:
-        _spill(task.spill, data, time)
-    first = last = None
-    if time is not None:
-        first = _per_sequence(np.minimum, time, data)
-        last = _per_sequence(np.maximum, time, data)
-    return PartScan(
-        path=path,
-        format=source.format,
-        size=source.size,
-        sha256=source.sha256,
-        feature_names=list(data.feature_names),
-        target_names=list(data.target_names),
-        ids=list(data.ids),
-        rows=np.asarray(data.lengths, dtype=np.int64),
-        first_time=first,
-        last_time=last,
-        planning={name: _column(data, name) for name in task.planning},
-        time=np.asarray(time) if time is not None and task.planning else None,
-    )
+    data, source = read_input(raw, keep=task.keep, checks=checks)
+    for check in checks:
+        check.result()
+    columns = [] if data.targets is None else [np.asarray(data.targets, dtype=np.float64)]
+    columns += [np.asarray(data.extra[name], dtype=np.float64)[:, None] for name in task.keep]
+    rest = np.hstack(columns) if columns else np.zeros((len(data.values), 0))
+    rows = Rows([data.values, rest, np.zeros((len(rest), 0))], data.lengths, data.ids, False)
+    target = data.target_names[0] if data.target_names else None
+    roles = Roles(None, None, data.feature_names, target, list(task.keep))
+    return rows, source.files[0], list(source.warnings), None, Layout(roles, None, [], [])
 
 
-def _per_sequence(ufunc: np.ufunc, column: np.ndarray, data: SequenceSet) -> np.ndarray:
-    out = np.full(data.count, np.nan)
-    filled = np.flatnonzero(data.lengths > 0)
-    if len(filled):
-        out[filled] = ufunc.reduceat(np.asarray(column, dtype=np.float64), data.starts[filled])
-    return out
-
-
-def _column(data: SequenceSet, name: str) -> np.ndarray:
-    if name == FIRST_FEATURE:
-        name = data.feature_names[0]
-    if name in data.extra:
-        return np.asarray(data.extra[name], dtype=np.float64)
-    return np.asarray(data.values[:, data.feature_names.index(name)], dtype=np.float64)
-
-
-SPILLED = ("values", "targets", "time")
-
-
-def _spill(prefix: str, data: SequenceSet, time: np.ndarray | None) -> None:
-    """The part's rows as .npy files pass 2 maps; written under temp names and renamed,
-    so a task Dask runs again after its worker died leaves no half-written file."""
-    arrays = {"values": data.values, "targets": data.targets, "time": time}
-    for name, array in arrays.items():
-        if array is None:
-            continue
-        final = f"{prefix}.{name}.npy"  # absolute: see sharded.ShardedEngine.read
+def _save(prefix: str, arrays: list[np.ndarray]) -> None:
+    """The rows as .npy files pass 2 maps; written under temp names and renamed, so a task
+    Dask runs again after its worker died leaves no half-written file."""
+    for name, array in zip(SPILLED, arrays, strict=True):
+        final = f"{prefix}.{name}.npy"
         temp = f"{final}.tmp.{os.getpid()}"
         with open(temp, "wb") as stream:
             np.save(stream, np.asarray(array))
@@ -149,7 +212,7 @@ def _spill(prefix: str, data: SequenceSet, time: np.ndarray | None) -> None:
 @dataclass(frozen=True)
 class Pieces:
     """Where the rows of each sequence are: piece k holds ``rows[k]`` rows of sequence
-    ``sequence[k]`` from row ``start[k]`` of part ``part[k]``'s spill; the pieces of one
+    ``sequence[k]`` from row ``start[k]`` of part ``part[k]``'s rows; the pieces of one
     sequence are in part order."""
 
     sequence: np.ndarray
@@ -177,92 +240,229 @@ class Pieces:
 
 
 @dataclass(frozen=True)
-class Joined:
-    """The parts joined: the sequences as a local run reads them (values a stand-in unless
-    the planner reads them), where their rows are, and what the manifest says of the input."""
+class Reading:
+    """How the parts were read, what every `load` needs."""
 
-    data: SequenceSet
-    source: SourceInfo
-    pieces: Pieces
+    opts: InputOptions
+    layout: Layout
+    parts: list[Part]  # absolute paths (a duplicate time is located by reading them again)
+    renames: dict[str, str]  # absolute path -> as given
     spills: list[str]
-    in_order: bool  # no id's parts overlap in time: pass 2 need not sort
-    rows: np.ndarray  # rows of each sequence as loaded (before --target next drops one)
+    in_order: bool  # the parts of every id follow each other in time: no sort needed
 
-    def windowed(self, opts: InputOptions) -> bool:
-        """Whether pass 2 may load only the rows a shard reads of a sequence: not when the
-        rows must be sorted by time, or forward-filled from earlier rows, first."""
-        return self.in_order and opts.nan != "ffill"
 
-    def load(
-        self, sequences: np.ndarray, opts: InputOptions, begin: np.ndarray, end: np.ndarray
-    ) -> Load:
-        """Pass 2's input: rows ``begin[i]:end[i]`` of each of the (sorted) global
-        ``sequences`` of one shard."""
-        data = self.data
-        return Load(
-            opts,
-            self.spills,
-            self.pieces.select(sequences).window(begin, end),
-            [data.ids[i] for i in sequences.tolist()],
-            data.feature_names,
-            data.target_names if data.target_features is None else [],
-            self.in_order,
+@dataclass(frozen=True)
+class Load:
+    """Rows of some sequences as read: ``whole`` sequences are sorted by time and made
+    regular and repaired as the local reader does; windows of them are taken as they are
+    (only when that changes nothing)."""
+
+    reading: Reading
+    pieces: Pieces  # sequences numbered 0..
+    ids: list[str]
+    whole: bool
+
+
+@dataclass(frozen=True)
+class Loaded:
+    data: SequenceSet
+    changes: Changes
+    owner: np.ndarray  # the loaded sequence each sequence of ``data`` comes from
+
+
+def load(spec: Load) -> Loaded:
+    """The sequences' rows, ``--nan`` repaired (``--target next`` is the caller's)."""
+    from tbptt_cli.readers import repair_missing
+    from tbptt_cli.readers.spill import order
+    from tbptt_cli.readers.table import as_sequences, regular
+
+    reading, pieces = spec.reading, spec.pieces
+    count = len(spec.ids)
+    lengths = np.bincount(pieces.sequence, weights=pieces.rows, minlength=count).astype(np.int64)
+    arrays = [_gather(reading.spills, name, pieces) for name in SPILLED]
+    rows = Rows(arrays, lengths, spec.ids, repeats=True)
+    if spec.whole and reading.layout.roles.time and not reading.in_order:
+        permutation = order(np.repeat(np.arange(count), lengths), arrays[2][:, 0])
+        rows = replace(rows, arrays=[a[permutation] if a.shape[1] else a for a in arrays])
+    changes = Changes()
+    if spec.whole:
+        from tbptt_cli.readers import parse_size
+        from tbptt_cli.readers.steps import RowFinder
+
+        opts, layout = reading.opts, reading.layout
+        reopen = partial(_reopen, opts=opts)
+        finder = partial(RowFinder, reading.parts, reopen, layout.roles, layout.time_kind)
+        budget = parse_size(opts.memory_limit)
+        folder = os.path.dirname(reading.spills[0])
+        with named_as_given(reading.renames):
+            rows = regular(rows, layout, opts, finder, changes, budget, folder)
+    data = as_sequences(rows, reading.layout)
+    if reading.opts.nan in ("ffill", "zero", "drop") and data.count:
+        data = repair_missing(reading.opts.nan, shown(reading.opts), data)
+    owner = rows.owner if rows.owner is not None else np.arange(len(rows.lengths))
+    return Loaded(data, changes, owner)
+
+
+def _reopen(part: Part, opts: InputOptions) -> Source:
+    from tbptt_cli.readers.table import open_source
+
+    return open_source(part, opts, sys.stdin.buffer, None, None)
+
+
+def _gather(spills: list[str], name: str, pieces: Pieces) -> np.ndarray:
+    """The pieces' rows of one of the parts' arrays, end to end."""
+    arrays = {
+        p: np.load(f"{spills[p]}.{name}.npy", mmap_mode="r")
+        for p in np.unique(np.r_[pieces.part, 0]).tolist()  # part 0: the width, if no piece
+    }
+    like = arrays[0]
+    out = np.empty((int(pieces.rows.sum()), like.shape[1]), dtype=like.dtype)
+    if like.shape[1]:
+        at = 0
+        for p, s, n in zip(pieces.part.tolist(), pieces.start.tolist(), pieces.rows.tolist(),
+                           strict=True):  # fmt: skip
+            out[at : at + n] = arrays[p][s : s + n]
+            at += n
+    return out
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """Whole sequences made regular and repaired; the columns a planner reads."""
+
+    load: Load
+    planning: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Finished:
+    lengths: np.ndarray
+    ids: list[str]
+    owner: np.ndarray
+    changes: Changes
+    columns: dict[str, np.ndarray]
+
+
+def finish_group(task: GroupTask) -> Finished:
+    loaded = load(task.load)
+    data = loaded.data
+    columns = {name: column(data, name) for name in task.planning}
+    return Finished(data.lengths, data.ids, loaded.owner, loaded.changes, columns)
+
+
+def column(data: SequenceSet, name: str) -> np.ndarray:
+    """A feature or kept column of every row, float64."""
+    if name == FIRST_FEATURE:
+        name = data.feature_names[0]
+    if name in data.extra:
+        return np.asarray(data.extra[name], dtype=np.float64)
+    return np.ascontiguousarray(data.values[:, data.feature_names.index(name)], np.float64)
+
+
+@dataclass
+class Joined:
+    """The parts joined on the driver: the input's sequences (values a stand-in but for the
+    columns a planner reads), where their rows are and what the manifest says of them.
+
+    A sequence as read (a "raw" one) may become several (``--gaps split``); the rows of raw
+    sequence i, as the local reader has them, are ``raw_starts[i] : + raw_rows[i]`` of
+    the whole input's rows, and its sequences lie there end to end."""
+
+    reading: Reading
+    pieces: Pieces
+    ids: list[str]  # of the raw sequences
+    raw_rows: np.ndarray
+    source: SourceInfo
+    missing: bool
+    finishing: bool  # rows may change, or a whole-sequence check is due: `finish_group`
+    data: SequenceSet | None = None
+    changes: Changes | None = None
+
+    @property
+    def raw_starts(self) -> np.ndarray:
+        return np.cumsum(self.raw_rows) - self.raw_rows
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a shard may load only the rows it writes of a sequence: not when rows
+        must be sorted by time, merged, inserted or filled from earlier ones first."""
+        nan = self.reading.opts.nan in ("ffill", "drop") and self.missing
+        changed = self.changes is not None and self.changes.rows
+        return self.reading.in_order and not nan and not changed
+
+    def load(self, sequences: np.ndarray, begin: np.ndarray, end: np.ndarray) -> Load:
+        """Rows ``begin[i]:end[i]`` of each of the (sorted) raw ``sequences``."""
+        pieces = self.pieces.select(sequences)
+        if self.windowed:
+            pieces = pieces.window(begin, end)
+        ids = [self.ids[i] for i in sequences.tolist()]
+        return Load(self.reading, pieces, ids, whole=not self.windowed)
+
+    def groups(self, planning: tuple[str, ...]) -> list[GroupTask]:
+        """Whole raw sequences in order, about GROUP_BYTES of rows a task."""
+        row_bytes = 8 * (len(self.reading.layout.roles.floats) + 1)
+        ends = np.cumsum(self.raw_rows * row_bytes)
+        cuts = [0]
+        while cuts[-1] < len(ends):
+            done = ends[cuts[-1] - 1] if cuts[-1] else 0
+            cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ends, done + GROUP_BYTES, "right"))))
+        tasks = []
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            sequences = np.arange(a, b)
+            spec = Load(self.reading, self.pieces.select(sequences),
+                        self.ids[a:b], whole=True)  # fmt: skip
+            tasks.append(GroupTask(spec, planning))
+        return tasks
+
+    def finished(self, done: list[Finished], planning: tuple[str, ...]) -> None:
+        """The sequences as `finish_group` tasks made them (in order)."""
+        raw_first = np.cumsum([0] + [int(f.owner.max(initial=-1)) + 1 for f in done[:-1]])
+        owner = np.concatenate([f.owner + r for f, r in zip(done, raw_first, strict=True)])
+        lengths = np.concatenate([f.lengths for f in done]).astype(np.int64)
+        self.raw_rows = np.bincount(owner, weights=lengths, minlength=len(self.ids)).astype(
+            np.int64
         )
+        changes = Changes()
+        for f in done:
+            changes = changes + f.changes
+        self.changes = changes
+        ids = [name for f in done for name in f.ids]
+        columns = {n: np.concatenate([f.columns[n] for f in done]) for n in planning}
+        self.data = self._stand_in(lengths, ids, columns)
 
+    def planned(self) -> None:
+        """The sequences as read, when no `finish_group` was needed."""
+        self.data = self._stand_in(self.raw_rows, self.ids, {})
 
-def join(
-    scans: Sequence[PartScan], opts: InputOptions, spills: list[str], planning: tuple[str, ...]
-) -> Joined:
-    """The driver's half of pass 1."""
-    from tbptt_cli.readers import finish
+    def _stand_in(
+        self, lengths: np.ndarray, ids: list[str], columns: dict[str, np.ndarray]
+    ) -> SequenceSet:
+        """What a planner sees: the lengths, the names, the columns it reads (the features
+        among them in their place, zeros elsewhere), ``--target next`` applied."""
+        from tbptt_cli.readers import finish
 
-    first = scans[0]
-    for scan in scans[1:]:
-        if (scan.feature_names, scan.target_names) != (first.feature_names, first.target_names):
-            raise InputDataError(
-                f"{scan.path}: features {', '.join(scan.feature_names)} differ from "
-                f"{first.path}'s ({', '.join(first.feature_names)}); give --features"
-            )
-    number: dict[str, int] = {}
-    for scan in scans:
-        for name in scan.ids:
-            number.setdefault(name, len(number))
-    owner = np.concatenate([[number[n] for n in s.ids] for s in scans]).astype(np.int64)
-    part = np.concatenate([np.full(len(s.ids), p) for p, s in enumerate(scans)]).astype(np.int64)
-    rows = np.concatenate([s.rows for s in scans])
-    start = np.concatenate([np.cumsum(s.rows) - s.rows for s in scans]).astype(np.int64)
-    order = np.argsort(owner, kind="stable")  # by sequence, then part
-    pieces = Pieces(owner[order], part[order], start[order], rows[order])
-    lengths = np.bincount(pieces.sequence, weights=pieces.rows, minlength=len(number))
-    lengths = lengths.astype(np.int64)
-    data = SequenceSet(
-        values=_stand_in(lengths, first.feature_names, scans, pieces, opts, planning),
-        starts=(np.cumsum(lengths) - lengths).astype(np.int64),
-        lengths=lengths,
-        ids=list(number),
-        feature_names=first.feature_names,
-        targets=None,
-        target_names=first.target_names,
-    )
-    if first.target_names:  # a --target column: its values are loaded in pass 2
-        data = replace(data, targets=_zeros(int(lengths.sum()), len(first.target_names)))
-    data = replace(data, extra=_planning_extra(scans, pieces, opts, planning))
-    data = finish(data, opts, str(opts.path), may_have_missing=False)  # --target next[:COL]
-    in_order = _in_order(scans, pieces, order)
-    return Joined(data, _source(scans, str(opts.path)), pieces, spills, in_order, lengths)
-
-
-def _in_order(scans: Sequence[PartScan], pieces: Pieces, order: np.ndarray) -> bool:
-    """Whether each id's pieces follow each other in time (a part per day or month), so
-    that joining them in part order is already time order. ``order``: pieces from scans."""
-    if scans[0].first_time is None:
-        return True
-    first = np.concatenate([s.first_time for s in scans])[order]  # type: ignore[misc]
-    last = np.concatenate([s.last_time for s in scans])[order]  # type: ignore[misc]
-    filled = pieces.rows > 0
-    sequence, first, last = pieces.sequence[filled], first[filled], last[filled]
-    same = sequence[1:] == sequence[:-1]
-    return bool(np.all(last[:-1][same] <= first[1:][same]))
+        roles, opts = self.reading.layout.roles, self.reading.opts
+        names = roles.features if roles.layout == "long" else ["value"]
+        total = int(lengths.sum())
+        features = {
+            (0 if n == FIRST_FEATURE else names.index(n)): c
+            for n, c in columns.items()
+            if n in names or n == FIRST_FEATURE
+        }
+        data = SequenceSet(
+            values=_values(total, len(names), features),
+            starts=(np.cumsum(lengths) - lengths).astype(np.int64),
+            lengths=lengths.astype(np.int64),
+            ids=ids,
+            feature_names=list(names),
+            targets=_zeros(total, 1) if roles.target else None,
+            target_names=[roles.target] if roles.target else [],
+            extra={n: c for n, c in columns.items() if n not in names and n != FIRST_FEATURE},
+        )
+        if self.changes is not None:
+            warnings = (*self.source.warnings, *self.changes.warnings(opts))
+            self.source = replace(self.source, warnings=warnings)
+        return finish(data, opts, shown(opts), may_have_missing=False)  # --target next[:COL]
 
 
 def _zeros(rows: int, columns: int) -> np.ndarray:
@@ -270,143 +470,88 @@ def _zeros(rows: int, columns: int) -> np.ndarray:
     return np.broadcast_to(np.zeros((1, columns)), (rows, columns))
 
 
-def _stand_in(
-    lengths: np.ndarray,
-    names: list[str],
-    scans: Sequence[PartScan],
-    pieces: Pieces,
-    opts: InputOptions,
-    planning: tuple[str, ...],
-) -> np.ndarray:
-    """The values a planner sees: zeros, except the one feature it reads (ACF, segment
-    boundaries), which every column then shows (a strided view, one column of memory)."""
-    total = int(lengths.sum())
-    features = [name for name in planning if name in names or name == FIRST_FEATURE]
+def _values(rows: int, width: int, features: dict[int, np.ndarray]) -> np.ndarray:
+    """Zeros but for the given feature columns; one column shown in every place (a strided
+    view, one column of memory) when it is the only one."""
     if not features:
-        return _zeros(total, len(names))
-    column = _joined_column(features[0], scans, pieces, lengths, opts)
-    return np.lib.stride_tricks.as_strided(column, shape=(total, len(names)), strides=(8, 0))
+        return _zeros(rows, width)
+    if len(features) == 1:
+        column = np.ascontiguousarray(next(iter(features.values())), dtype=np.float64)
+        return np.lib.stride_tricks.as_strided(column, shape=(rows, width), strides=(8, 0))
+    values = np.zeros((rows, width))
+    for j, column in features.items():
+        values[:, j] = column
+    return values
 
 
-def _planning_extra(
-    scans: Sequence[PartScan], pieces: Pieces, opts: InputOptions, planning: tuple[str, ...]
-) -> dict[str, np.ndarray]:
-    lengths = np.bincount(pieces.sequence, weights=pieces.rows).astype(np.int64)
-    names = [n for n in planning if n not in scans[0].feature_names and n != FIRST_FEATURE]
-    return {n: _joined_column(n, scans, pieces, lengths, opts, repair=False) for n in names}
-
-
-def _joined_column(
-    name: str,
+def join(
     scans: Sequence[PartScan],
-    pieces: Pieces,
-    lengths: np.ndarray,
     opts: InputOptions,
-    repair: bool = True,
-) -> np.ndarray:
-    """One column of every sequence end to end, in time order and repaired as a local
-    run has it."""
-    columns = [s.planning[name] for s in scans]
-    times = [s.time for s in scans] if opts.time_col else None
-    values, time = _gather_pieces(columns, times, pieces)
-    data = SequenceSet(
-        values=values[:, None],
-        starts=np.cumsum(lengths) - lengths,
-        lengths=lengths,
-        ids=[str(i) for i in range(len(lengths))],
-        feature_names=[name],
-    )
-    data = _in_time_order(data, time)
-    if repair and opts.nan in ("ffill", "zero"):
-        from tbptt_cli.readers import repair_missing
+    layout: Layout | None,
+    parts: list[Part],
+    spills: list[str],
+) -> Joined:
+    """The driver's half of pass 1: the parts put together in order."""
+    from tbptt_cli.readers.table import unordered_warning
 
-        data = repair_missing(opts.nan, str(opts.path), data)
-    return np.ascontiguousarray(data.values[:, 0], dtype=np.float64)
-
-
-def _gather_pieces(
-    columns: Sequence[np.ndarray | None], times: Sequence[np.ndarray | None] | None, pieces: Pieces
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The pieces' rows of per-part arrays, concatenated in piece order."""
-    take = [
-        np.asarray(columns[p][s : s + n])  # type: ignore[index]
-        for p, s, n in zip(pieces.part, pieces.start, pieces.rows, strict=True)
-    ]
-    values = np.concatenate(take) if take else np.zeros(0)
-    time = None
-    if times is not None:
-        chosen = [
-            np.asarray(times[p][s : s + n])  # type: ignore[index]
-            for p, s, n in zip(pieces.part, pieces.start, pieces.rows, strict=True)
-        ]
-        time = np.concatenate(chosen) if chosen else np.zeros(0)
-    return values, time
-
-
-def _in_time_order(data: SequenceSet, time: np.ndarray | None) -> SequenceSet:
-    """Rows of each sequence stably sorted by time (the parts of one id interleave)."""
-    if time is None or not len(time):
-        return data
-    owner = np.repeat(np.arange(data.count), data.lengths)
-    order = np.lexsort((time, owner))
-    if np.array_equal(order, np.arange(len(order))):
-        return data
-    targets = None if data.targets is None else data.targets[order]
-    return replace(data, values=data.values[order], targets=targets)
-
-
-def _source(scans: Sequence[PartScan], path: str) -> SourceInfo:
-    """The input as the manifest records it, as a local run of the same files does:
-    every part with its size and sha256, and the sha256 of that listing (one file: its
-    own)."""
+    layout = layout or scans[0].layout
+    assert layout is not None
+    long = layout.roles.layout == "long"
+    number: dict[object, int] = {}
+    numbers = []
+    for p, scan in enumerate(scans):
+        keys = scan.ids if long else [(p, i) for i in range(len(scan.ids))]  # rows never join
+        numbers.append(np.array([number.setdefault(k, len(number)) for k in keys], np.int64))
+    ids = _names(number, scans, numbers)
+    owner = np.concatenate(numbers)
+    part = np.concatenate([np.full(len(s.ids), p) for p, s in enumerate(scans)]).astype(np.int64)
+    rows = np.concatenate([s.rows for s in scans])
+    start = np.concatenate([np.cumsum(s.rows) - s.rows for s in scans]).astype(np.int64)
+    order = np.argsort(owner, kind="stable")  # by sequence, then part
+    pieces = Pieces(owner[order], part[order], start[order], rows[order])
+    raw_rows = np.bincount(pieces.sequence, weights=pieces.rows, minlength=len(ids))
+    overlap = _overlap(scans, pieces, order)
+    warnings = [*layout.warnings, *(w for s in scans for w in s.warnings)]
+    hint = None
+    watches = [s.watch for s in scans]
+    if all(w is not None for w in watches):
+        watch = OrderWatch.joined(watches, numbers)  # type: ignore[arg-type]
+        code = watch.unordered()
+        if code is not None:
+            hint = watch.name
+            warnings.append(unordered_warning(ids[code], watch.name))
     files = [FileInfo(s.path, s.size, s.sha256) for s in scans]
     formats = "+".join(dict.fromkeys(s.format for s in scans))
-    return SourceInfo.of_files(path, formats, files)
-
-
-@dataclass(frozen=True)
-class Load:
-    """Pass 2's input for one shard: the pieces of the sequences it holds and how the
-    parts were read."""
-
-    opts: InputOptions
-    spills: list[str]
-    pieces: Pieces  # sequences numbered 0.. for this shard
-    ids: list[str]
-    feature_names: list[str]
-    target_names: list[str]  # of a --target column (none for next: they repeat features)
-    in_order: bool  # the parts of every id follow each other in time: no sort needed
-
-
-def load(spec: Load) -> SequenceSet:
-    """The shard's sequences, rows in time order and ``--nan`` repaired (before ``next``)."""
-    from tbptt_cli.readers import repair_missing
-
-    def mapped(name: str) -> list[np.ndarray | None]:
-        arrays: list[np.ndarray | None] = []
-        for prefix in spec.spills:
-            file = f"{prefix}.{name}.npy"
-            arrays.append(np.load(file, mmap_mode="r") if os.path.exists(file) else None)
-        return arrays
-
-    sort = spec.opts.time_col is not None and not spec.in_order
-    values, time = _gather_pieces(mapped("values"), mapped("time") if sort else None, spec.pieces)
-    targets = None
-    if spec.target_names:
-        targets = _gather_pieces(mapped("targets"), None, spec.pieces)[0]
-    count = len(spec.ids)
-    lengths = np.bincount(spec.pieces.sequence, weights=spec.pieces.rows, minlength=count)
-    lengths = lengths.astype(np.int64)
-    data = SequenceSet(
-        values=values.reshape(len(values), -1),
-        starts=np.cumsum(lengths) - lengths,
-        lengths=lengths,
-        ids=spec.ids,
-        feature_names=spec.feature_names,
-        targets=None if targets is None else targets.reshape(len(targets), -1),
-        target_names=spec.target_names,
+    source = SourceInfo.of_files(shown(opts), formats, files, warnings)
+    source = replace(source, time_col_hint=hint)
+    renames = {part.path: scan.path for part, scan in zip(parts, scans, strict=True)}
+    reading = Reading(opts, layout, parts, renames, spills, in_order=not overlap)
+    missing = any(s.missing for s in scans)
+    timed = layout.roles.time is not None
+    finishing = (timed and (opts.freq is not None or overlap or any(s.repeats for s in scans))) or (
+        missing and opts.nan in ("ffill", "drop")
     )
-    data = _in_time_order(data, time)
-    if spec.opts.nan in ("ffill", "zero"):
-        data = repair_missing(spec.opts.nan, str(spec.opts.path), data)
-    return data
+    return Joined(reading, pieces, ids, raw_rows.astype(np.int64), source, missing, finishing)
+
+
+def _names(
+    number: dict[object, int], scans: Sequence[PartScan], numbers: list[np.ndarray]
+) -> list[str]:
+    """Each sequence's id, in the order of the numbers."""
+    names = [""] * len(number)
+    for scan, codes in zip(scans, numbers, strict=True):
+        for name, code in zip(scan.ids, codes.tolist(), strict=True):
+            names[code] = name
+    return names
+
+
+def _overlap(scans: Sequence[PartScan], pieces: Pieces, order: np.ndarray) -> bool:
+    """Whether the parts of some id overlap (or touch) in time: only parts that follow each
+    other in time (a part per day or month) are already in time order joined end to end,
+    with no time twice. ``order``: the pieces from the parts' ids."""
+    if scans[0].first_time is None:
+        return False
+    first = np.concatenate([s.first_time for s in scans])[order]  # type: ignore[misc]
+    last = np.concatenate([s.last_time for s in scans])[order]  # type: ignore[misc]
+    same = pieces.sequence[1:] == pieces.sequence[:-1]
+    return bool(np.any(last[:-1][same] >= first[1:][same]))

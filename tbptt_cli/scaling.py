@@ -11,7 +11,8 @@ Padded steps are never scaled: they stay 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -70,18 +71,23 @@ class Scaling:
         )
 
 
-def fit(data: SequenceSet, method: str) -> tuple[SequenceSet, list[str]]:
-    """``data`` carrying the parameters fitted on its own steps, and the warnings."""
+Statistics = tuple[int, np.ndarray, np.ndarray]  # per block: rows, (mean, m2) or (min, max)
+
+
+def fit(
+    data: SequenceSet, method: str, blocks: list[Statistics] | None = None
+) -> tuple[SequenceSet, list[str]]:
+    """``data`` carrying the parameters fitted on its own steps, and the warnings.
+    ``blocks``: the statistics of its steps' blocks (`block_statistics`), when they were
+    computed elsewhere (the Dask engine's workers hold the values)."""
     if method == "none":
         return data, []
-    try:
-        with np.errstate(over="raise", invalid="raise"):
-            count, center, spread = _moments(data) if method == "standard" else _range(data)
-    except FloatingPointError:
-        raise InputDataError(
-            f"--scale {method}: the values are too large to compute the scale in float64 "
-            "(squares or ranges beyond 1e308); rescale the input first"
-        ) from None
+    if blocks is None:
+        blocks = block_statistics(method, steps_in_blocks(data.values, data.starts, data.lengths))
+    with _too_large(method):
+        count, center, spread = (_moments if method == "standard" else _range)(
+            blocks, data.features
+        )
     constant = count > 0 and not np.all(spread > 0)
     scale = np.where(spread > 0, spread, 1.0)
     warnings = []
@@ -99,13 +105,37 @@ def fit(data: SequenceSet, method: str) -> tuple[SequenceSet, list[str]]:
     return replace(data, scaling=scaling), warnings
 
 
-def _moments(data: SequenceSet) -> tuple[int, np.ndarray, np.ndarray]:
+@contextmanager
+def _too_large(method: str) -> Iterator[None]:
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            yield
+    except FloatingPointError:
+        raise InputDataError(
+            f"--scale {method}: the values are too large to compute the scale in float64 "
+            "(squares or ranges beyond 1e308); rescale the input first"
+        ) from None
+
+
+def block_statistics(method: str, blocks: Iterable[np.ndarray]) -> list[Statistics]:
+    """Each block's rows and mean and sum of squared deviations (standard), or minimum and
+    maximum (minmax) per column; merged in order by `fit`, always the same way, so the
+    parameters are the same bits wherever the blocks were read."""
+    found: list[Statistics] = []
+    with _too_large(method):
+        for block in blocks:
+            if method == "standard":
+                mean = block.mean(axis=0)
+                found.append((len(block), mean, ((block - mean) ** 2).sum(axis=0)))
+            else:
+                found.append((len(block), block.min(axis=0), block.max(axis=0)))
+    return found
+
+
+def _moments(blocks: list[Statistics], features: int) -> tuple[int, np.ndarray, np.ndarray]:
     """Count, mean and standard deviation per column, merged block by block (Chan et al.)."""
-    count, mean, m2 = 0, np.zeros(data.features), np.zeros(data.features)
-    for block in steps_in_blocks(data.values, data.starts, data.lengths):
-        n = len(block)
-        block_mean = block.mean(axis=0)
-        block_m2 = ((block - block_mean) ** 2).sum(axis=0)
+    count, mean, m2 = 0, np.zeros(features), np.zeros(features)
+    for n, block_mean, block_m2 in blocks:
         delta = block_mean - mean
         total = count + n
         mean = mean + delta * (n / total)
@@ -114,23 +144,43 @@ def _moments(data: SequenceSet) -> tuple[int, np.ndarray, np.ndarray]:
     return count, mean, np.sqrt(m2 / max(count, 1))
 
 
-def _range(data: SequenceSet) -> tuple[int, np.ndarray, np.ndarray]:
+def _range(blocks: list[Statistics], features: int) -> tuple[int, np.ndarray, np.ndarray]:
     count = 0
-    low, high = np.full(data.features, np.inf), np.full(data.features, -np.inf)
-    for block in steps_in_blocks(data.values, data.starts, data.lengths):
-        count += len(block)
-        low = np.minimum(low, block.min(axis=0))
-        high = np.maximum(high, block.max(axis=0))
+    low, high = np.full(features, np.inf), np.full(features, -np.inf)
+    for n, block_low, block_high in blocks:
+        count += n
+        low = np.minimum(low, block_low)
+        high = np.maximum(high, block_high)
     if not count:
-        return 0, np.zeros(data.features), np.zeros(data.features)
+        return 0, np.zeros(features), np.zeros(features)
     return count, low, high - low
 
 
+def covered(starts: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
+    """The first row any range ``[starts[i], starts[i] + lengths[i])`` covers and the row
+    after the last (0, 0 when they are all empty): the span `steps_in_blocks` cuts."""
+    live = np.asarray(lengths) > 0
+    if not live.any():
+        return 0, 0
+    begins = np.asarray(starts, dtype=np.int64)[live]
+    return int(begins.min()), int((begins + np.asarray(lengths, dtype=np.int64)[live]).max())
+
+
 def steps_in_blocks(
-    source: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+    source: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    origin: int | None = None,
+    blocks: range | None = None,
+    base: int = 0,
 ) -> Iterator[np.ndarray]:
     """The rows ``[starts[i], starts[i] + lengths[i])`` of ``source`` as float64 blocks
-    ``[n, columns]``, each row once (ranges may overlap), in storage order."""
+    ``[n, columns]``, each row once (ranges may overlap), in storage order: BLOCK_ROWS rows
+    of the span the ranges cover at a time, less the rows no range covers.
+
+    Blocks are counted from row ``origin`` (default: the first row covered); given
+    ``blocks``, only those, from a ``source`` whose first row is row ``base`` (a worker
+    holds some rows of the input, and the ranges that reach into them)."""
     order = np.argsort(starts, kind="stable")
     begins = np.asarray(starts, dtype=np.int64)[order]
     ends = begins + np.asarray(lengths, dtype=np.int64)[order]
@@ -139,11 +189,14 @@ def steps_in_blocks(
     if not len(begins):
         return
     reach = np.maximum.accumulate(ends)  # the furthest any range starting here or before goes
-    first, last = int(begins[0]), int(reach[-1])
-    for begin in range(first, last, BLOCK_ROWS):
+    first = int(begins[0]) if origin is None else origin
+    last = int(reach[-1])
+    count = -(-(last - first) // BLOCK_ROWS)
+    for number in range(count) if blocks is None else blocks:
+        begin = first + number * BLOCK_ROWS
         rows = np.arange(begin, min(begin + BLOCK_ROWS, last))
-        # rows start at begins[0], so every row has a range starting at or before it
-        inside = reach[np.searchsorted(begins, rows, side="right") - 1] > rows
+        before = np.searchsorted(begins, rows, side="right") - 1  # the last range begun
+        inside = (before >= 0) & (reach[np.maximum(before, 0)] > rows)
         if inside.any():
-            block = np.asarray(source[begin : begin + len(rows)], dtype=np.float64)
+            block = np.asarray(source[begin - base : begin - base + len(rows)], dtype=np.float64)
             yield block if inside.all() else block[inside]

@@ -175,8 +175,6 @@ def test_without_dask_the_engine_exits_2_naming_the_extra(tbptt, tmp_path, monke
         (["--engine", "dask", "--scheduler", "host:8786"], "--scheduler must be tcp://HOST:PORT"),
         (["--engine", "dask", "--scheduler", "local:0"], "or local:N"),
         (["--engine", "dask", "--scheduler", "local:2", "-"], "not stdin"),
-        (["--engine", "dask", "--scale", "standard"], "--scale standard is not available"),
-        (["--engine", "dask", "--report", "r.html"], "--report is not available with"),
     ],
 )
 def test_engine_options_misused(tbptt, tmp_path, flags, phrase) -> None:

@@ -23,7 +23,7 @@ from tbptt_cli.digest import in_background, sha256_stream
 from tbptt_cli.errors import InputDataError, InputMissingError, UsageError
 from tbptt_cli.options import TABLE, InputOptions, parse_target, target_column
 from tbptt_cli.readers.columns import no_such_column
-from tbptt_cli.readers.inputs import open_input, resolve, shown
+from tbptt_cli.readers.inputs import Part, open_input, resolve, shown
 from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
 __all__ = ["read_input"]
@@ -57,12 +57,9 @@ def read_input(
     # Imported here: the submodules import the helpers below from this package.
     from tbptt_cli.readers import arrays, table
 
-    parts = resolve(opts)
+    parts, budget = prepare(opts)
     fmt = parts[0].format
-    refuse_foreign_options(opts, {p.format for p in parts})
-    check_options(opts)
     source = stdin if stdin is not None else sys.stdin.buffer
-    budget = parse_size(opts.memory_limit)  # a bad --memory-limit fails before any work
     directory = os.fspath(spill_dir) if spill_dir is not None else None
     if fmt not in TABLE:
         return arrays.read_array_file(opts, fmt, keep, source, checks, budget, directory)
@@ -78,6 +75,14 @@ def read_input(
     formats = "+".join(dict.fromkeys(p.format for p in parts))
     info = SourceInfo.of_files(shown(opts), formats, files, warnings)
     return data, dataclasses.replace(info, time_col_hint=hint)
+
+
+def prepare(opts: InputOptions) -> tuple[list[Part], int]:
+    """INPUT's parts and ``--memory-limit`` in bytes, every option checked before any work."""
+    parts = resolve(opts)
+    refuse_foreign_options(opts, {p.format for p in parts})
+    check_options(opts)
+    return parts, parse_size(opts.memory_limit)
 
 
 def _size(path: str) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from tbptt_cli.errors import InputDataError, InputMissingError
 from tbptt_cli.readers.columns import Roles
-from tbptt_cli.readers.inputs import Part
+from tbptt_cli.readers.inputs import Part, open_input
 from tbptt_cli.readers.source import BATCH_ROWS, SAMPLE_ROWS, Source
 from tbptt_cli.sequences import FileInfo
 
@@ -24,9 +24,10 @@ class ColumnarSource(Source):
 
     def __init__(self, part: Part, *unused: Any) -> None:
         super().__init__(part)
-        from tbptt_cli.readers import hash_file
-
-        self.hashed = hash_file(part.path)  # also the check that it exists and is readable
+        open_input(part.path).close()  # the check that it exists and is readable, at once
+        # Hashed from the first batches on: a sample alone (the layout decided on the first
+        # part of a Dask run) reads no more than it needs.
+        self.hashed: FileInfo | None = None
         self._sample: Any = None
 
     def stored(self, columns: list[str] | None, rows: int = BATCH_ROWS) -> Iterator[Any]:
@@ -50,11 +51,16 @@ class ColumnarSource(Source):
         return self._sample
 
     def batches(self, roles: Roles, time_kind: str | None) -> Iterator[Any]:
+        self.file_info()
         own = [name for name in roles.read if name in self.schema.names]
         for batch in self.stored(own):
             yield self.with_partition(batch)
 
     def file_info(self) -> FileInfo:
+        if self.hashed is None:
+            from tbptt_cli.readers import hash_file
+
+            self.hashed = hash_file(self.part.path)
         return self.hashed
 
     @property

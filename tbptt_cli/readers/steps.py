@@ -11,6 +11,7 @@ sequence into spilling stores, so a large input stays within ``--memory-limit``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -68,25 +69,75 @@ class RowFinder:
         return np.flatnonzero(match)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Rows read, grouped by sequence (numbered by first appearance), in time order within
+    each: ``arrays`` are the features [N, F], the other float columns [N, R] (the target
+    first, then the kept columns) and the time [N, 1] as read (numbers, or microseconds;
+    width 0 without a time column)."""
+
+    arrays: Arrays
+    lengths: np.ndarray
+    ids: list[str]
+    repeats: bool  # a time may repeat within a sequence
+    # After --gaps split: the sequence of the rows read each sequence was cut from.
+    owner: np.ndarray | None = None
+
+
+@dataclass
+class Changes:
+    """What `regularize` did, counted: the warnings say it once for the whole input, also
+    when its sequences were made regular in several pieces (by Dask workers)."""
+
+    merged: int = 0  # rows at the time of the row before them, merged into it
+    gaps: int = 0
+    inserted: int = 0  # rows inserted by --gaps fill
+
+    def __add__(self, other: Changes) -> Changes:
+        return Changes(
+            self.merged + other.merged, self.gaps + other.gaps, self.inserted + other.inserted
+        )
+
+    @property
+    def rows(self) -> bool:
+        """Whether rows were merged or inserted (``--gaps split`` only renames)."""
+        return bool(self.merged or self.inserted)
+
+    def warnings(self, opts: InputOptions) -> list[str]:
+        found = []
+        if self.merged:
+            found.append(
+                f"--duplicates {opts.duplicates}: {self.merged} row(s) at the same "
+                f"{opts.time_col} as the row before them in their sequence were merged"
+            )
+        what = f"{self.gaps} gap(s) at --freq {opts.freq}"
+        if self.gaps and opts.gaps == "split":
+            found.append(f"--gaps split: {what} started new sequences (ids name#1, name#2, ...)")
+        elif self.gaps:
+            found.append(
+                f"--gaps fill: {what}: {self.inserted} missing step(s) inserted, filled by "
+                f"--nan {opts.nan}"
+            )
+        return found
+
+
 def regularize(
-    arrays: Arrays,
-    lengths: np.ndarray,
-    ids: list[str],
+    rows: Rows,
     kind: str | None,
     opts: InputOptions,
     finder: RowFinder,
-    repeats: bool,
     target_width: int,
-    warnings: list[str],
+    changes: Changes,
     budget: int,
     spill_dir: str | None,
-) -> tuple[Arrays, np.ndarray, list[str]]:
-    """Duplicate times dealt with (looked for only if a time ``repeats``, or may), then
-    gaps; returns the arrays, lengths and ids."""
+) -> Rows:
+    """Duplicate times dealt with (looked for only if a time repeats, or may), then gaps;
+    what it did is counted in ``changes``."""
+    arrays, lengths, ids = rows.arrays, rows.lengths, rows.ids
     kind = kind or NUMBER
     name = str(opts.time_col)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    found = [rows[d == 0] for rows, d in _differences(arrays[2], offsets)] if repeats else []
+    found = [r[d == 0] for r, d in _differences(arrays[2], offsets)] if rows.repeats else []
     duplicates = np.concatenate(found or [np.zeros(0, int)])
     if len(duplicates):
         first = duplicates[0]
@@ -101,40 +152,33 @@ def regularize(
         arrays, lengths = rewrite(arrays, lengths, lambda a, n: _merge(a, n, opts.duplicates),
                                   budget, spill_dir)  # fmt: skip
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        warnings.append(
-            f"--duplicates {opts.duplicates}: {len(duplicates)} row(s) at the same {name} as "
-            "the row before them in their sequence were merged"
-        )
+        changes.merged += len(duplicates)
     if opts.freq is None:
-        return arrays, lengths, ids
+        return replace(rows, arrays=arrays, lengths=lengths)
     step = parse_freq(opts.freq, kind)
     gaps = _gaps(arrays[2], offsets, step, ids, name, kind, opts.freq, finder)
     if not len(gaps):
-        return arrays, lengths, ids
-    what = f"{len(gaps)} gap(s) at --freq {opts.freq}"
+        return replace(rows, arrays=arrays, lengths=lengths)
     if opts.gaps == "error":
         row = int(gaps[0])
         sequence = ids[int(np.searchsorted(offsets, row, side="right")) - 1]
         before, after = arrays[2][row - 1, 0], arrays[2][row, 0]
-        rows = finder.places(sequence, before, 1) + finder.places(sequence, after, 1)
+        rows_at = finder.places(sequence, before, 1) + finder.places(sequence, after, 1)
         missing = int(round((after - before) / step)) - 1
         raise InputDataError(
-            f"{' and '.join(rows)}: sequence '{sequence}' skips {missing} step(s) of --freq "
+            f"{' and '.join(rows_at)}: sequence '{sequence}' skips {missing} step(s) of --freq "
             f"{opts.freq} between {name} {shown(before, kind)} and {shown(after, kind)}; pass "
             "--gaps split or --gaps fill (or check --freq)"
         )
+    changes.gaps += len(gaps)
     if opts.gaps == "split":
-        lengths, ids = _split(offsets, gaps, ids)
-        warnings.append(f"--gaps split: {what} started new sequences (ids name#1, name#2, ...)")
-        return arrays, lengths, ids
+        lengths, ids, owner = _split(offsets, gaps, ids)
+        return replace(rows, arrays=arrays, lengths=lengths, ids=ids, owner=owner)
     before_rows = int(offsets[-1])
     arrays, lengths = rewrite(arrays, lengths, lambda a, n: _fill(a, n, step, target_width),
                               budget, spill_dir)  # fmt: skip
-    inserted = int(lengths.sum()) - before_rows
-    warnings.append(
-        f"--gaps fill: {what}: {inserted} missing step(s) inserted, filled by --nan {opts.nan}"
-    )
-    return arrays, lengths, ids
+    changes.inserted += int(lengths.sum()) - before_rows
+    return replace(rows, arrays=arrays, lengths=lengths)
 
 
 def _differences(time: np.ndarray, offsets: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -185,7 +229,9 @@ def _gaps(
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
-def _split(offsets: np.ndarray, gaps: np.ndarray, ids: list[str]) -> tuple[np.ndarray, list[str]]:
+def _split(
+    offsets: np.ndarray, gaps: np.ndarray, ids: list[str]
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     cuts = np.union1d(offsets, gaps)
     lengths = np.diff(cuts)
     owner = np.searchsorted(offsets, cuts[:-1], side="right") - 1
@@ -195,7 +241,7 @@ def _split(offsets: np.ndarray, gaps: np.ndarray, ids: list[str]) -> tuple[np.nd
         ids[o] if pieces[o] == 1 else f"{ids[o]}#{k + 1}"
         for o, k in zip(owner.tolist(), number.tolist(), strict=True)
     ]
-    return lengths, names
+    return lengths, names, owner
 
 
 def rewrite(

@@ -7,10 +7,10 @@ held in memory up to ``--memory-limit`` and spilled beyond it. At the end rows a
 grouped by sequence and ordered by time (only if they did not come so), duplicate times
 and gaps are dealt with (`steps`), and the columns become a `SequenceSet`.
 
-The seam for reading parts elsewhere (one part per worker): a `Source` needs only its
-`Part`; its batches of the id and time columns alone (``Roles(id, time, [])``) give each
-sequence's rows and time range without the values, and `Assembler.read` takes the
-batches of one part at a time.
+The seam for reading parts elsewhere (one part per Dask worker, `parts.py`): the `Layout`
+is decided once, on the first part; an assembler reads one part into `Rows` (grouped and
+in time order within that part); `assemble` makes rows of whole sequences a
+`SequenceSet`, and an `OrderWatch` per part can be `joined`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import IO, Any, BinaryIO
 
 import numpy as np
@@ -30,6 +31,7 @@ from tbptt_cli.readers.columns import Roles, resolve_roles
 from tbptt_cli.readers.inputs import Part
 from tbptt_cli.readers.source import Matrix, Source
 from tbptt_cli.readers.spill import Codes, Store, regrouped, spill_file
+from tbptt_cli.readers.steps import Rows
 from tbptt_cli.readers.timecol import NUMBER, NotTime, check_kind, seconds, times
 from tbptt_cli.sequences import FileInfo, SequenceSet
 
@@ -80,24 +82,20 @@ def read_table(
             return open_source(part, opts, tee, tee, None)  # type: ignore[arg-type]
 
         first = stack.enter_context(open_source(parts[0], opts, stdin, tee, tick))
-        sample = first.sample()
-        if not sample.num_rows:
-            raise _no_rows(first)
-        roles = resolve_roles(first.shown, first.names, sample, first.numeric, opts, keep, warnings)
-        time_kind = first.time_kind(roles.time) if roles.time else None
-        kind = WideAssembler if roles.layout == "wide" else LongAssembler
-        assembler = kind(roles, opts, time_kind, budget, spill_dir, first.rows_hint() * len(parts))
+        layout = decide(first, opts, keep)
+        warnings += layout.warnings
+        assembler = layout.assembler(opts, budget, spill_dir, first.rows_hint() * len(parts))
         stack.callback(assembler.close)  # spill files, whatever ends the read
         for part in parts:
             opened = open_source(part, opts, stdin, None, tick) if part is not parts[0] else None
             with opened or contextlib.nullcontext(first) as source:
-                _check_columns(source, roles, first.names)
+                check_columns(source, layout)
                 assembler.read(source)
                 files.append(source.file_info())
                 warnings += source.warnings
         give_back_memory()  # before the regrouping allocates its buckets
         data = assembler.finish(
-            first, lambda: steps.RowFinder(parts, reopen, roles, time_kind), warnings
+            first, lambda: steps.RowFinder(parts, reopen, layout.roles, layout.time_kind), warnings
         )
     one_step = data.count > 1 and bool(np.all(data.lengths <= 1))
     if roles.layout == "long" and roles.id is not None and one_step:  # a time given as the id?
@@ -106,6 +104,35 @@ def read_table(
             f"sequence is one step; if it is the time, pass --time-col {roles.id} instead"
         )
     return data, files, warnings, assembler.unordered_by
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How every part of one input is read, decided on the first part: the roles of the
+    columns, the time column's kind, the first part's column names and the warnings the
+    choice gives (calendar columns left out)."""
+
+    roles: Roles
+    time_kind: str | None
+    names: list[str]
+    warnings: list[str]
+
+    def assembler(
+        self, opts: InputOptions, budget: int, spill_dir: str | None, expected: int = 0
+    ) -> Assembler:
+        kind = WideAssembler if self.roles.layout == "wide" else LongAssembler
+        return kind(self.roles, opts, self.time_kind, budget, spill_dir, expected)
+
+
+def decide(first: Source, opts: InputOptions, keep: Sequence[str]) -> Layout:
+    """The `Layout` from the first part's header and sample."""
+    sample = first.sample()
+    if not sample.num_rows:
+        raise _no_rows(first)
+    warnings: list[str] = []
+    roles = resolve_roles(first.shown, first.names, sample, first.numeric, opts, keep, warnings)
+    time_kind = first.time_kind(roles.time) if roles.time else None
+    return Layout(roles, time_kind, list(first.names), warnings)
 
 
 def give_back_memory() -> None:
@@ -121,14 +148,59 @@ def give_back_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
-def _check_columns(source: Source, roles: Roles, first_names: list[str]) -> None:
+def check_columns(source: Source, layout: Layout) -> None:
+    """Every part holds the columns the first part's roles read."""
     present = set(source.names)
-    missing = [name for name in roles.read if name not in present]
+    missing = [name for name in layout.roles.read if name not in present]
     if missing:
         raise InputDataError(
             f"{source.shown}: no column '{missing[0]}', which the first file has "
-            f"({', '.join(first_names)}); every file must hold the same columns"
+            f"({', '.join(layout.names)}); every file must hold the same columns"
         )
+
+
+def regular(
+    rows: Rows,
+    layout: Layout,
+    opts: InputOptions,
+    finder: Callable[[], steps.RowFinder],
+    changes: steps.Changes,
+    budget: int,
+    spill_dir: str | None,
+) -> Rows:
+    """Rows of whole sequences with duplicate times and gaps dealt with (`steps`)."""
+    roles = layout.roles
+    if not roles.time:
+        return rows
+    target_width = 1 if roles.target else 0
+    kind = layout.time_kind
+    return steps.regularize(rows, kind, opts, finder(), target_width, changes, budget, spill_dir)
+
+
+def as_sequences(rows: Rows, layout: Layout) -> SequenceSet:
+    """Rows as a `SequenceSet`: kept columns and the time (in seconds) in ``extra``."""
+    roles = layout.roles
+    values, rest, stamps = rows.arrays
+    data = SequenceSet.from_offsets(
+        values=values,
+        offsets=np.concatenate([[0], np.cumsum(rows.lengths)]),
+        ids=rows.ids,
+        feature_names=roles.features if roles.layout == "long" else ["value"],
+        targets=rest[:, :1] if roles.target else None,
+        target_names=[roles.target] if roles.target else (),
+    )
+    first_kept = 1 if roles.target else 0
+    extra = {name: rest[:, first_kept + j] for j, name in enumerate(roles.keep)}
+    if roles.time:
+        extra[roles.time] = seconds(stamps[:, 0], layout.time_kind or NUMBER)
+    return replace(data, extra=extra)
+
+
+def unordered_warning(sequence: str, column: str) -> str:
+    return (
+        f"rows of sequence '{sequence}' are not in order of column '{column}' and no "
+        f"--time-col was given; did you mean --time-col {column}?"
+    )
 
 
 class Assembler:
@@ -147,6 +219,7 @@ class Assembler:
         self.budget, self.spill_dir, self.expected = budget, spill_dir, expected
         self.unordered_by: str | None = None  # without --time-col: the likely time column,
         # when the rows are out of its order
+        self.watch = OrderWatch(roles.watch) if roles.watch else None
 
     def read(self, source: Source) -> None:
         """Every batch of one part; rows are counted from the part's first data row."""
@@ -158,10 +231,26 @@ class Assembler:
     def add(self, batch: Any, source: Source, first_row: int) -> None:
         raise NotImplementedError
 
+    def rows(self) -> Rows:
+        """Every row read, grouped by sequence and in time order (once: stores are let go)."""
+        raise NotImplementedError
+
     def finish(
         self, first: Source, finder: Callable[[], steps.RowFinder], warnings: list[str]
     ) -> SequenceSet:
-        raise NotImplementedError
+        """The whole input as a `SequenceSet`; what it did goes to ``warnings``."""
+        rows = self.rows()
+        if self.watch is not None and (code := self.watch.unordered()) is not None:
+            self.unordered_by = self.watch.name
+            warnings.append(unordered_warning(rows.ids[code], self.watch.name))
+        if not rows.lengths.sum():
+            raise _no_rows(first)
+        self.close()
+        changes = steps.Changes()
+        layout = Layout(self.roles, self.kind, [], [])
+        rows = regular(rows, layout, self.opts, finder, changes, self.budget, self.spill_dir)
+        warnings += changes.warnings(self.opts)
+        return as_sequences(rows, layout)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -185,7 +274,6 @@ class LongAssembler(Assembler):
         self.codes = Codes(spill_dir)
         self.ids: dict[str, int] = {}
         self.checked = self.features + (1 if roles.target else 0)
-        self.watch = OrderWatch(roles.watch) if roles.watch else None
 
     def add(self, batch: Any, source: Source, first_row: int) -> None:
         roles = self.roles
@@ -247,57 +335,18 @@ class LongAssembler(Assembler):
             )
         return found.values
 
-    def finish(
-        self, first: Source, finder: Callable[[], steps.RowFinder], warnings: list[str]
-    ) -> SequenceSet:
-        roles = self.roles
-        if self.watch is not None and self.watch.unordered is not None:
-            self.unordered_by = self.watch.name
-            code = self.watch.unordered
-            name = next(k for k, v in self.ids.items() if v == code)
-            warnings.append(
-                f"rows of sequence '{name}' are not in order of column '{self.watch.name}' "
-                f"and no --time-col was given; did you mean --time-col {self.watch.name}?"
-            )
-        if not self.codes.rows:
-            raise _no_rows(first)
+    def rows(self) -> Rows:
         lengths = self.codes.lengths[: len(self.ids)]
         arrays = [self.values.array(), self.rest.array(), self.times.array()]
-        if not self.codes.grouped:
-            time = 2 if roles.time else None
+        if self.codes.rows and not self.codes.grouped:
+            time = 2 if self.roles.time else None
             arrays = regrouped(arrays, self.codes, lengths, time, self.spill_dir, self.budget)
-        self.close()
-        ids = list(self.ids)
-        if roles.time:
-            repeats = self.codes.repeats or not self.codes.grouped
-            arrays, lengths, ids = steps.regularize(
-                arrays, lengths, ids, self.kind, self.opts, finder(), repeats,
-                1 if roles.target else 0, warnings, self.budget, self.spill_dir,
-            )  # fmt: skip
-        values, rest, stamps = arrays
-        data = SequenceSet.from_offsets(
-            values=values,
-            offsets=np.concatenate([[0], np.cumsum(lengths)]),
-            ids=ids,
-            feature_names=roles.features,
-            targets=rest[:, :1] if roles.target else None,
-            target_names=[roles.target] if roles.target else (),
-        )
-        first_kept = 1 if roles.target else 0
-        extra = {name: rest[:, first_kept + j] for j, name in enumerate(roles.keep)}
-        if roles.time:
-            extra[roles.time] = seconds(stamps[:, 0], self.kind or NUMBER)
-        return _with_extra(data, extra)
+        repeats = self.codes.repeats or not self.codes.grouped
+        return Rows(arrays, lengths, list(self.ids), repeats)
 
     def close(self) -> None:
         for store in (self.values, self.rest, self.times, self.codes):
             store.close()
-
-
-def _with_extra(data: SequenceSet, extra: dict[str, np.ndarray]) -> SequenceSet:
-    from dataclasses import replace
-
-    return replace(data, extra=extra)
 
 
 def _no_rows(source: Source) -> InputDataError:
@@ -308,22 +357,28 @@ def _no_rows(source: Source) -> InputDataError:
 
 
 class OrderWatch:
-    """Without --time-col: whether the likely time column is in order within each sequence."""
+    """Without --time-col: whether the likely time column is in order within each sequence.
+
+    It keeps each sequence's first and last value and which sequences went back in time,
+    so that watches of parts read apart (by Dask workers) can be `joined` into what one
+    watch of the parts read in order finds."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.last = np.zeros(0)
         self.kind: str | None = None
-        self.unordered: int | None = None  # the first sequence found out of order
-        self.gave_up = False
+        self.gave_up = False  # not a time column after all: nothing to say
+        self.seen = np.zeros(0, dtype=bool)
+        self.first = np.zeros(0)
+        self.last = np.zeros(0)
+        self.back = np.zeros(0, dtype=bool)  # the sequence's rows went back in time
 
     def add(self, batch: Any, codes: np.ndarray) -> None:
-        if self.gave_up or self.unordered is not None:
+        if self.gave_up or not len(codes):
             return
         try:
             found = times(batch.column(self.name))
         except NotTime:
-            self.gave_up = True  # not a time column after all: nothing to say
+            self.gave_up = True
             return
         if self.kind not in (None, found.kind):
             self.gave_up = True
@@ -332,18 +387,49 @@ class OrderWatch:
         values = found.values.astype(np.float64)
         permutation = np.argsort(codes, kind="stable")
         c, v = codes[permutation], values[permutation]
-        if int(c.max(initial=-1)) >= len(self.last):
-            grow = np.full(int(c.max()) + 1 - len(self.last), -np.inf)
-            self.last = np.concatenate([self.last, grow])
+        self._grow(int(c.max()) + 1)
         starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
         inside = np.r_[False, c[1:] == c[:-1]]
         back = inside & (np.r_[v[0], v[:-1]] > v)
-        back[starts] = v[starts] < self.last[c[starts]]
-        if back.any():
-            self.unordered = int(c[np.argmax(back)])
-            return
+        back[starts] = self.seen[c[starts]] & (v[starts] < self.last[c[starts]])
+        self.back[c[back]] = True
+        new = starts[~self.seen[c[starts]]]
+        self.first[c[new]] = v[new]
+        self.seen[c[new]] = True
         ends = np.r_[starts[1:] - 1, len(c) - 1]
         self.last[c[ends]] = v[ends]
+
+    def _grow(self, count: int) -> None:
+        more = count - len(self.seen)
+        if more > 0:
+            self.seen = np.r_[self.seen, np.zeros(more, dtype=bool)]
+            self.first = np.r_[self.first, np.zeros(more)]
+            self.last = np.r_[self.last, np.zeros(more)]
+            self.back = np.r_[self.back, np.zeros(more, dtype=bool)]
+
+    def unordered(self) -> int | None:
+        """The first sequence (in order of appearance) whose rows go back in time."""
+        if self.gave_up or not self.back.any():
+            return None
+        return int(np.argmax(self.back))
+
+    @classmethod
+    def joined(cls, watches: Sequence[OrderWatch], numbers: Sequence[np.ndarray]) -> OrderWatch:
+        """One watch of the parts in order, from one watch of each; ``numbers[p]`` maps
+        the sequence numbers of part p to those of the whole input."""
+        whole = cls(watches[0].name)
+        kinds = {w.kind for w in watches} - {None}
+        whole.gave_up = any(w.gave_up for w in watches) or len(kinds) > 1
+        whole._grow(max((int(n.max()) + 1 for n in numbers if len(n)), default=0))
+        for watch, number in zip(watches, numbers, strict=True):
+            seen = number[: len(watch.seen)][watch.seen]
+            first, last = watch.first[watch.seen], watch.last[watch.seen]
+            went_back = watch.back[watch.seen] | (whole.seen[seen] & (first < whole.last[seen]))
+            whole.back[seen[went_back]] = True
+            whole.first[seen[~whole.seen[seen]]] = first[~whole.seen[seen]]
+            whole.seen[seen] = True
+            whole.last[seen] = last
+        return whole
 
 
 def float_columns(
@@ -463,15 +549,8 @@ class WideAssembler(Assembler):
             )
         return Matrix(values, present, [str(v) for v in column.to_pylist()])
 
-    def finish(
-        self, first: Source, finder: Callable[[], steps.RowFinder], warnings: list[str]
-    ) -> SequenceSet:
-        if not self.lengths or not sum(len(n) for n in self.lengths):
-            raise _no_rows(first)
-        lengths = np.concatenate(self.lengths)
-        return SequenceSet.from_offsets(
-            self.values.array(),
-            np.concatenate([[0], np.cumsum(lengths)]),
-            ids=self.ids,
-            feature_names=["value"],
-        )
+    def rows(self) -> Rows:
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64)
+        values = self.values.array()
+        none = np.zeros((len(values), 0))
+        return Rows([values, none, none], lengths.astype(np.int64), list(self.ids), False)
