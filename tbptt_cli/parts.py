@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -108,17 +109,19 @@ class PartScan:
     missing: bool  # a feature or target is NaN/inf (for --nan ffill|drop to repair)
     watch: OrderWatch | None  # without --time-col: the likely time column's order
     layout: Layout | None  # NPY/NPZ: the columns as read
+    shapes: list[tuple[int, str]]  # each of its files: columns and dtype of a row
 
 
 def scan_part(task: PartTask) -> PartScan:
     """Pass 1, on a worker."""
+    temp = f"{task.spill}.{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this attempt's
     with named_as_given({task.part.path: task.shown}):
         if task.layout is None:
             rows, info, warnings, watch, layout = _read_array(task)
         else:
-            rows, info, warnings, watch = _read_table(task, task.layout)
+            rows, info, warnings, watch = _read_table(task, task.layout, temp)
             layout = task.layout
-    _save(task.spill, rows.arrays)
+    _place(task.spill, temp, rows.arrays)
     values, rest, time = rows.arrays
     starts = np.cumsum(rows.lengths) - rows.lengths
     first = last = None
@@ -146,13 +149,15 @@ def scan_part(task: PartTask) -> PartScan:
         missing=missing,
         watch=watch,
         layout=layout if task.layout is None else None,
+        shapes=[(a.shape[1], a.dtype.str) for a in rows.arrays],
     )
 
 
 def _read_table(
-    task: PartTask, layout: Layout
+    task: PartTask, layout: Layout, spill_to: str
 ) -> tuple[Rows, FileInfo, list[str], OrderWatch | None]:
-    """The part through the table core, as one part of a local read."""
+    """The part through the table core, as one part of a local read; its rows go straight
+    to files ``spill_to.<array>``."""
     from tbptt_cli.readers import parse_size
     from tbptt_cli.readers.table import check_columns, open_source
 
@@ -160,8 +165,8 @@ def _read_table(
     with open_source(task.part, opts, sys.stdin.buffer, None, None) as source:
         check_columns(source, layout)
         folder = os.path.dirname(task.spill)
-        assembler = layout.assembler(opts, parse_size(opts.memory_limit), folder,
-                                     source.rows_hint())  # fmt: skip
+        budget = parse_size(opts.memory_limit)
+        assembler = layout.assembler(opts, budget, folder, source.rows_hint(), spill_to)
         try:
             assembler.read(source)
             rows = assembler.rows()
@@ -198,15 +203,17 @@ def _read_array(task: PartTask) -> tuple[Rows, FileInfo, list[str], None, Layout
     return rows, source.files[0], list(source.warnings), None, Layout(roles, None, [], [])
 
 
-def _save(prefix: str, arrays: list[np.ndarray]) -> None:
-    """The rows as .npy files pass 2 maps; written under temp names and renamed, so a task
-    Dask runs again after its worker died leaves no half-written file."""
+def _place(prefix: str, temp: str, arrays: list[np.ndarray]) -> None:
+    """Each array as file ``prefix.<array>`` (raw rows) for pass 2: the file the reader
+    spilled it to, renamed, or else (rows regrouped, an array file's) written. Written
+    under names of this attempt first, so a task Dask runs again after its worker died
+    leaves no half-written file."""
     for name, array in zip(SPILLED, arrays, strict=True):
-        final = f"{prefix}.{name}.npy"
-        temp = f"{final}.tmp.{os.getpid()}"
-        with open(temp, "wb") as stream:
-            np.save(stream, np.asarray(array))
-        os.replace(temp, final)
+        spilled, final = f"{temp}.{name}", f"{prefix}.{name}"
+        if not (isinstance(array, np.memmap) and array.filename == os.path.abspath(spilled)):
+            with open(spilled, "wb") as stream:
+                np.ascontiguousarray(array).tofile(stream)
+        os.replace(spilled, final)
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,7 @@ class Reading:
     parts: list[Part]  # absolute paths (a duplicate time is located by reading them again)
     renames: dict[str, str]  # absolute path -> as given
     spills: list[str]
+    shapes: list[tuple[int, str]]  # each spilled array: columns and dtype of a row
     in_order: bool  # the parts of every id follow each other in time: no sort needed
 
 
@@ -279,7 +287,10 @@ def load(spec: Load) -> Loaded:
     reading, pieces = spec.reading, spec.pieces
     count = len(spec.ids)
     lengths = np.bincount(pieces.sequence, weights=pieces.rows, minlength=count).astype(np.int64)
-    arrays = [_gather(reading.spills, name, pieces) for name in SPILLED]
+    # The time only for whole sequences (to sort, check and fill them): a window is written.
+    loaded = SPILLED if spec.whole else SPILLED[:2]
+    arrays = [_gather(reading, k, pieces) for k in range(len(loaded))]
+    arrays += [np.zeros((len(arrays[0]), 0))] * (len(SPILLED) - len(loaded))
     rows = Rows(arrays, lengths, spec.ids, repeats=True)
     if spec.whole and reading.layout.roles.time and not reading.in_order:
         permutation = order(np.repeat(np.arange(count), lengths), arrays[2][:, 0])
@@ -309,20 +320,29 @@ def _reopen(part: Part, opts: InputOptions) -> Source:
     return open_source(part, opts, sys.stdin.buffer, None, None)
 
 
-def _gather(spills: list[str], name: str, pieces: Pieces) -> np.ndarray:
-    """The pieces' rows of one of the parts' arrays, end to end."""
-    arrays = {
-        p: np.load(f"{spills[p]}.{name}.npy", mmap_mode="r")
-        for p in np.unique(np.r_[pieces.part, 0]).tolist()  # part 0: the width, if no piece
-    }
-    like = arrays[0]
-    out = np.empty((int(pieces.rows.sum()), like.shape[1]), dtype=like.dtype)
-    if like.shape[1]:
+def _gather(reading: Reading, array: int, pieces: Pieces) -> np.ndarray:
+    """The pieces' rows of one of the parts' spilled arrays, end to end. Read into place:
+    a memory map would take a page fault per 4 KiB, which doubled the time on a VM."""
+    width, dtype = reading.shapes[array]
+    out = np.empty((int(pieces.rows.sum()), width), dtype=dtype)
+    row_bytes = out.itemsize * width
+    if not row_bytes:
+        return out
+    flat = out.reshape(-1).view(np.uint8)
+    opened: dict[int, int] = {}
+    try:
         at = 0
         for p, s, n in zip(pieces.part.tolist(), pieces.start.tolist(), pieces.rows.tolist(),
                            strict=True):  # fmt: skip
-            out[at : at + n] = arrays[p][s : s + n]
-            at += n
+            if p not in opened:
+                opened[p] = os.open(f"{reading.spills[p]}.{SPILLED[array]}", os.O_RDONLY)
+            size = n * row_bytes
+            if os.preadv(opened[p], [flat[at : at + size].data], s * row_bytes) != size:
+                raise OSError(f"{reading.spills[p]}.{SPILLED[array]}: shorter than expected")
+            at += size
+    finally:
+        for fd in opened.values():
+            os.close(fd)
     return out
 
 
@@ -525,7 +545,7 @@ def join(
     source = SourceInfo.of_files(shown(opts), formats, files, warnings)
     source = replace(source, time_col_hint=hint)
     renames = {part.path: scan.path for part, scan in zip(parts, scans, strict=True)}
-    reading = Reading(opts, layout, parts, renames, spills, in_order=not overlap)
+    reading = Reading(opts, layout, parts, renames, spills, scans[0].shapes, not overlap)
     missing = any(s.missing for s in scans)
     timed = layout.roles.time is not None
     finishing = (timed and (opts.freq is not None or overlap or any(s.repeats for s in scans))) or (

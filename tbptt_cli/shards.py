@@ -28,7 +28,7 @@ import numpy as np
 
 from tbptt_cli.plan import Plan
 
-SHARD_BYTES = 256 << 20  # bytes of X a shard aims at; cut where a block of batches starts
+SHARD_BYTES = 64 << 20  # bytes of X a shard aims at; cut where a block of batches starts
 # The [samples, window, ...] datasets: the shards hold their rows.
 VIRTUAL = ("X", "y", "mask", "loss_mask", "step_reset", "step_sequence")
 TOKEN = re.compile(r"[0-9a-f]{16}")  # a shard folder's name (see `token`)

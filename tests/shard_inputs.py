@@ -8,6 +8,7 @@ files record (the input path as given) are then the same, and so must be their b
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Callable
@@ -92,3 +93,103 @@ def local_and_merged(
     merged = tbptt("merge", "out.h5", "-o", "single.h5")
     assert merged.code == 0, merged.stderr
     return root / "local", root / "dask"
+
+
+# --- one partitioned folder of many formats, read by both engines ---------------------
+
+FORMATS = ("parquet", "csv.gz", "csv", "arrow", "parquet", "tsv")
+MIXED = ("data", "--id-col", "sensor", "--time-col", "time")
+JANUARY, HOUR = 1_704_067_200_000_000, 3_600_000_000  # 2024-01-01 and an hour, in us
+
+
+def mixed(root: Path, rows: list[list[Any]] | None = None, seed: int = 0) -> Path:
+    """``root/data``: sensor rows as six parts of five formats (Parquet, gzip CSV, CSV,
+    Arrow IPC, TSV) in hive folders ``site=east`` and ``site=west`` (a text column
+    ``site``), ``time`` ISO 8601 timestamps, a calendar column ``day`` (never a feature)
+    and the features ``temp`` and ``humidity``; every part holds rows of most sensors,
+    shuffled. ``root/local/data`` and ``root/dask/data`` link to it, so that both engines
+    name the same files. ``rows``: [sensor, step, temp, humidity] (default: `sensor_rows`)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    rows = sensor_rows(rng) if rows is None else rows
+    order = rng.permutation(len(rows))
+    for k, chunk in enumerate(np.array_split(order, len(FORMATS))):
+        picked = [rows[i] for i in chunk]
+        table = pa.table(
+            {
+                "sensor": [r[0] for r in picked],
+                "time": pa.array([JANUARY + int(r[1]) * HOUR for r in picked], pa.timestamp("us")),
+                "day": [int(r[1]) // 24 for r in picked],
+                "temp": [float(r[2]) for r in picked],
+                "humidity": [float(r[3]) for r in picked],
+            }
+        )
+        folder = root / "data" / f"site={'east' if k < 3 else 'west'}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"part-{k}.{FORMATS[k]}"
+        kind = FORMATS[k]
+        if kind == "parquet":
+            pq.write_table(table, path, row_group_size=40)
+        elif kind == "arrow":
+            feather.write_feather(table, path)
+        else:
+            delimiter = "\t" if kind == "tsv" else ","
+            options = pacsv.WriteOptions(delimiter=delimiter, quoting_style="none")
+            pacsv.write_csv(table, path.with_suffix("") if kind == "csv.gz" else path, options)
+            if kind == "csv.gz":
+                plain = path.with_suffix("")
+                path.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+                plain.unlink()
+    for side in ("local", "dask"):
+        (root / side).mkdir()
+        (root / side / "data").symlink_to(root / "data", target_is_directory=True)
+    return root
+
+
+def sensor_rows(rng: np.random.Generator) -> list[list[Any]]:
+    """Five sensors of 40 to 97 steps: [sensor, step, temp, humidity]."""
+    rows = []
+    for number, steps in enumerate([97, 40, 63, 88, 55]):
+        t = np.arange(steps)
+        temp = 10 + 3 * np.sin(t / (4 + number)) + rng.normal(0, 0.3, steps)
+        humidity = 60 + rng.normal(0, 2, steps).cumsum() / 5
+        rows += [[f"s{number}", int(a), float(b), float(c)] for a, b, c in zip(t, temp, humidity,
+                                                                             strict=True)]  # fmt: skip
+    return rows
+
+
+def both_engines(
+    tbptt: Callable[..., Any], root: Path, *args: object, scheduler: str | None = None
+) -> tuple[Any, Any]:
+    """The same command on the same files with each engine (``root/local/out.h5``, and
+    ``root/dask/out.h5`` merged into ``root/dask/merged.h5``); their results. The caller
+    restores the current folder (monkeypatch.chdir)."""
+    os.chdir(root / "local")
+    local = tbptt(*args, "-o", "out.h5")
+    os.chdir(root / "dask")
+    engine = ("--engine", "dask") + (("--scheduler", scheduler) if scheduler else ())
+    remote = tbptt(*args, "-o", "out.h5", *engine)
+    if remote.code == 0 and "-n" not in args:
+        merged = tbptt("merge", "out.h5", "-o", "merged.h5")
+        assert merged.code == 0, merged.stderr
+    return local, remote
+
+
+def same_output(root: Path, names: tuple[str, ...] = ("out",)) -> None:
+    """The merged Dask output is the local one, byte for byte, and so is its manifest but
+    for the engine it names."""
+    for name in names:
+        local, merged = root / "local" / f"{name}.h5", root / "dask" / "merged.h5"
+        if name != "out":
+            merged = root / "dask" / f"{name}-merged.h5"
+        assert merged.read_bytes() == local.read_bytes(), name
+    mine = json.loads((root / "dask" / "merged.manifest.json").read_text())
+    theirs = json.loads((root / "local" / "out.manifest.json").read_text())
+    assert mine["input"].pop("engine")["name"] == "dask"
+    mine["output"]["file"] = "out.h5"
+    mine["params"]["output"].update(path="out.h5")
+    assert mine == theirs

@@ -42,13 +42,14 @@ class Store:
 
     In memory they fill one buffer, sized from ``expected`` rows (a reader's estimate)
     and grown by half when that was short: no list of parts joined at the end, which
-    held every row twice."""
+    held every row twice. Given a ``path``, they spill to that file (raw, no header)."""
 
     width: int
     budget: int
     spill_dir: str | None
     dtype: Any = np.float64
     expected: int = 0
+    path: str | None = None
     buffer: np.ndarray | None = None
     file: IO[bytes] | None = None
     rows: int = 0
@@ -81,7 +82,8 @@ class Store:
         self.buffer = grown
 
     def _spill(self) -> None:
-        self.file = spill_file(self.spill_dir)
+        path = self.path
+        self.file = spill_file(self.spill_dir) if path is None else open(path, "w+b")  # noqa: SIM115
         if self.buffer is not None:
             self.buffer[: self.rows].tofile(self.file)
         self.buffer = None

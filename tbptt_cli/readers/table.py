@@ -35,6 +35,7 @@ from tbptt_cli.readers.steps import Rows
 from tbptt_cli.readers.timecol import NUMBER, NotTime, check_kind, seconds, times
 from tbptt_cli.sequences import FileInfo, SequenceSet
 
+NAMES = ("values", "rest", "time")  # `Rows.arrays`
 SOURCES = {  # format -> the `Source` that reads it, imported on first use
     "csv": "tbptt_cli.readers.csvfile:CsvSource",
     "tsv": "tbptt_cli.readers.csvfile:CsvSource",
@@ -118,10 +119,15 @@ class Layout:
     warnings: list[str]
 
     def assembler(
-        self, opts: InputOptions, budget: int, spill_dir: str | None, expected: int = 0
+        self,
+        opts: InputOptions,
+        budget: int,
+        spill_dir: str | None,
+        expected: int = 0,
+        spill_to: str | None = None,
     ) -> Assembler:
         kind = WideAssembler if self.roles.layout == "wide" else LongAssembler
-        return kind(self.roles, opts, self.time_kind, budget, spill_dir, expected)
+        return kind(self.roles, opts, self.time_kind, budget, spill_dir, expected, spill_to)
 
 
 def decide(first: Source, opts: InputOptions, keep: Sequence[str]) -> Layout:
@@ -191,7 +197,7 @@ def as_sequences(rows: Rows, layout: Layout) -> SequenceSet:
     )
     first_kept = 1 if roles.target else 0
     extra = {name: rest[:, first_kept + j] for j, name in enumerate(roles.keep)}
-    if roles.time:
+    if roles.time and stamps.shape[1]:  # (the Dask engine loads windows without it)
         extra[roles.time] = seconds(stamps[:, 0], layout.time_kind or NUMBER)
     return replace(data, extra=extra)
 
@@ -214,9 +220,11 @@ class Assembler:
         budget: int,
         spill_dir: str | None,
         expected: int = 0,
+        spill_to: str | None = None,
     ) -> None:
         self.roles, self.opts, self.kind = roles, opts, time_kind
         self.budget, self.spill_dir, self.expected = budget, spill_dir, expected
+        self.spill_to = spill_to  # long rows: written at once to spill_to.values|rest|time
         self.unordered_by: str | None = None  # without --time-col: the likely time column,
         # when the rows are out of its order
         self.watch = OrderWatch(roles.watch) if roles.watch else None
@@ -268,9 +276,14 @@ class LongAssembler(Assembler):
         # The budget is shared in proportion to the bytes each store holds per row.
         widths = [self.features, width - self.features, 1 if roles.time else 0]
         share = [budget * w // max(sum(widths), 1) for w in widths]
-        self.values = Store(widths[0], share[0], spill_dir, expected=expected)
-        self.rest = Store(widths[1], share[1], spill_dir, expected=expected)
-        self.times = Store(widths[2], share[2], spill_dir, time_dtype, expected)
+        if self.spill_to is not None:
+            share = [0, 0, 0]
+        paths = [None if self.spill_to is None else f"{self.spill_to}.{n}" for n in NAMES]
+        dtypes = [np.float64, np.float64, time_dtype]
+        self.values, self.rest, self.times = (
+            Store(w, b, spill_dir, d, expected, path)
+            for w, b, d, path in zip(widths, share, dtypes, paths, strict=True)
+        )
         self.codes = Codes(spill_dir)
         self.ids: dict[str, int] = {}
         self.checked = self.features + (1 if roles.target else 0)
@@ -286,8 +299,8 @@ class LongAssembler(Assembler):
             self.watch.add(batch, codes)
         self.values.add(values)
         self.rest.add(rest)
-        if time is not None:
-            self.times.add(time[:, None])
+        # Without a time column it holds rows of width 0 (a regrouping moves every array).
+        self.times.add(time[:, None] if time is not None else rest[:, :0])
         self.codes.add(codes, time)
 
     def _refuse_missing(
