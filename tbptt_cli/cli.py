@@ -681,6 +681,11 @@ def label(kind: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Map every outcome to its exit code; tracebacks only with --debug."""
+    if getattr(sys.modules.get("__mp_main__"), "__name__", "") == "__mp_main__":
+        # A worker process of --scheduler local:N importing the script that started the
+        # run, under the name __mp_main__ (multiprocessing's spawn): without
+        # `if __name__ == "__main__":` in that script, each worker would start it again.
+        return
     args = sys.argv[1:] if argv is None else argv
     code = run_main(args)
     from tbptt_cli import atomic

@@ -1,8 +1,10 @@
 """--engine dask on a real cluster: one LocalCluster of 2 worker processes for the module.
 
-The merged output of a run on partitioned CSV equals the local run's byte for byte; a
-worker killed mid-task is replaced and the output is still whole and identical; a
-driver killed mid-write leaves the old output as it was.
+On one folder of Parquet, gzip CSV, CSV, Arrow and TSV parts, with the rows of every
+sensor spread over the parts, the merged output of a Dask run is the local run's byte for
+byte; a worker killed mid-task is replaced and the output is still whole and identical; a
+shard deleted afterwards makes validate fail; a driver killed mid-write leaves the old
+output as it was.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 import pytest
-from shard_inputs import READ, RUNS, local_and_merged, partitioned, same_manifest_apart_from_input
+from shard_inputs import MIXED, both_engines, mixed, same_output
 
 distributed = pytest.importorskip("distributed")
 
@@ -26,6 +29,12 @@ from tbptt_cli import cluster, shards  # noqa: E402
 from tbptt_cli.batches import BatchFile  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+RUNS = {
+    "split": "split --length 7 --batch-size 2 --target next --scale standard",
+    "stepwise": "stepwise --batch-size 5 --target humidity",
+    "acf": "domain acf --rule acf --max-lag 12 --batch-size 2",
+    "decoupled": "decoupled --k1 8 --k2 3 --stride 2 --batch-size 4 --val-fraction 0.4",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +46,19 @@ def scheduler() -> Iterator[str]:
 
 
 @pytest.fixture
-def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(shards, "SHARD_BYTES", 1024)  # several shards per output
     monkeypatch.chdir(tmp_path)  # the tests change folders: back to the old one at the end
-    return partitioned(tmp_path, nan=True)
+    return mixed(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["split", "stepwise", "acf", "decoupled"])
-def test_merged_output_equals_the_local_run(tbptt, scheduler, inputs, monkeypatch, name) -> None:
-    local, remote = local_and_merged(tbptt, inputs, *RUNS[name], scheduler=scheduler)
-    assert (remote / "single.h5").read_bytes() == (local / "single.h5").read_bytes()
-    same_manifest_apart_from_input(remote / "single.manifest.json", local / "single.manifest.json")
-    assert len(list((remote / "out.h5.d").glob("*/part-*.h5"))) > 1
-    assert tbptt("validate", remote / "out.h5").code == 0
+@pytest.mark.parametrize("name", RUNS)
+def test_merged_output_equals_the_local_run(tbptt, scheduler, root, name) -> None:
+    local, remote = both_engines(tbptt, root, *RUNS[name].split(), *MIXED, scheduler=scheduler)
+    assert local.code == remote.code == 0, remote.stderr
+    same_output(root)
+    assert len(list((root / "dask" / "out.h5.d").glob("*/part-*.h5"))) > 1
+    assert tbptt("validate", root / "dask" / "out.h5").code == 0
 
 
 class KillOnce(distributed.WorkerPlugin):
@@ -90,17 +99,20 @@ def plugin(scheduler: str) -> Iterator[Any]:
             client.unregister_worker_plugin(name)
 
 
-def test_a_worker_killed_mid_task_is_replaced(tbptt, scheduler, inputs, monkeypatch, plugin):
-    marker = inputs / "killed"
-    plugin(KillOnce("write_shard", str(marker)))
-    args = ("split", "--length", 5, "--batch-size", 2, "--nan", "ffill")
-    local, remote = local_and_merged(tbptt, inputs, *args, scheduler=scheduler)
-    assert marker.exists()  # a worker did die running a shard
-    assert (remote / "single.h5").read_bytes() == (local / "single.h5").read_bytes()
-    names = sorted(p.name for p in (remote / "out.h5.d").glob("*/*"))
+@pytest.mark.parametrize("task", ["scan_part", "write_shard"])
+def test_a_worker_killed_mid_task_is_replaced(tbptt, scheduler, root, plugin, task) -> None:
+    marker = root / "killed"
+    plugin(KillOnce(task, str(marker)))
+    command = ("split", "--length", 5, "--batch-size", 2, *MIXED)
+    local, remote = both_engines(tbptt, root, *command, scheduler=scheduler)
+    assert marker.exists()  # a worker did die running a task
+    assert local.code == remote.code == 0, remote.stderr
+    same_output(root)
+    names = sorted(p.name for p in (root / "dask" / "out.h5.d").glob("*/*"))
     assert names == [f"part-{i:05d}.h5" for i in range(len(names))]  # no temp file left
-    (remote / "out.h5.d").joinpath(*Path(shards_of(remote)[1]).parts[1:]).unlink()
-    found = tbptt("validate", remote / "out.h5")
+    assert [p.name for p in (root / "dask").glob(".*tmp*")] == []  # nor the parts' rows
+    (root / "dask").joinpath(shards_of(root / "dask")[1]).unlink()
+    found = tbptt("validate", root / "dask" / "out.h5")
     assert found.code == 65 and "is missing; its rows would read as fill values" in found.stderr
 
 
@@ -110,12 +122,12 @@ def shards_of(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_leaves_the_old_output(tbptt, scheduler, inputs, monkeypatch, plugin):
-    monkeypatch.chdir(inputs / "dask")
-    common = ("split", *READ, "--nan", "zero", "-o", "out.h5", "--engine", "dask")
+def test_a_killed_driver_leaves_the_old_output(tbptt, scheduler, root, monkeypatch, plugin):
+    monkeypatch.chdir(root / "dask")
+    common = ("split", *MIXED, "-o", "out.h5", "--engine", "dask")
     assert tbptt(*common, "--length", 6, "--scheduler", scheduler).code == 0
     before = {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "lock" not in p.name}
-    slow = inputs / "slow"
+    slow = root / "slow"
     slow.touch()
     plugin(KillOnce("write_shard", str(slow), pause=1.0))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -137,37 +149,45 @@ def test_a_killed_driver_leaves_the_old_output(tbptt, scheduler, inputs, monkeyp
     assert BatchFile("out.h5").window == 4
 
 
-def test_worker_versions_must_match(tbptt, scheduler, inputs, monkeypatch) -> None:
-    monkeypatch.chdir(inputs / "dask")
+def test_worker_versions_must_match(tbptt, scheduler, root, monkeypatch) -> None:
+    monkeypatch.chdir(root / "dask")
     monkeypatch.setattr(cluster, "__version__", "0.0.0-other")
-    result = tbptt(
-        "split", *READ, "--length", 5, "-o", "out.h5", "--engine", "dask", "--scheduler", scheduler
-    )
+    run = ("split", *MIXED, "--length", 5, "-o", "out.h5")
+    result = tbptt(*run, "--engine", "dask", "--scheduler", scheduler)
     assert result.code == 2 and "runs tbptt 0.1.0, this is 0.0.0-other" in result.stderr
     assert sorted(p.name for p in Path().iterdir()) == [".out.h5.lock", "data"]
 
 
-def test_an_unreachable_scheduler_is_74(tbptt, inputs, monkeypatch) -> None:
-    monkeypatch.chdir(inputs / "dask")
+def test_an_unreachable_scheduler_is_74(tbptt, root, monkeypatch) -> None:
+    monkeypatch.chdir(root / "dask")
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")
-    result = tbptt(
-        "split",
-        *READ,
-        "--length",
-        5,
-        "-o",
-        "out.h5",
-        "--engine",
-        "dask",
-        "--scheduler",
-        "tcp://127.0.0.1:9",
-    )
+    run = ("split", *MIXED, "--length", 5, "-o", "out.h5")
+    result = tbptt(*run, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9")
     assert result.code == 74, result.stderr
     assert result.stderr.startswith("tbptt: error: tcp://127.0.0.1:9: cannot reach the Dask")
 
 
 @pytest.mark.slow
-def test_local_n_starts_a_cluster_for_the_run(tbptt, inputs, monkeypatch) -> None:
-    args = ("stepwise", "--batch-size", 3, "--nan", "ffill")
-    local, remote = local_and_merged(tbptt, inputs, *args, scheduler="local:1")
-    assert (remote / "single.h5").read_bytes() == (local / "single.h5").read_bytes()
+def test_local_n_starts_a_cluster_for_the_run(tbptt, root) -> None:
+    run = ("stepwise", *MIXED, "--batch-size", 3)
+    local, remote = both_engines(tbptt, root, *run, scheduler="local:1")
+    assert local.code == remote.code == 0, remote.stderr
+    same_output(root)
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    """Worker processes start by importing the script that started them: tbptt's main
+    does nothing there, so a script without ``if __name__ == "__main__":`` runs once."""
+    script = tmp_path / "job.py"
+    script.write_text("from tbptt_cli.cli import main\n\nmain()\n")
+    np_file = tmp_path / "in.npy"
+    np.save(np_file, np.arange(40.0).reshape(2, 20))
+    run = [sys.executable, str(script), "split", str(np_file), "--length", "5", "-o"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [*run, str(tmp_path / "out.h5"), "--engine", "dask", "--scheduler", "local:1"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("wrote ") == 1 and "error" not in done.stderr

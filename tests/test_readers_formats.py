@@ -231,6 +231,19 @@ def test_stdin_spills_beyond_the_memory_limit(tmp_path):
     assert info.size == len("id,t,x\n" + rows) and list(tmp_path.iterdir()) == []
 
 
+def test_spilled_rows_without_a_time_column_are_grouped(tmp_path):
+    """Rows of one id scattered over a file larger than --memory-limit, no --time-col:
+    grouped through the spill files in file order (the empty time store moves too)."""
+    rows = "".join(f"s{i % 3},{i * 0.5}\n" for i in range(3000))
+    data, _ = read_input(
+        InputOptions(path="-", format="csv", id_col="id", memory_limit="4K"),
+        stdin=io.BytesIO(("id,x\n" + rows).encode()),
+        spill_dir=tmp_path,
+    )
+    assert isinstance(data.values, np.memmap) and data.lengths.tolist() == [1000] * 3
+    assert data.sequence(1)[:3, 0].tolist() == [0.5, 2.0, 3.5]
+
+
 def test_reading_never_imports_pandas(tmp_path):
     """pyarrow's own conversions import pandas where it is installed: half a second."""
     paths = containers(tmp_path / "in")

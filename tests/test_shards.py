@@ -5,15 +5,20 @@ quickly (tests/test_dask.py runs the same on a real Dask cluster)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 import pytest
 import yaml
-from shard_inputs import READ, RUNS, local_and_merged, partitioned, same_manifest_apart_from_input
+from shard_inputs import (
+    READ,
+    RUNS,
+    InProcess,
+    local_and_merged,
+    partitioned,
+    same_manifest_apart_from_input,
+)
 
 from tbptt_cli import cluster, shards
 from tbptt_cli.batches import BatchFile
@@ -21,26 +26,6 @@ from tbptt_cli.errors import InputMissingError
 from tbptt_cli.params import SplitParams
 from tbptt_cli.sequences import SequenceSet
 from tbptt_cli.strategies.basic import plan_split
-
-
-class InProcess:
-    """The Dask executor's contract, run here, one task after the other."""
-
-    def __init__(self, address: str | None) -> None:
-        self.description = {"name": "dask", "scheduler": address or "local:1"}
-
-    def map(
-        self, function: Callable[[Any], Any], tasks: Sequence[Any], done: Any = None
-    ) -> list[Any]:
-        results = []
-        for index, task in enumerate(tasks):
-            results.append(function(task))
-            if done is not None:
-                done(index)
-        return results
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -1,0 +1,138 @@
+"""--engine dask reads what --engine local reads, the same way: one folder of Parquet,
+gzip CSV, CSV, Arrow and TSV parts in hive folders, with the rows of every sensor spread
+over the parts, read by both engines. The merged output, its manifest, the warnings and
+the errors are the local run's. The engine's tasks run in this process
+(tests/test_dask.py runs them on a real cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from shard_inputs import (
+    MIXED,
+    InProcess,
+    both_engines,
+    mixed,
+    same_output,
+    sensor_rows,
+    warnings,
+)
+
+from tbptt_cli import cluster, shards
+
+
+@pytest.fixture
+def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(cluster, "DaskExecutor", InProcess)
+    monkeypatch.setattr(shards, "SHARD_BYTES", 1024)  # several shards per output
+    monkeypatch.chdir(tmp_path)  # the tests change folders: back to the old one at the end
+    return tmp_path
+
+
+def rows_with(change: str) -> list[list[Any]]:
+    """`sensor_rows` with rows at a time their sensor already has (``twice``), steps left
+    out (``gaps``) or values missing (``nan``, none at a sensor's first step)."""
+    rows = sensor_rows(np.random.default_rng(0))
+    if change == "twice":
+        rows += [[s, t, temp + 1, humidity - 1] for s, t, temp, humidity in rows[::7]]
+    if change == "gaps":
+        rows = [row for row in rows if row[1] % 17 != 5]
+    if change == "nan":
+        for i in (3, 50, 51, 120, 300):
+            rows[i][2] = float("nan")
+        rows[201][3] = float("nan")
+    if change == "large":  # beyond float16
+        for row in rows[::9]:
+            row[3] *= 2000.0
+    return rows
+
+
+RUNS = {
+    "scale": ("", "split --length 7 --batch-size 2 --scale standard --val-fraction 0.4"),
+    "minmax": ("", "stepwise --batch-size 5 --scale minmax --val-fraction 0.3 --val-by time"),
+    "first": ("twice", "split --length 7 --batch-size 2 --duplicates first"),
+    "mean": ("twice", "stepwise --batch-size 5 --duplicates mean --target next"),
+    "last": ("twice", "split --length 9 --batch-size 3 --duplicates last --packing lanes"),
+    "split": ("gaps", "split --length 5 --batch-size 3 --freq 1h --gaps split"),
+    "fill": ("gaps", "split --length 5 --batch-size 3 --freq 1h --gaps fill --nan ffill"),
+    "ffill": ("nan", "split --length 5 --batch-size 3 --nan ffill --target next"),
+    "drop": ("nan", "split --length 5 --batch-size 3 --nan drop --target next"),
+    "zero": ("nan", "domain acf --batch-size 3 --nan zero --target humidity"),
+    "segments": ("gaps", "domain segments --max-gap 3600 --pad-to max"),
+    "report": ("", "split --length 7 --batch-size 2 --report page.html"),
+}
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_the_same_output_as_a_local_run(tbptt, in_process, name) -> None:
+    change, command = RUNS[name]
+    mixed(in_process, rows_with(change))
+    local, remote = both_engines(tbptt, in_process, *command.split(), *MIXED)
+    assert local.code == remote.code == 0, remote.stderr
+    assert warnings(remote) == warnings(local)
+    assert "left out of the features: day (a calendar name)" in local.stderr
+    same_output(in_process)
+    if name == "report":
+        page = (in_process / "dask" / "page.html").read_text()
+        assert page == (in_process / "local" / "page.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "command", "message"),
+    [
+        ("twice", "split --length 9", "two rows of sequence 's2' have time 2024-01-01T03:00:00"),
+        ("gaps", "split --length 5 --freq 1h", "sequence 's2' skips 1 step(s) of --freq 1h"),
+        ("nan", "split --length 5", "part-0.parquet row 23: missing value in column 'humidity'"),
+        ("large", "split --length 7 --dtype float16", "feature 'humidity' holds 125028, more"),
+        ("large", "split --length 7 --dtype float16 -n", "feature 'humidity' holds 125028"),
+    ],
+)
+def test_the_same_errors_as_a_local_run(tbptt, in_process, change, command, message) -> None:
+    mixed(in_process, rows_with(change))
+    local, remote = both_engines(tbptt, in_process, *command.split(), *MIXED)
+    assert local.code == remote.code == 65 and message in local.stderr
+    assert remote.stderr == local.stderr
+    left = sorted(p.name for p in (in_process / "dask").iterdir())
+    assert left == ["data"] if "-n" in command else [".out.h5.lock", "data"]
+
+
+def test_rows_out_of_order_without_a_time_column(tbptt, in_process) -> None:
+    """Each part watched apart, the watches joined: the same sequence named."""
+    mixed(in_process)
+    local, remote = both_engines(tbptt, in_process, "split", "data", "--id-col", "sensor",
+                                 "--length", 7, "--batch-size", 2)  # fmt: skip
+    assert "rows of sequence 's1' are not in order of column 'time'" in local.stderr
+    assert warnings(remote) == warnings(local)
+    same_output(in_process)
+
+
+def test_wide_rows_and_array_files(tbptt, in_process) -> None:
+    for side in ("local", "dask"):
+        (in_process / side / "data").mkdir(parents=True)
+        (in_process / side / "data" / "a.csv").write_text("id,1,2,3,4\nx,1,2,3,4\ny,5,6,,\n")
+        (in_process / side / "data" / "b.csv").write_text("id,1,2,3,4\nx,7,8,9,1\nz,5,6,7,\n")
+        np.save(in_process / side / "a.npy", np.arange(60.0).reshape(3, 20))
+    local, remote = both_engines(tbptt, in_process, "asis", "data", "--layout", "wide",
+                                 "--id-col", "id")  # fmt: skip
+    assert local.code == remote.code == 0
+    same_output(in_process)  # two rows of id x: two sequences, as a local run reads them
+    local, remote = both_engines(tbptt, in_process, "split", "a.npy", "--length", 6,
+                                 "--target", "next", "--scale", "minmax")  # fmt: skip
+    assert local.code == remote.code == 0
+    same_output(in_process)
+
+
+def test_a_part_without_a_column_the_first_has(tbptt, in_process) -> None:
+    for side in ("local", "dask"):
+        (in_process / side / "data").mkdir(parents=True)
+        (in_process / side / "data" / "a.csv").write_text("id,t,v,w\nx,1,2,3\nx,2,2,3\n")
+        (in_process / side / "data" / "b.csv").write_text("id,t,v\nx,3,8\nz,5,6\n")
+    local, remote = both_engines(tbptt, in_process, "asis", "data", "--id-col", "id",
+                                 "--time-col", "t")  # fmt: skip
+    assert remote.code == 65 and remote.stderr == local.stderr == (
+        "tbptt: error: data/b.csv: no column 'w', which the first file has (id, t, v, w); "
+        "every file must hold the same columns\n"
+    )
