@@ -3,7 +3,7 @@
 Pass 1 (`scan_part`, one task per part) reads a part with the local readers: the
 `table.Layout` decided once on the first part (`decide`, on the driver), an assembler of
 its own per part. The part's rows, grouped by sequence and in time order within the part,
-go to ``.npy`` files beside the output; the driver gets back the ids, rows per id, time
+go straight to files beside the output; the driver gets back the ids, rows per id, time
 ranges and findings.
 
 The driver joins them (`join`) as the local reader joins the files of one input: ids
@@ -26,28 +26,38 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
+from tbptt_cli import atomic
 from tbptt_cli.errors import TbpttError, UsageError
 from tbptt_cli.options import TABLE, InputOptions, parse_target
+from tbptt_cli.readers import finish, parse_size, prepare, read_input, repair_missing
 from tbptt_cli.readers.columns import Roles
 from tbptt_cli.readers.inputs import Part, given_paths, shown
 from tbptt_cli.readers.source import Source
-from tbptt_cli.readers.steps import Changes, Rows
-from tbptt_cli.readers.table import Layout, OrderWatch
+from tbptt_cli.readers.spill import order
+from tbptt_cli.readers.steps import Changes, RowFinder, Rows
+from tbptt_cli.readers.table import (
+    Layout,
+    OrderWatch,
+    as_sequences,
+    check_columns,
+    open_source,
+    regular,
+    unordered_warning,
+)
 from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
 FIRST_FEATURE = ""  # a planning column: the first feature, whatever it is called
-SPILLED = ("values", "rest", "time")  # a part's `Rows.arrays`, one .npy file each
+SPILLED = ("values", "rest", "time")  # a part's `Rows.arrays`, one file each (raw rows)
 GROUP_BYTES = 256 << 20  # rows of whole sequences a `finish_group` task holds, about
 
 
 def list_parts(opts: InputOptions) -> list[Part]:
     """The parts of INPUT as the local readers find them, after the checks a local read
     makes before any work."""
-    from tbptt_cli.readers import prepare
-
     if "-" in given_paths(opts):
         raise UsageError("--engine dask reads files every worker can open, not stdin; give a path")
     return prepare(opts)[0]
@@ -56,12 +66,12 @@ def list_parts(opts: InputOptions) -> list[Part]:
 def decide(parts: list[Part], opts: InputOptions, keep: Sequence[str]) -> Layout | None:
     """How every part is read, from the first part (as a local run decides it); None for
     NPY/NPZ, one array file read whole by one worker."""
-    from tbptt_cli.readers.table import decide, open_source
+    from tbptt_cli.readers import table
 
     if parts[0].format not in TABLE:
         return None
     with open_source(parts[0], opts, sys.stdin.buffer, None, None) as first:
-        return decide(first, opts, keep)
+        return table.decide(first, opts, keep)
 
 
 @contextlib.contextmanager
@@ -82,7 +92,7 @@ def as_given(text: str, renames: dict[str, str]) -> str:
 
 @dataclass(frozen=True)
 class PartTask:
-    """Pass 1 for one part: read it, save its rows as ``spill.<array>.npy``."""
+    """Pass 1 for one part: read it, its rows to files ``spill.<array>``."""
 
     part: Part  # its path absolute, as the workers open it
     shown: str  # the path as the user named it
@@ -115,13 +125,16 @@ class PartScan:
 def scan_part(task: PartTask) -> PartScan:
     """Pass 1, on a worker."""
     temp = f"{task.spill}.{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this attempt's
-    with named_as_given({task.part.path: task.shown}):
-        if task.layout is None:
-            rows, info, warnings, watch, layout = _read_array(task)
-        else:
-            rows, info, warnings, watch = _read_table(task, task.layout, temp)
-            layout = task.layout
-    _place(task.spill, temp, rows.arrays)
+    try:
+        with named_as_given({task.part.path: task.shown}):
+            if task.layout is None:
+                rows, info, warnings, watch, layout = _read_array(task)
+            else:
+                rows, info, warnings, watch = _read_table(task, task.layout, temp)
+                layout = task.layout
+        _place(task.spill, temp, rows.arrays)
+    except OSError as e:  # the readers name their own; this is writing the rows
+        raise atomic.write_error(Path(task.spill).parent, e) from None
     values, rest, time = rows.arrays
     starts = np.cumsum(rows.lengths) - rows.lengths
     first = last = None
@@ -158,9 +171,6 @@ def _read_table(
 ) -> tuple[Rows, FileInfo, list[str], OrderWatch | None]:
     """The part through the table core, as one part of a local read; its rows go straight
     to files ``spill_to.<array>``."""
-    from tbptt_cli.readers import parse_size
-    from tbptt_cli.readers.table import check_columns, open_source
-
     opts = task.opts
     with open_source(task.part, opts, sys.stdin.buffer, None, None) as source:
         check_columns(source, layout)
@@ -179,8 +189,6 @@ def _read_table(
 def _read_array(task: PartTask) -> tuple[Rows, FileInfo, list[str], None, Layout]:
     """An NPY/NPZ file read whole; ``--nan`` repairs and ``--target next`` wait for the
     join, as for tables."""
-    from tbptt_cli.readers import read_input
-
     opts = task.opts
     ahead = parse_target(opts.target, opts.horizon).kind == "next"
     raw = replace(
@@ -280,10 +288,6 @@ class Loaded:
 
 def load(spec: Load) -> Loaded:
     """The sequences' rows, ``--nan`` repaired (``--target next`` is the caller's)."""
-    from tbptt_cli.readers import repair_missing
-    from tbptt_cli.readers.spill import order
-    from tbptt_cli.readers.table import as_sequences, regular
-
     reading, pieces = spec.reading, spec.pieces
     count = len(spec.ids)
     lengths = np.bincount(pieces.sequence, weights=pieces.rows, minlength=count).astype(np.int64)
@@ -297,9 +301,6 @@ def load(spec: Load) -> Loaded:
         rows = replace(rows, arrays=[a[permutation] if a.shape[1] else a for a in arrays])
     changes = Changes()
     if spec.whole:
-        from tbptt_cli.readers import parse_size
-        from tbptt_cli.readers.steps import RowFinder
-
         opts, layout = reading.opts, reading.layout
         reopen = partial(_reopen, opts=opts)
         finder = partial(RowFinder, reading.parts, reopen, layout.roles, layout.time_kind)
@@ -315,8 +316,6 @@ def load(spec: Load) -> Loaded:
 
 
 def _reopen(part: Part, opts: InputOptions) -> Source:
-    from tbptt_cli.readers.table import open_source
-
     return open_source(part, opts, sys.stdin.buffer, None, None)
 
 
@@ -356,6 +355,9 @@ class GroupTask:
 
 @dataclass(frozen=True)
 class Finished:
+    """The sequences of one group as the local reader has them (``owner``: the group's
+    sequence each comes from), what was changed, the planning columns."""
+
     lengths: np.ndarray
     ids: list[str]
     owner: np.ndarray
@@ -366,11 +368,11 @@ class Finished:
 def finish_group(task: GroupTask) -> Finished:
     loaded = load(task.load)
     data = loaded.data
-    columns = {name: column(data, name) for name in task.planning}
+    columns = {name: planning_column(data, name) for name in task.planning}
     return Finished(data.lengths, data.ids, loaded.owner, loaded.changes, columns)
 
 
-def column(data: SequenceSet, name: str) -> np.ndarray:
+def planning_column(data: SequenceSet, name: str) -> np.ndarray:
     """A feature or kept column of every row, float64."""
     if name == FIRST_FEATURE:
         name = data.feature_names[0]
@@ -434,19 +436,17 @@ class Joined:
             tasks.append(GroupTask(spec, planning))
         return tasks
 
-    def finished(self, done: list[Finished], planning: tuple[str, ...]) -> None:
-        """The sequences as `finish_group` tasks made them (in order)."""
-        raw_first = np.cumsum([0] + [int(f.owner.max(initial=-1)) + 1 for f in done[:-1]])
-        owner = np.concatenate([f.owner + r for f, r in zip(done, raw_first, strict=True)])
+    def finished(self, tasks: list[GroupTask], done: list[Finished]) -> None:
+        """The sequences as the `finish_group` tasks made them."""
+        first = np.cumsum([0] + [len(task.load.ids) for task in tasks[:-1]])
+        owner = np.concatenate([f.owner + at for f, at in zip(done, first, strict=True)])
         lengths = np.concatenate([f.lengths for f in done]).astype(np.int64)
-        self.raw_rows = np.bincount(owner, weights=lengths, minlength=len(self.ids)).astype(
-            np.int64
-        )
-        changes = Changes()
-        for f in done:
-            changes = changes + f.changes
-        self.changes = changes
+        self.raw_rows = np.bincount(owner, lengths, len(self.ids)).astype(np.int64)
+        self.changes = sum((f.changes for f in done), Changes())
+        warnings = (*self.source.warnings, *self.changes.warnings(self.reading.opts))
+        self.source = replace(self.source, warnings=warnings)
         ids = [name for f in done for name in f.ids]
+        planning = tasks[0].planning
         columns = {n: np.concatenate([f.columns[n] for f in done]) for n in planning}
         self.data = self._stand_in(lengths, ids, columns)
 
@@ -459,8 +459,6 @@ class Joined:
     ) -> SequenceSet:
         """What a planner sees: the lengths, the names, the columns it reads (the features
         among them in their place, zeros elsewhere), ``--target next`` applied."""
-        from tbptt_cli.readers import finish
-
         roles, opts = self.reading.layout.roles, self.reading.opts
         names = roles.features if roles.layout == "long" else ["value"]
         total = int(lengths.sum())
@@ -479,9 +477,6 @@ class Joined:
             target_names=[roles.target] if roles.target else [],
             extra={n: c for n, c in columns.items() if n not in names and n != FIRST_FEATURE},
         )
-        if self.changes is not None:
-            warnings = (*self.source.warnings, *self.changes.warnings(opts))
-            self.source = replace(self.source, warnings=warnings)
         return finish(data, opts, shown(opts), may_have_missing=False)  # --target next[:COL]
 
 
@@ -512,8 +507,6 @@ def join(
     spills: list[str],
 ) -> Joined:
     """The driver's half of pass 1: the parts put together in order."""
-    from tbptt_cli.readers.table import unordered_warning
-
     layout = layout or scans[0].layout
     assert layout is not None
     long = layout.roles.layout == "long"
@@ -547,10 +540,11 @@ def join(
     renames = {part.path: scan.path for part, scan in zip(parts, scans, strict=True)}
     reading = Reading(opts, layout, parts, renames, spills, scans[0].shapes, not overlap)
     missing = any(s.missing for s in scans)
+    # What needs whole sequences before the plan: rows of one id that may be out of time
+    # order or at the same time (found sorted), --freq gaps, NaN to fill from before or drop.
     timed = layout.roles.time is not None
-    finishing = (timed and (opts.freq is not None or overlap or any(s.repeats for s in scans))) or (
-        missing and opts.nan in ("ffill", "drop")
-    )
+    irregular = timed and (overlap or opts.freq is not None or any(s.repeats for s in scans))
+    finishing = irregular or (missing and opts.nan in ("ffill", "drop"))
     return Joined(reading, pieces, ids, raw_rows.astype(np.int64), source, missing, finishing)
 
 

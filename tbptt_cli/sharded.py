@@ -103,9 +103,8 @@ class ShardedEngine:
         joined = parts.join(scans, opts, layout, here, spills)
         planning = planning_columns(self.config)
         if joined.finishing or planning:
-            joined.finished(
-                self.executor.map(parts.finish_group, joined.groups(planning)), planning
-            )
+            groups = joined.groups(planning)
+            joined.finished(groups, self.executor.map(parts.finish_group, groups))
         else:
             joined.planned()
         self.joined = joined
