@@ -6,7 +6,7 @@
     python benchmarks/bench.py shuffled --rows 10000000  # a long CSV, rows scattered
     python benchmarks/bench.py scaling              # CSV at 1x, 2x, 4x: time should be linear
     python benchmarks/bench.py help                 # `tbptt --help` start-up time
-    python benchmarks/bench.py dask --gib 1         # --engine dask (local:2) on 8 CSV parts
+    python benchmarks/bench.py dask --gib 1         # --engine dask (local:2) vs local, 8 CSV parts
 
 Inputs are generated in --workdir (default /tmp/tbptt-bench) and deleted afterwards
 unless --keep. Every run is a fresh process measured by /usr/bin/time -v (wall time and
@@ -262,15 +262,18 @@ def bench_csv(work: Path, rows: int, shuffled: bool = False) -> tuple[float, flo
 def make_parts(work: Path, gib: float, parts: int = 8, ids: int = 2000) -> int:
     """``work/dask/data/part-K.csv``: a long CSV (id, t, a, b, c) of about ``gib`` GiB in
     ``parts`` files, part K holding the K-th slice of every id's time range (as daily
-    partitions do), and the same rows as one file ``work/local/data``. Returns its size."""
+    partitions do); ``work/local/data`` links to the same folder and ``work/one/data`` holds
+    the same rows as one file. Returns the size of the rows."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     steps = int(gib * 2**30 / 40 / ids / parts)  # about 40 bytes a row
     rng = np.random.default_rng(0)
-    folder, whole = work / "dask" / "data", work / "local" / "data"
+    folder, whole = work / "dask" / "data", work / "one" / "data"
     folder.mkdir(parents=True)
     whole.parent.mkdir(parents=True)
+    (work / "local").mkdir()
+    (work / "local" / "data").symlink_to(folder, target_is_directory=True)
     seq, t = np.repeat(np.arange(ids), steps), np.tile(np.arange(steps), ids)
     names = pa.array(np.char.add("s", seq.astype(str)))
     options = pacsv.WriteOptions(quoting_style="none")
@@ -289,34 +292,41 @@ def make_parts(work: Path, gib: float, parts: int = 8, ids: int = 2000) -> int:
 
 
 def bench_dask(work: Path, gib: float, rounds: int) -> None:
-    """The same split on one file with the local engine and on its parts with
-    ``--engine dask --scheduler local:2`` (the cluster's start-up counted); rounds
-    alternate, the median ratio is the figure. The merged output must equal the local."""
+    """The same split with ``--engine dask --scheduler local:2`` (the cluster's start-up
+    counted) and ``--engine local`` on the same 8 parts, and with the local engine on the
+    rows as one file; rounds rotate the order, the median ratio is the figure. The merged
+    Dask output must equal the local one byte for byte."""
     size = make_parts(work, gib)
     os.sync()
     args = ["data", "--format", "csv", "--id-col", "id", "--time-col", "t", "--length", "100",
-            "--batch-size", "64"]
+            "--batch-size", "64", "-v", "-o", "out.h5"]
     commands = {
-        "local": ([*TBPTT, "split", *args, "-o", "out.h5"], work / "local"),
-        "dask": ([*TBPTT, "split", *args, "-o", "out.h5", "--engine", "dask",
-                  "--scheduler", "local:2"], work / "dask"),
+        "dask": ([*TBPTT, "split", *args, "--engine", "dask", "--scheduler", "local:2"],
+                 work / "dask"),
+        "local": ([*TBPTT, "split", *args], work / "local"),
+        "one file": ([*TBPTT, "split", *args], work / "one"),
     }
-    runs: dict[str, list[tuple[float, float]]] = {"local": [], "dask": []}
+    names = list(commands)
+    runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in names}
     for number in range(rounds):
-        for name in ("local", "dask") if number % 2 else ("dask", "local"):
-            runs[name].append(measure(*commands[name]))
+        for name in names[number % 3:] + names[: number % 3]:
+            runs[name].append(measure_stages(*commands[name]))
             os.sync()
     merged = subprocess.run([*TBPTT, "merge", "out.h5", "-o", "one.h5"], cwd=work / "dask")
     same = merged.returncode == 0 and filecmp.cmp(work / "dask" / "one.h5",
                                                   work / "local" / "out.h5", shallow=False)
-    print(f"split of a {size / 2**30:.2f} GiB long CSV, 8 parts, {rounds} rounds")
-    ratios = []
-    for number, (dask, local) in enumerate(zip(runs["dask"], runs["local"], strict=True), 1):
-        ratios.append(dask[0] / local[0])
-        row(f"--engine dask local:2, round {number}", *dask, size)
-        row(f"--engine local, round {number}", *local, size)
-    print(f"ratio dask/local: median {sorted(ratios)[rounds // 2]:.2f}, rounds "
-          f"{' '.join(f'{r:.2f}' for r in ratios)}; merged output identical: {same}")
+    print(f"split of a {size / 2**30:.2f} GiB long CSV in 8 parts, {rounds} rounds "
+          f"(load average {os.getloadavg()[0]:.1f} at the end)")
+    for number in range(rounds):
+        for name in names:
+            wall, rss, cpu, read = runs[name][number]
+            print(f"round {number + 1} {name:<9} {wall:7.2f} s  read {read:6.2f} s  "
+                  f"CPU {cpu:6.2f} s  {size / wall / 1e6:6.1f} MB/s  {rss:6.0f} MB peak")
+    for other in names[1:]:
+        ratios = [d[0] / o[0] for d, o in zip(runs["dask"], runs[other], strict=True)]
+        print(f"ratio dask/{other}: median {sorted(ratios)[rounds // 2]:.2f}, rounds "
+              f"{' '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"merged Dask output identical to the local one: {same}")
 
 
 def bench_scaling(work: Path, rows: int) -> None:

@@ -91,7 +91,8 @@ class ShardedEngine:
         opts = self.config.input
         found = parts.list_parts(opts)
         layout = parts.decide(found, opts, keep)
-        scratch = self._scratch(self.output.parent if self.output else Path())
+        output = self.output
+        scratch = self._scratch(output.parent if output and output.parent.is_dir() else Path())
         here = [replace(p, path=os.path.abspath(p.path)) for p in found]  # as workers see it
         spills = [str(scratch / f"part-{i:05d}") for i in range(len(found))]
         tasks = [
@@ -122,8 +123,8 @@ class ShardedEngine:
         return lambda index: tick(amounts[index])
 
     def _scratch(self, beside: Path) -> Path:
-        """A folder for the parts' rows, beside the output (a dry run: in the current
-        folder), removed when the run ends (or by the next run holding the output's lock,
+        """A folder for the parts' rows, beside the output (a dry run without it: in the
+        current folder), removed when the run ends (or by the next run holding the output's lock,
         see `atomic.recover`)."""
         prefix = atomic.temp_prefix(self.output) if self.output else ".tbptt-parts.tmp."
         try:
@@ -145,15 +146,15 @@ class ShardedEngine:
         count = -(-(last - first) // scaling.BLOCK_ROWS)
         row_bytes = 8 * max(data.features, 1)
         per = max(1, parts.GROUP_BYTES // (scaling.BLOCK_ROWS * row_bytes))  # blocks a task
+        reach = data.starts + data.lengths
         tasks = []
         for block in range(0, count, per):
             low = first + block * scaling.BLOCK_ROWS
             high = min(low + per * scaling.BLOCK_ROWS, last)
-            reach = data.starts + data.lengths
-            inside = (data.starts < high) & (reach > low) & (data.lengths > 0)
+            into = (data.starts < high) & (reach > low) & (data.lengths > 0)  # ranges there
             spec, skip = self._rows_between(low, high)
             blocks = range(block, min(block + per, count))
-            ranges = (data.starts[inside], data.lengths[inside])
+            ranges = (data.starts[into], data.lengths[into])
             tasks.append(ScaleTask(method, spec, skip, *ranges, first, blocks, low))
         found = self.executor.map(scale_blocks, tasks)
         return scaling.fit(data, method, [stats for task in found for stats in task])
