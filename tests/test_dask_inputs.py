@@ -109,11 +109,17 @@ def test_rows_out_of_order_without_a_time_column(tbptt, in_process) -> None:
     same_output(in_process)
 
 
-def test_wide_rows_and_array_files(tbptt, in_process) -> None:
+def parts(root: Path, **texts: str) -> None:
+    """The same CSV parts ``data/<name>.csv`` for both engines."""
     for side in ("local", "dask"):
-        (in_process / side / "data").mkdir(parents=True)
-        (in_process / side / "data" / "a.csv").write_text("id,1,2,3,4\nx,1,2,3,4\ny,5,6,,\n")
-        (in_process / side / "data" / "b.csv").write_text("id,1,2,3,4\nx,7,8,9,1\nz,5,6,7,\n")
+        (root / side / "data").mkdir(parents=True)
+        for name, text in texts.items():
+            (root / side / "data" / f"{name}.csv").write_text(text)
+
+
+def test_wide_rows_and_array_files(tbptt, in_process) -> None:
+    parts(in_process, a="id,1,2,3,4\nx,1,2,3,4\ny,5,6,,\n", b="id,1,2,3,4\nx,7,8,9,1\nz,5,6,7,\n")
+    for side in ("local", "dask"):
         np.save(in_process / side / "a.npy", np.arange(60.0).reshape(3, 20))
     local, remote = both_engines(tbptt, in_process, "asis", "data", "--layout", "wide",
                                  "--id-col", "id")  # fmt: skip
@@ -126,10 +132,7 @@ def test_wide_rows_and_array_files(tbptt, in_process) -> None:
 
 
 def test_a_part_without_a_column_the_first_has(tbptt, in_process) -> None:
-    for side in ("local", "dask"):
-        (in_process / side / "data").mkdir(parents=True)
-        (in_process / side / "data" / "a.csv").write_text("id,t,v,w\nx,1,2,3\nx,2,2,3\n")
-        (in_process / side / "data" / "b.csv").write_text("id,t,v\nx,3,8\nz,5,6\n")
+    parts(in_process, a="id,t,v,w\nx,1,2,3\nx,2,2,3\n", b="id,t,v\nx,3,8\nz,5,6\n")
     local, remote = both_engines(tbptt, in_process, "asis", "data", "--id-col", "id",
                                  "--time-col", "t")  # fmt: skip
     assert remote.code == 65 and remote.stderr == local.stderr == (
