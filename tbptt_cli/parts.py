@@ -44,6 +44,7 @@ from tbptt_cli.readers.table import (
     OrderWatch,
     as_sequences,
     check_columns,
+    id_warnings,
     open_source,
     regular,
     unordered_warning,
@@ -284,6 +285,7 @@ class Loaded:
     data: SequenceSet
     changes: Changes
     owner: np.ndarray  # the loaded sequence each sequence of ``data`` comes from
+    longest: int  # the longest sequence before --nan drop
 
 
 def load(spec: Load) -> Loaded:
@@ -309,10 +311,11 @@ def load(spec: Load) -> Loaded:
         with named_as_given(reading.renames):
             rows = regular(rows, layout, opts, finder, changes, budget, folder)
     data = as_sequences(rows, reading.layout)
+    longest = int(data.lengths.max(initial=0))
     if reading.opts.nan in ("ffill", "zero", "drop") and data.count:
         data = repair_missing(reading.opts.nan, shown(reading.opts), data)
     owner = rows.owner if rows.owner is not None else np.arange(len(rows.lengths))
-    return Loaded(data, changes, owner)
+    return Loaded(data, changes, owner, longest)
 
 
 def _reopen(part: Part, opts: InputOptions) -> Source:
@@ -363,13 +366,14 @@ class Finished:
     owner: np.ndarray
     changes: Changes
     columns: dict[str, np.ndarray]
+    longest: int  # before --nan drop
 
 
 def finish_group(task: GroupTask) -> Finished:
     loaded = load(task.load)
     data = loaded.data
     columns = {name: planning_column(data, name) for name in task.planning}
-    return Finished(data.lengths, data.ids, loaded.owner, loaded.changes, columns)
+    return Finished(data.lengths, data.ids, loaded.owner, loaded.changes, columns, loaded.longest)
 
 
 def planning_column(data: SequenceSet, name: str) -> np.ndarray:
@@ -443,16 +447,22 @@ class Joined:
         lengths = np.concatenate([f.lengths for f in done]).astype(np.int64)
         self.raw_rows = np.bincount(owner, lengths, len(self.ids)).astype(np.int64)
         self.changes = sum((f.changes for f in done), Changes())
-        warnings = (*self.source.warnings, *self.changes.warnings(self.reading.opts))
-        self.source = replace(self.source, warnings=warnings)
         ids = [name for f in done for name in f.ids]
         planning = tasks[0].planning
         columns = {n: np.concatenate([f.columns[n] for f in done]) for n in planning}
+        longest = max(f.longest for f in done)
+        self._warn([*self.changes.warnings(self.reading.opts)], len(ids), longest)
         self.data = self._stand_in(lengths, ids, columns)
 
     def planned(self) -> None:
         """The sequences as read, when no `finish_group` was needed."""
+        self._warn([], len(self.ids), int(self.raw_rows.max(initial=0)))
         self.data = self._stand_in(self.raw_rows, self.ids, {})
+
+    def _warn(self, warnings: list[str], sequences: int, longest: int) -> None:
+        """What the local reader says once it has every sequence."""
+        warnings += id_warnings(self.reading.layout.roles, sequences, longest)
+        self.source = replace(self.source, warnings=(*self.source.warnings, *warnings))
 
     def _stand_in(
         self, lengths: np.ndarray, ids: list[str], columns: dict[str, np.ndarray]

@@ -139,3 +139,12 @@ def test_a_part_without_a_column_the_first_has(tbptt, in_process) -> None:
         "tbptt: error: data/b.csv: no column 'w', which the first file has (id, t, v, w); "
         "every file must hold the same columns\n"
     )
+
+
+def test_an_id_column_that_changes_on_every_row(tbptt, in_process) -> None:
+    parts(in_process, a="year,rain\n2001,2\n2002,3\n", b="year,rain\n2003,4\n2004,5\n")
+    local, remote = both_engines(tbptt, in_process, "asis", "data", "--id-col", "year")
+    assert local.code == remote.code == 0
+    assert "column 'year' (--id-col) starts a new sequence on every row" in local.stderr
+    assert warnings(remote) == warnings(local)
+    same_output(in_process)

@@ -98,13 +98,19 @@ def read_table(
         data = assembler.finish(
             first, lambda: steps.RowFinder(parts, reopen, layout.roles, layout.time_kind), warnings
         )
-    one_step = data.count > 1 and bool(np.all(data.lengths <= 1))
-    if roles.layout == "long" and roles.id is not None and one_step:  # a time given as the id?
-        warnings.append(
+    warnings += id_warnings(layout.roles, data.count, int(data.lengths.max(initial=0)))
+    return data, files, warnings, assembler.unordered_by
+
+
+def id_warnings(roles: Roles, sequences: int, longest: int) -> list[str]:
+    """A long table whose --id-col starts a new sequence on every row: a time given as
+    the id? (``longest``: the longest sequence, before --nan drop.)"""
+    if roles.layout == "long" and roles.id is not None and sequences > 1 and longest <= 1:
+        return [
             f"column '{roles.id}' (--id-col) starts a new sequence on every row, so every "
             f"sequence is one step; if it is the time, pass --time-col {roles.id} instead"
-        )
-    return data, files, warnings, assembler.unordered_by
+        ]
+    return []
 
 
 @dataclass(frozen=True)
