@@ -40,6 +40,7 @@ from tbptt_cli.readers.source import Source
 from tbptt_cli.readers.spill import order
 from tbptt_cli.readers.steps import Changes, RowFinder, Rows
 from tbptt_cli.readers.table import (
+    ARRAYS,
     Layout,
     OrderWatch,
     as_sequences,
@@ -52,7 +53,6 @@ from tbptt_cli.readers.table import (
 from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
 FIRST_FEATURE = ""  # a planning column: the first feature, whatever it is called
-SPILLED = ("values", "rest", "time")  # a part's `Rows.arrays`, one file each (raw rows)
 GROUP_BYTES = 256 << 20  # rows of whole sequences a `finish_group` task holds, about
 
 
@@ -217,7 +217,7 @@ def _place(prefix: str, temp: str, arrays: list[np.ndarray]) -> None:
     spilled it to, renamed, or else (rows regrouped, an array file's) written. Written
     under names of this attempt first, so a task Dask runs again after its worker died
     leaves no half-written file."""
-    for name, array in zip(SPILLED, arrays, strict=True):
+    for name, array in zip(ARRAYS, arrays, strict=True):
         spilled, final = f"{temp}.{name}", f"{prefix}.{name}"
         if not (isinstance(array, np.memmap) and array.filename == os.path.abspath(spilled)):
             with open(spilled, "wb") as stream:
@@ -294,9 +294,9 @@ def load(spec: Load) -> Loaded:
     count = len(spec.ids)
     lengths = np.bincount(pieces.sequence, weights=pieces.rows, minlength=count).astype(np.int64)
     # The time only for whole sequences (to sort, check and fill them): a window is written.
-    loaded = SPILLED if spec.whole else SPILLED[:2]
+    loaded = ARRAYS if spec.whole else ARRAYS[:2]
     arrays = [_gather(reading, k, pieces) for k in range(len(loaded))]
-    arrays += [np.zeros((len(arrays[0]), 0))] * (len(SPILLED) - len(loaded))
+    arrays += [np.zeros((len(arrays[0]), 0))] * (len(ARRAYS) - len(loaded))
     rows = Rows(arrays, lengths, spec.ids, repeats=True)
     if spec.whole and reading.layout.roles.time and not reading.in_order:
         permutation = order(np.repeat(np.arange(count), lengths), arrays[2][:, 0])
@@ -337,10 +337,10 @@ def _gather(reading: Reading, array: int, pieces: Pieces) -> np.ndarray:
         for p, s, n in zip(pieces.part.tolist(), pieces.start.tolist(), pieces.rows.tolist(),
                            strict=True):  # fmt: skip
             if p not in opened:
-                opened[p] = os.open(f"{reading.spills[p]}.{SPILLED[array]}", os.O_RDONLY)
+                opened[p] = os.open(f"{reading.spills[p]}.{ARRAYS[array]}", os.O_RDONLY)
             size = n * row_bytes
             if os.preadv(opened[p], [flat[at : at + size].data], s * row_bytes) != size:
-                raise OSError(f"{reading.spills[p]}.{SPILLED[array]}: shorter than expected")
+                raise OSError(f"{reading.spills[p]}.{ARRAYS[array]}: shorter than expected")
             at += size
     finally:
         for fd in opened.values():

@@ -9,8 +9,8 @@ and gaps are dealt with (`steps`), and the columns become a `SequenceSet`.
 
 The seam for reading parts elsewhere (one part per Dask worker, `parts.py`): the `Layout`
 is decided once, on the first part; an assembler reads one part into `Rows` (grouped and
-in time order within that part); `assemble` makes rows of whole sequences a
-`SequenceSet`, and an `OrderWatch` per part can be `joined`.
+in time order within that part); rows of whole sequences are made `regular` and then
+`as_sequences`; and the `OrderWatch` of each part can be `joined`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tbptt_cli.readers.steps import Rows
 from tbptt_cli.readers.timecol import NUMBER, NotTime, check_kind, seconds, times
 from tbptt_cli.sequences import FileInfo, SequenceSet
 
-NAMES = ("values", "rest", "time")  # `Rows.arrays`
+ARRAYS = ("values", "rest", "time")  # the names of `Rows.arrays`
 SOURCES = {  # format -> the `Source` that reads it, imported on first use
     "csv": "tbptt_cli.readers.csvfile:CsvSource",
     "tsv": "tbptt_cli.readers.csvfile:CsvSource",
@@ -284,7 +284,7 @@ class LongAssembler(Assembler):
         share = [budget * w // max(sum(widths), 1) for w in widths]
         if self.spill_to is not None:
             share = [0, 0, 0]
-        paths = [None if self.spill_to is None else f"{self.spill_to}.{n}" for n in NAMES]
+        paths = [None if self.spill_to is None else f"{self.spill_to}.{n}" for n in ARRAYS]
         dtypes = [np.float64, np.float64, time_dtype]
         self.values, self.rest, self.times = (
             Store(w, b, spill_dir, d, expected, path)
