@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,11 @@ LOCAL_CONFIG = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
 }
+# A driver killed outright (SIGKILL, the OOM killer) cannot close its LocalCluster: then
+# multiprocessing's resource tracker (a process of its own, started with the driver's -W
+# options) removes the semaphores of the workers' queues itself, and printed a
+# "leaked semaphore objects" UserWarning after the kill for nothing left behind.
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
 
 
 def require() -> None:
@@ -68,6 +74,8 @@ class DaskExecutor:
         self.description = {"name": "dask", "scheduler": self.address}
         self.cluster: Any = None
         if workers is not None:
+            if QUIET_TRACKER not in sys.warnoptions:  # before the tracker starts
+                sys.warnoptions.append(QUIET_TRACKER)
             with dask.config.set(LOCAL_CONFIG):
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers,

@@ -149,6 +149,24 @@ def test_a_killed_driver_leaves_the_old_output(tbptt, scheduler, root, monkeypat
     assert BatchFile("out.h5").window == 4
 
 
+@pytest.mark.slow
+def test_a_driver_killed_with_its_local_cluster_says_nothing_more(root, monkeypatch) -> None:
+    """multiprocessing's resource tracker removes the semaphores of the killed driver's
+    worker queues; it used to print a "leaked semaphore objects" warning after the kill."""
+    monkeypatch.chdir(root / "dask")
+    run = ["split", *MIXED, "--length", "4", "-o", "out.h5", "--engine", "dask"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tbptt_cli", *run, "--scheduler", "local:1"]
+    driver = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(Path().glob(".out.h5.tmp.*")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the cluster is up: the parts' rows have a folder
+    driver.kill()
+    _, stderr = driver.communicate(timeout=60)  # to the end: the tracker's output too
+    assert driver.returncode == -signal.SIGKILL
+    assert "leaked" not in stderr and "Warning" not in stderr, stderr
+
+
 def test_worker_versions_must_match(tbptt, scheduler, root, monkeypatch) -> None:
     monkeypatch.chdir(root / "dask")
     monkeypatch.setattr(cluster, "__version__", "0.0.0-other")
