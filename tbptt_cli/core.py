@@ -165,7 +165,8 @@ def _engine(
     from tbptt_cli.cluster import DaskExecutor
     from tbptt_cli.sharded import ShardedEngine
 
-    engine = ShardedEngine(DaskExecutor(config.output.scheduler), config, output, run.progress)
+    executor = DaskExecutor(config.output.scheduler)
+    engine = ShardedEngine(executor, config, output, run.progress, run.dry_run)
     stack.callback(engine.close)
     return engine
 

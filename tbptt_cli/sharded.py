@@ -79,9 +79,11 @@ class ShardedEngine:
         config: Config,
         output: Path | None,
         progress: Callable[[int, int], Callable[[int], None]] | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.executor, self.config, self.output = executor, config, output
         self.progress = progress  # the CLI's bar factory: (total, kind) -> tick
+        self.dry_run = dry_run
         self.joined: parts.Joined | None = None
         self.scratch: Path | None = None
 
@@ -124,9 +126,11 @@ class ShardedEngine:
 
     def _scratch(self, beside: Path) -> Path:
         """A folder for the parts' rows, beside the output (a dry run without it: in the
-        current folder), removed when the run ends (or by the next run holding the output's lock,
-        see `atomic.recover`)."""
-        prefix = atomic.temp_prefix(self.output) if self.output else ".tbptt-parts.tmp."
+        current folder), removed when the run ends (or, left by a killed run, by the next run
+        holding the output's lock, see `atomic.recover`; a dry run holds no lock, so its
+        folder is named for no output)."""
+        output = None if self.dry_run else self.output
+        prefix = atomic.temp_prefix(output) if output else ".tbptt-dry-run.tmp."
         try:
             folder = os.path.abspath(beside)  # workers have another current folder
             self.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
