@@ -181,13 +181,33 @@ def test_no_bar_in_a_pipe(tmp_path, capsys):
 
 def test_codes_count_lengths_and_grouping_across_blocks(tmp_path):
     codes = spill.Codes(str(tmp_path))
-    codes.add(np.array([0, 0, 1], dtype=np.int32), np.array([1.0, 2.0, 1.0]))
-    codes.add(np.array([1, 2, 2], dtype=np.int32), np.array([2.0, 1.0, 3.0]))
-    assert codes.grouped
+    codes.add(np.array([0, 1], dtype=np.int32), np.array([2, 1]), np.array([1.0, 2.0, 1.0]))
+    codes.add(np.array([1, 2], dtype=np.int32), np.array([1, 2]), np.array([2.0, 1.0, 3.0]))
+    assert codes.grouped and not codes.repeats and codes.kept == 0  # nothing kept yet
     np.testing.assert_array_equal(codes.lengths[:3], [2, 2, 2])
-    codes.add(np.array([2], dtype=np.int32), np.array([0.5]))  # time goes back: regroup
+    codes.add(np.array([2], dtype=np.int32), np.array([1]), np.array([0.5]))  # time goes back
     assert not codes.grouped
     np.testing.assert_array_equal(codes.array(), [0, 0, 1, 1, 2, 2, 2])
+    codes.close()
+
+
+@pytest.mark.parametrize(
+    ("batches", "grouped", "repeats"),
+    [
+        ([([0, 1], [2, 2], [5, 6, 1, 1]), ([1, 2], [1, 1], [2, 0])], True, True),  # 1 at 1 twice
+        ([([0, 1], [2, 2], [5, 6, 1, 2]), ([1, 2], [1, 1], [3, 0])], True, False),
+        ([([0, 1], [2, 2], [5, 6, 1, 2]), ([1, 2], [1, 1], [1.5, 0])], False, False),
+        ([([0, 1], [2, 2], [5, 6, 1, 2]), ([0], [1], [7])], False, False),  # back to 0
+        ([([0, 1, 0], [1, 1, 1], [1, 1, 2])], False, False),
+    ],
+)
+def test_codes_see_grouping_and_repeats_across_batches(batches, grouped, repeats):
+    codes = spill.Codes(None)
+    for runs, lengths, times in batches:
+        codes.add(np.array(runs, np.int32), np.array(lengths), np.array(times, float))
+    assert (codes.grouped, codes.repeats) == (grouped, repeats)
+    expected = np.concatenate([np.repeat(r, n) for r, n, _ in batches])
+    np.testing.assert_array_equal(codes.array(), expected)
     codes.close()
 
 

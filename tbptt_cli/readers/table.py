@@ -25,7 +25,7 @@ import numpy as np
 from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import NAN_FIX, steps
-from tbptt_cli.readers.buffers import float64, local_codes, numbers, valid
+from tbptt_cli.readers.buffers import local_runs, numbers, numeric, valid
 from tbptt_cli.readers.columns import Roles, resolve_roles
 from tbptt_cli.readers.inputs import Part
 from tbptt_cli.readers.source import Matrix, Source
@@ -189,40 +189,46 @@ class LongAssembler(Assembler):
 
     def add(self, batch: Any, source: Source, first_row: int) -> None:
         roles = self.roles
-        values, rest = float_columns(batch, roles.floats, self.features, source)
+        columns = float_columns(batch, roles.floats, source)
         if self.opts.nan == "error":
-            self._refuse_missing(values, rest, source, first_row)
-        codes = self._codes(batch, source, first_row)
+            self._refuse_missing(columns[: self.checked], source, first_row)
+        runs, lengths = self._runs(batch, source, first_row)
         time = self._time(batch, source, first_row) if roles.time else None
         if self.watch is not None:
-            self.watch.add(batch, codes)
-        self.values.add(values)
-        self.rest.add(rest)
+            self.watch.add(batch, np.repeat(runs, lengths))
+        rows = batch.num_rows
+        self.values.add_columns(columns[: self.features], rows)
+        self.rest.add_columns(columns[self.features :], rows)
         if time is not None:
-            self.times.add(time[:, None])
-        self.codes.add(codes, time)
+            self.times.add_columns([time], rows)
+        self.codes.add(runs, lengths, time)
 
-    def _refuse_missing(
-        self, values: np.ndarray, rest: np.ndarray, source: Source, first_row: int
-    ) -> None:
-        checked = rest[:, : self.checked - self.features]
-        for block, names in ((values, self.roles.features), (checked, [self.roles.target])):
-            bad = ~np.isfinite(block)
-            if bad.any():
-                r, c = np.argwhere(bad)[0]
-                raise cell_error(source, first_row + int(r), str(names[c]), block[r, c])
+    def _refuse_missing(self, columns: list[np.ndarray], source: Source, first_row: int) -> None:
+        """The first row with a missing or infinite feature or target (its first such
+        column) is an error."""
+        names = [*self.roles.features, self.roles.target]
+        first = [
+            (int(np.argmax(bad)), j)
+            for j, column in enumerate(columns)
+            if column.dtype.kind == "f" and (bad := ~np.isfinite(column)).any()
+        ]
+        if first:
+            r, j = min(first)
+            raise cell_error(source, first_row + r, str(names[j]), columns[j][r])
 
-    def _codes(self, batch: Any, source: Source, first_row: int) -> np.ndarray:
+    def _runs(self, batch: Any, source: Source, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's rows as runs of one sequence: numbers and lengths."""
         if self.roles.id is None:
             self.ids.setdefault("0", 0)
-            return np.zeros(batch.num_rows, dtype=np.int32)
-        codes, bad = sequence_codes(batch.column(self.roles.id), self.ids)
+            one = 1 if batch.num_rows else 0
+            return np.zeros(one, dtype=np.int32), np.full(one, batch.num_rows)
+        runs, lengths, bad = sequence_codes(batch.column(self.roles.id), self.ids)
         if bad >= 0:
             where, _ = source.where(first_row + bad, self.roles.id)
             raise InputDataError(
                 f"{where}: empty id in column '{self.roles.id}'; every row needs a sequence id"
             )
-        return codes
+        return runs, lengths
 
     def _time(self, batch: Any, source: Source, first_row: int) -> np.ndarray:
         name = str(self.roles.time)
@@ -346,21 +352,18 @@ class OrderWatch:
         self.last[c[ends]] = v[ends]
 
 
-def float_columns(
-    batch: Any, names: list[str], features: int, source: Source
-) -> tuple[np.ndarray, np.ndarray]:
-    """The features [rows, F] and the other float columns [rows, R], float64; a missing
+def float_columns(batch: Any, names: list[str], source: Source) -> list[np.ndarray]:
+    """The columns as numpy arrays that convert to float64 exactly as a cast does (Arrow's
+    own buffers where the type allows: the stores convert while they copy); a missing
     cell is NaN."""
-
-    rows = batch.num_rows
-    values = np.empty((rows, features))
-    rest = np.empty((rows, len(names) - features))
-    for j, name in enumerate(names):
+    columns = []
+    for name in names:
         column = batch.column(name)
-        out, k = (values, j) if j < features else (rest, j - features)
-        converted = float64(column)
-        out[:, k] = converted if converted is not None else numbers(_to_float(column, name, source))
-    return values, rest
+        converted = numeric(column)
+        columns.append(
+            converted if converted is not None else numbers(_to_float(column, name, source))
+        )
+    return columns
 
 
 def _to_float(column: Any, name: str, source: Source) -> Any:
@@ -385,20 +388,23 @@ def _to_float(column: Any, name: str, source: Source) -> Any:
     )
 
 
-def sequence_codes(column: Any, ids: dict[str, int]) -> tuple[np.ndarray, int]:
-    """Every row's sequence number, numbered by first appearance across the input, and the
-    first row whose id is missing or empty (-1: none)."""
-    local, keys, missing = local_codes(column)
+def sequence_codes(column: Any, ids: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rows as runs of one sequence: each run's sequence number (numbered by first
+    appearance across the input) and length; and the first row whose id is missing or
+    empty (-1: none)."""
+    local, lengths, keys, missing = local_runs(column)
     if missing >= 0:
-        return np.zeros(0, dtype=np.int32), missing
-    used = np.bincount(local, minlength=len(keys)) > 0
+        return local, lengths, missing
+    used = np.zeros(len(keys), dtype=bool)
+    used[local] = True
     if "" in keys and used[keys.index("")]:
-        return np.zeros(0, dtype=np.int32), int(np.argmax(local == keys.index("")))
+        run = int(np.argmax(local == keys.index("")))
+        return local, lengths, int(lengths[:run].sum())
     # Keys come in order of appearance (pyarrow's memo tables list them so).
     table = np.zeros(len(keys), dtype=np.int32)
     for k in np.flatnonzero(used):
         table[k] = ids.setdefault(keys[k], len(ids))
-    return table[local], -1
+    return table[local], lengths, -1
 
 
 def cell_error(source: Source, row: int, column: str, value: float) -> InputDataError:
@@ -450,7 +456,9 @@ class WideAssembler(Assembler):
     def _matrix(self, batch: Any, source: Source, first_row: int) -> Matrix:
         """An Arrow batch of step columns as one block."""
         steps = self.roles.features
-        values, _ = float_columns(batch, steps, len(steps), source)
+        values = np.empty((batch.num_rows, len(steps)))
+        for j, column in enumerate(float_columns(batch, steps, source)):
+            values[:, j] = column
         present = np.column_stack([valid(batch.column(n)) for n in steps])
         if self.roles.id is None:
             return Matrix(values, present, None)
