@@ -64,6 +64,39 @@ def test_spill_and_regrouping_equal_the_read_in_memory(tmp_path, monkeypatch, sh
                                   ordered.sequence(0))  # fmt: skip
 
 
+@pytest.mark.parametrize("limit", ["256M", "1K"])
+def test_values_read_at_the_output_precision(tmp_path, limit):
+    """float32 values are the float64 ones rounded once; the first value float32 cannot
+    hold turns the store float64, the rows before it exact (in memory or spilled)."""
+    path = long_csv(tmp_path / "in.csv")
+    opts = InputOptions(path=str(path), id_col="id", time_col="t", memory_limit=limit)
+    wide, _ = read_input(opts, spill_dir=tmp_path)
+    narrow, _ = read_input(opts, spill_dir=tmp_path, values_dtype="float32")
+    assert narrow.values.dtype == np.float32 and wide.values.dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(narrow.values), wide.values.astype(np.float32))
+    lines = path.read_text().splitlines()
+    lines[300] = lines[300].rsplit(",", 1)[0] + ",1e39"
+    path.write_text("\n".join(lines) + "\n")
+    widened, _ = read_input(opts, spill_dir=tmp_path, values_dtype="float32")
+    wide, _ = read_input(opts, spill_dir=tmp_path)  # one batch: every row came float64
+    assert widened.values.dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(widened.values), wide.values)
+
+
+@pytest.mark.parametrize("budget", [1 << 20, 64])
+def test_a_narrow_store_widens_at_the_first_value_it_cannot_hold(tmp_path, budget):
+    store = spill.Store(2, budget, str(tmp_path), np.float32, expected=6)
+    store.add(np.array([[0.1, 1.0], [0.2, 2.0]]))
+    store.add_columns([np.array([3.0, 1e39]), np.array([3, 4], dtype=np.int64)], 2)
+    store.add(np.array([[0.4, 5.0]]))
+    rows = np.asarray(store.array())
+    assert rows.dtype == np.float64 and (store.file is not None) == (budget == 64)
+    np.testing.assert_array_equal(
+        rows, [[np.float32(0.1), 1], [np.float32(0.2), 2], [3, 3], [1e39, 4], [0.4, 5]]
+    )
+    store.close()
+
+
 def test_a_clean_file_never_runs_the_precise_walker(tmp_path, monkeypatch):
     def walk(*args):
         raise AssertionError("the stdlib walker ran on a clean file")

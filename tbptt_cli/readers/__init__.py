@@ -40,6 +40,7 @@ def read_input(
     spill_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
     checks: list[Future[bool]] | None = None,
+    values_dtype: str = "float64",
 ) -> tuple[SequenceSet, SourceInfo]:
     """Read INPUT (files, a directory, a glob, or stdin for ``-``) into a `SequenceSet`
     and describe the source.
@@ -52,7 +53,10 @@ def read_input(
     ``progress(total_bytes, BYTES)``. Given ``checks``, a reader may leave slow input
     checks (the NaN scan of a mapped NPY) running in the background and append their
     futures there; the caller must call ``result()`` on each (which raises the check's
-    error) before it commits or reports anything.
+    error) before it commits or reports anything. A table's values are kept at
+    ``values_dtype`` (float32 or float16 when they are only ever written at that
+    precision: half the memory, no conversion while writing), or float64 from the first
+    value that precision cannot hold (which the writer then refuses, naming it).
     """
     # Imported here: the submodules import the helpers below from this package.
     from tbptt_cli.readers import arrays, table
@@ -72,7 +76,7 @@ def read_input(
 
         tick = progress(sum(_size(p.path) for p in parts), BYTES)
     data, files, warnings, hint = table.read_table(
-        parts, opts, keep, source, budget, directory, tick
+        parts, opts, keep, source, budget, directory, tick, values_dtype
     )
     data = finish(data, opts, shown(opts))
     formats = "+".join(dict.fromkeys(p.format for p in parts))

@@ -42,7 +42,9 @@ class Store:
 
     In memory they fill one buffer, sized from ``expected`` rows (a reader's estimate)
     and grown by half when that was short: no list of parts joined at the end, which
-    held every row twice."""
+    held every row twice. A store narrower than float64 (values only ever written at
+    the output's precision) turns float64 at the first value it cannot hold, so that
+    the writer sees that value, and refuses it as it would have."""
 
     width: int
     budget: int
@@ -62,25 +64,44 @@ class Store:
         """``count`` rows given as their ``width`` columns, of any numeric dtype: each is
         converted as it is copied into place, with no block of the rows made first."""
         if self.width and count:
-            row_bytes = self.width * np.dtype(self.dtype).itemsize
-            # Spill at once when the rows expected will not fit: filling memory first only
-            # to copy it all to the file costs a second copy and the memory's page faults.
-            needed = max(self.rows + count, self.expected if self.buffer is None else 0)
-            if self.file is None and needed * row_bytes > self.budget:
-                self._spill()
-            if self.file is None:
-                self._fit(self.rows + count, row_bytes)
-                assert self.buffer is not None
-                room = self.buffer[self.rows : self.rows + count]
-            else:  # through one reused block (a fresh one would fault in its pages)
-                if self.scratch is None or len(self.scratch) < count:
-                    self.scratch = np.empty((count, self.width), dtype=self.dtype)
-                room = self.scratch[:count]
-            for j, column in enumerate(columns):
-                room[:, j] = column
-            if self.file is not None:
-                room.tofile(self.file)
+            try:
+                with np.errstate(over="raise"):
+                    self._place(columns, count)
+            except FloatingPointError:
+                self._widen()
+                self._place(columns, count)
         self.rows += count
+
+    def _place(self, columns: Sequence[np.ndarray], count: int) -> None:
+        row_bytes = self.width * np.dtype(self.dtype).itemsize
+        # Spill at once when the rows expected will not fit: filling memory first only
+        # to copy it all to the file costs a second copy and the memory's page faults.
+        needed = max(self.rows + count, self.expected if self.buffer is None else 0)
+        if self.file is None and needed * row_bytes > self.budget:
+            self._spill()
+        if self.file is None:
+            self._fit(self.rows + count, row_bytes)
+            assert self.buffer is not None
+            room = self.buffer[self.rows : self.rows + count]
+        else:  # through one reused block (a fresh one would fault in its pages)
+            if self.scratch is None or len(self.scratch) < count:
+                self.scratch = np.empty((count, self.width), dtype=self.dtype)
+            room = self.scratch[:count]
+        for j, column in enumerate(columns):
+            room[:, j] = column
+        if self.file is not None:
+            room.tofile(self.file)
+
+    def _widen(self) -> None:
+        """float64 from now on; the rows so far convert exactly."""
+        narrow, self.dtype, self.scratch = self.dtype, np.dtype(np.float64), None
+        if self.buffer is not None:
+            self.buffer = self.buffer.astype(self.dtype)
+        elif self.file is not None:
+            rows = mapped(self.file, self.rows, self.width, narrow)
+            self.file = spill_file(self.spill_dir)
+            for start in range(0, self.rows, REORDER_ROWS):
+                rows[start : start + REORDER_ROWS].astype(self.dtype).tofile(self.file)
 
     def _fit(self, rows: int, row_bytes: int) -> None:
         held = 0 if self.buffer is None else len(self.buffer)

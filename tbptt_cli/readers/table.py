@@ -63,9 +63,11 @@ def read_table(
     budget: int,
     spill_dir: str | None,
     tick: Callable[[int], None] | None,
+    values_dtype: str = "float64",
 ) -> tuple[SequenceSet, list[FileInfo], list[str], str | None]:
-    """Every part read into one set; the files read, the warnings for the report and,
-    without --time-col, the column the rows are out of order of (None: none)."""
+    """Every part read into one set, the values at ``values_dtype``; the files read, the
+    warnings for the report and, without --time-col, the column the rows are out of order
+    of (None: none)."""
     warnings: list[str] = []
     files: list[FileInfo] = []
     with contextlib.ExitStack() as stack:
@@ -86,7 +88,8 @@ def read_table(
         roles = resolve_roles(first.shown, first.names, sample, first.numeric, opts, keep, warnings)
         time_kind = first.time_kind(roles.time) if roles.time else None
         kind = WideAssembler if roles.layout == "wide" else LongAssembler
-        assembler = kind(roles, opts, time_kind, budget, spill_dir, first.rows_hint() * len(parts))
+        expected = first.rows_hint() * len(parts)
+        assembler = kind(roles, opts, time_kind, budget, spill_dir, expected, values_dtype)
         stack.callback(assembler.close)  # spill files, whatever ends the read
         for part in parts:
             opened = open_source(part, opts, stdin, None, tick) if part is not parts[0] else None
@@ -142,9 +145,11 @@ class Assembler:
         budget: int,
         spill_dir: str | None,
         expected: int = 0,
+        dtype: str = "float64",
     ) -> None:
         self.roles, self.opts, self.kind = roles, opts, time_kind
         self.budget, self.spill_dir, self.expected = budget, spill_dir, expected
+        self.dtype = np.dtype(dtype)  # of the values (the target and kept columns: float64)
         self.unordered_by: str | None = None  # without --time-col: the likely time column,
         # when the rows are out of its order
 
@@ -177,11 +182,17 @@ class LongAssembler(Assembler):
         self.features = len(roles.features)
         time_dtype = np.float64 if self.kind == NUMBER else np.int64
         # The budget is shared in proportion to the bytes each store holds per row.
-        widths = [self.features, width - self.features, 1 if roles.time else 0]
-        share = [budget * w // max(sum(widths), 1) for w in widths]
-        self.values = Store(widths[0], share[0], spill_dir, expected=expected)
-        self.rest = Store(widths[1], share[1], spill_dir, expected=expected)
-        self.times = Store(widths[2], share[2], spill_dir, time_dtype, expected)
+        kinds = [
+            (self.features, self.dtype),
+            (width - self.features, np.dtype(np.float64)),
+            (1 if roles.time else 0, np.dtype(time_dtype)),
+        ]
+        row_bytes = [n * dtype.itemsize for n, dtype in kinds]
+        share = [budget * b // max(sum(row_bytes), 1) for b in row_bytes]
+        self.values, self.rest, self.times = (
+            Store(n, part, spill_dir, dtype, expected)
+            for (n, dtype), part in zip(kinds, share, strict=True)
+        )
         self.codes = Codes(spill_dir)
         self.ids: dict[str, int] = {}
         self.checked = self.features + (1 if roles.target else 0)
@@ -422,7 +433,7 @@ class WideAssembler(Assembler):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.values = Store(1, self.budget, self.spill_dir)
+        self.values = Store(1, self.budget, self.spill_dir, self.dtype)
         self.lengths: list[np.ndarray] = []
         self.ids: list[str] = []
 
