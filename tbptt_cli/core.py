@@ -87,6 +87,7 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
                     progress=run.progress,
                     checks=checks,
                     values_dtype=values_dtype(config),
+                    times=strategy.reads_time(config.params),
                 )
 
         def join_checks() -> None:

@@ -22,8 +22,10 @@ class Strategy:
     summary: str
     # Columns the reader keeps beside the features, from the resolved params.
     keep_columns: Callable[[Any], tuple[str, ...]] = lambda params: ()
-    # Whether planning reads the feature values (not only the lengths), from the params.
+    # Whether planning reads the feature values, or the --time-col values (beyond the
+    # order they give the rows), not only the lengths; from the params.
     reads_values: Callable[[Any], bool] = lambda params: False
+    reads_time: Callable[[Any], bool] = lambda params: False
     # Plans the validation part from the training plan (default: plan it afresh).
     validation_planner: str | None = None
 
@@ -77,6 +79,7 @@ STRATEGIES: dict[str, Strategy] = {
             "cut at domain boundaries (sentence ends, sessions), pad to fixed length",
             keep_columns=lambda p: (p.boundary_col,) if p.boundary_col else (),
             reads_values=lambda p: p.boundary_feature is not None,
+            reads_time=lambda p: p.max_gap is not None,
         ),
         Strategy(
             "grid",

@@ -97,9 +97,7 @@ def test_no_numpy_warning_reaches_the_terminal(tmp_path):
 
 
 @pytest.mark.parametrize("limit", ["256M", "1K"])
-def test_a_table_value_beyond_float32_is_refused_only_where_a_row_writes_it(
-    tmp_path, tbptt, limit
-):
+def test_a_table_value_beyond_float32_refused_where_a_row_writes_it(tmp_path, tbptt, limit):
     """Table values are read at float32 when only float32 is written; a larger value
     turns the store float64 (in memory or spilled), and the writer judges it as from NPY."""
     path = tmp_path / "in.csv"

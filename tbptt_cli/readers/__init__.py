@@ -41,22 +41,24 @@ def read_input(
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
     checks: list[Future[bool]] | None = None,
     values_dtype: str = "float64",
+    times: bool = True,
 ) -> tuple[SequenceSet, SourceInfo]:
     """Read INPUT (files, a directory, a glob, or stdin for ``-``) into a `SequenceSet`
     and describe the source.
 
     ``keep`` names extra columns read as float64 into ``SequenceSet.extra`` (and left out
-    of the features); the ``--time-col`` values always land there too (seconds since
-    1970 for dates and times). Parsed rows beyond ``--memory-limit`` spill to unnamed
-    temporary files in ``spill_dir`` (the output's directory; default the system's
-    temporary directory). ``progress`` is the CLI's bar factory, called as
-    ``progress(total_bytes, BYTES)``. Given ``checks``, a reader may leave slow input
-    checks (the NaN scan of a mapped NPY) running in the background and append their
-    futures there; the caller must call ``result()`` on each (which raises the check's
-    error) before it commits or reports anything. A table's values are kept at
-    ``values_dtype`` (float32 or float16 when they are only ever written at that
-    precision: half the memory, no conversion while writing), or float64 from the first
-    value that precision cannot hold (which the writer then refuses, naming it).
+    of the features); the ``--time-col`` values land there too (seconds since 1970 for
+    dates and times) unless ``times`` is False: then they order the rows and are let go.
+    Parsed rows beyond ``--memory-limit`` spill to unnamed temporary files in
+    ``spill_dir`` (the output's directory; default the system's temporary directory).
+    ``progress`` is the CLI's bar factory, called as ``progress(total_bytes, BYTES)``.
+    Given ``checks``, a reader may leave slow input checks (the NaN scan of a mapped NPY)
+    running in the background and append their futures there; the caller must call
+    ``result()`` on each (which raises the check's error) before it commits or reports
+    anything. A table's values are kept at ``values_dtype`` (float32 or float16 when they
+    are only ever written at that precision: half the memory, no conversion while
+    writing), or float64 from the first value that precision cannot hold (which the
+    writer then refuses, naming it).
     """
     # Imported here: the submodules import the helpers below from this package.
     from tbptt_cli.readers import arrays, table
@@ -76,7 +78,7 @@ def read_input(
 
         tick = progress(sum(_size(p.path) for p in parts), BYTES)
     data, files, warnings, hint = table.read_table(
-        parts, opts, keep, source, budget, directory, tick, values_dtype
+        parts, opts, keep, source, budget, directory, tick, values_dtype, times
     )
     data = finish(data, opts, shown(opts))
     formats = "+".join(dict.fromkeys(p.format for p in parts))

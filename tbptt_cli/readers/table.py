@@ -64,10 +64,11 @@ def read_table(
     spill_dir: str | None,
     tick: Callable[[int], None] | None,
     values_dtype: str = "float64",
+    times: bool = True,
 ) -> tuple[SequenceSet, list[FileInfo], list[str], str | None]:
-    """Every part read into one set, the values at ``values_dtype``; the files read, the
-    warnings for the report and, without --time-col, the column the rows are out of order
-    of (None: none)."""
+    """Every part read into one set, the values at ``values_dtype``, the time column in
+    ``extra`` if ``times``; the files read, the warnings for the report and, without
+    --time-col, the column the rows are out of order of (None: none)."""
     warnings: list[str] = []
     files: list[FileInfo] = []
     with contextlib.ExitStack() as stack:
@@ -89,7 +90,7 @@ def read_table(
         time_kind = first.time_kind(roles.time) if roles.time else None
         kind = WideAssembler if roles.layout == "wide" else LongAssembler
         expected = first.rows_hint() * len(parts)
-        assembler = kind(roles, opts, time_kind, budget, spill_dir, expected, values_dtype)
+        assembler = kind(roles, opts, time_kind, budget, spill_dir, expected, values_dtype, times)
         stack.callback(assembler.close)  # spill files, whatever ends the read
         for part in parts:
             opened = open_source(part, opts, stdin, None, tick) if part is not parts[0] else None
@@ -146,10 +147,12 @@ class Assembler:
         spill_dir: str | None,
         expected: int = 0,
         dtype: str = "float64",
+        times: bool = True,
     ) -> None:
         self.roles, self.opts, self.kind = roles, opts, time_kind
         self.budget, self.spill_dir, self.expected = budget, spill_dir, expected
         self.dtype = np.dtype(dtype)  # of the values (the target and kept columns: float64)
+        self.keep_times = times  # the time column in ``extra`` at the end
         self.unordered_by: str | None = None  # without --time-col: the likely time column,
         # when the rows are out of its order
 
@@ -302,7 +305,7 @@ class LongAssembler(Assembler):
         )
         first_kept = 1 if roles.target else 0
         extra = {name: rest[:, first_kept + j] for j, name in enumerate(roles.keep)}
-        if roles.time:
+        if roles.time and self.keep_times:
             extra[roles.time] = seconds(stamps[:, 0], self.kind or NUMBER)
         return _with_extra(data, extra)
 
