@@ -203,6 +203,13 @@ def sequence_of_rows(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity in a 1-D array: a finite sum proves it (NaN and inf propagate
+    through a sum) without the boolean temporary; only a sum that overflows needs the
+    exact check."""
+    return bool(np.isfinite(np.add.reduce(values)) or np.isfinite(values).all())
+
+
 def repair_missing(mode: str, path: str, data: SequenceSet) -> SequenceSet:
     """Apply ``--nan ffill|zero|drop`` to the values and targets of a set.
 

@@ -239,12 +239,11 @@ def _grouped(
         return True, False
     forward = np.diff(time)
     forward[np.cumsum(lengths)[:-1] - 1] = 1  # from one sequence to the next: no order
-    ordered = not len(forward) or bool(forward.min() >= 0)
-    repeats = bool((forward == 0).any())
+    # In order: no step back; a repeat: a step of 0 (the least step, when in order).
+    least = forward.min() if len(forward) else 1
     if last is not None and runs[0] == last[0]:  # the sequence goes on from the last batch
-        step = time[0] - last[1]
-        ordered, repeats = ordered and bool(step >= 0), repeats or bool(step == 0)
-    return ordered, repeats
+        least = min(least, time[0] - last[1])
+    return bool(least >= 0), bool(least == 0)
 
 
 def order(sequence: np.ndarray, time: np.ndarray | None) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
-from tbptt_cli.readers import NAN_FIX, steps
+from tbptt_cli.readers import NAN_FIX, all_finite, steps
 from tbptt_cli.readers.buffers import local_runs, numbers, numeric, valid
 from tbptt_cli.readers.columns import Roles, resolve_roles
 from tbptt_cli.readers.inputs import Part
@@ -222,9 +222,9 @@ class LongAssembler(Assembler):
         column) is an error."""
         names = [*self.roles.features, self.roles.target]
         first = [
-            (int(np.argmax(bad)), j)
+            (int(np.argmax(~np.isfinite(column))), j)
             for j, column in enumerate(columns)
-            if column.dtype.kind == "f" and (bad := ~np.isfinite(column)).any()
+            if column.dtype.kind == "f" and not all_finite(column)
         ]
         if first:
             r, j = min(first)
@@ -258,7 +258,7 @@ class LongAssembler(Assembler):
                 "row needs a time"
             ) from None
         check_kind(found.kind, self.kind or found.kind, source.shown, name)
-        if self.kind == NUMBER and not np.isfinite(found.values).all():
+        if self.kind == NUMBER and not all_finite(found.values):
             r = int(np.argmax(~np.isfinite(found.values)))
             where, text = source.where(first_row + r, name)
             raise InputDataError(
