@@ -60,9 +60,6 @@ def read_input(
     writing), or float64 from the first value that precision cannot hold (which the
     writer then refuses, naming it).
     """
-    # Imported here: the submodules import the helpers below from this package.
-    from tbptt_cli.readers import arrays, table
-
     parts = resolve(opts)
     fmt = parts[0].format
     refuse_foreign_options(opts, {p.format for p in parts})
@@ -70,8 +67,14 @@ def read_input(
     source = stdin if stdin is not None else sys.stdin.buffer
     budget = parse_size(opts.memory_limit)  # a bad --memory-limit fails before any work
     directory = os.fspath(spill_dir) if spill_dir is not None else None
+    # Imported here, each only for its formats: the submodules import the helpers below
+    # from this package.
     if fmt not in TABLE:
+        from tbptt_cli.readers import arrays
+
         return arrays.read_array_file(opts, fmt, keep, source, checks, budget, directory)
+    from tbptt_cli.readers import table
+
     tick = None
     if progress is not None and parts[0].path != "-":
         from tbptt_cli.progress import BYTES
