@@ -8,12 +8,10 @@ multi-gigabyte run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -81,27 +79,3 @@ class Worker:
             except BaseException as e:  # handed to whoever reads the result
                 future.set_exception(e)
             del function, future  # nothing of a finished job kept while waiting
-
-
-def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """The items of ``items``, each made on a worker thread while the caller works on the
-    one before (at most ``depth`` ahead): a maker that lets go of the GIL, as pyarrow
-    decoding a row group does, then runs on a second core. An error in the maker is
-    raised here; stopped early, the generator waits for the items begun, so nothing
-    reads a file its caller is about to close."""
-    worker = Worker("tbptt-read-ahead")
-    end = object()
-    ahead: deque[Future[Any]] = deque()
-    try:
-        while True:
-            while len(ahead) < depth:
-                ahead.append(worker.submit(lambda: next(items, end)))
-            item = ahead.popleft().result()
-            if item is end:
-                return
-            yield item
-    finally:
-        worker.close()
-        for pending in ahead:
-            with contextlib.suppress(BaseException):
-                pending.result()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from tbptt_cli.digest import read_ahead
 from tbptt_cli.errors import InputDataError, InputMissingError
 from tbptt_cli.readers.columns import Roles
 from tbptt_cli.readers.inputs import Part
@@ -103,8 +102,7 @@ class ParquetSource(ColumnarSource):
         text = roles.id if roles.id in self.schema.names else None
         if text is not None and pa.types.is_string(self.schema.field(text).type):
             self.file = self._open([text])
-        # The next batch is decoded (pyarrow, without the GIL) while this one is stored.
-        return read_ahead(super().batches(roles, time_kind))
+        return super().batches(roles, time_kind)
 
     def stored(self, columns: list[str] | None, rows: int = BATCH_ROWS) -> Iterator[Any]:
         import pyarrow as pa
