@@ -268,7 +268,8 @@ def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000))
 
 def bench_reads(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -> None:
     """The readers alone, in this process (imports done): the long CSV of `bench_long`
-    against the same table as Parquet, alternating, the median of ``rounds``."""
+    against the same table as Parquet, alternating, the median of ``rounds``; read as
+    `tbptt split` reads them (values at float32, the time column let go once used)."""
     import time
 
     from tbptt_cli.options import InputOptions
@@ -283,7 +284,7 @@ def bench_reads(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -
             for path in paths if number % 2 else paths[::-1]:
                 start = time.perf_counter()
                 data, source = read_input(InputOptions(path=str(path), id_col="id", time_col="t"),
-                                          spill_dir=work)
+                                          spill_dir=work, values_dtype="float32", times=False)
                 assert source.sha256  # the hash is part of reading
                 if number:
                     times[path].append(time.perf_counter() - start)

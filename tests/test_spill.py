@@ -1,14 +1,10 @@
-"""The table core's stores: sequence codes as runs, rows that spill, values kept narrow;
-and the read-ahead that overlaps a decoder with the caller."""
+"""The table core's stores: sequence codes as runs, rows that spill, values kept narrow."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import pytest
 
-from tbptt_cli.digest import read_ahead
 from tbptt_cli.readers import spill
 
 
@@ -63,24 +59,3 @@ def test_a_narrow_store_widens_at_the_first_value_it_cannot_hold(tmp_path, budge
         rows, [[np.float32(0.1), 1], [np.float32(0.2), 2], [3, 3], [1e39, 4], [0.4, 5]]
     )
     store.close()
-
-
-def test_read_ahead_keeps_the_order_raises_the_makers_error_and_waits_when_stopped():
-    made = []
-
-    def items(count, fail_at=None):
-        for i in range(count):
-            if i == fail_at:
-                raise ValueError(f"bad item {i}")
-            made.append((i, threading.current_thread().name))
-            yield i
-
-    assert list(read_ahead(items(5))) == [0, 1, 2, 3, 4]
-    assert {name for _, name in made} == {"tbptt-read-ahead"}  # made on the worker
-    with pytest.raises(ValueError, match="bad item 3"):
-        list(read_ahead(items(5, fail_at=3)))
-    made.clear()
-    taken = read_ahead(items(10), depth=2)
-    assert next(taken) == 0
-    taken.close()  # the items begun are done before close returns; no more are made
-    assert [i for i, _ in made] == [0, 1]
