@@ -3,6 +3,7 @@
     python benchmarks/bench.py npy --gib 2          # split of a [512*g, 65536, 8] float32 NPY
     python benchmarks/bench.py csv --keep           # issue 9: 72 and 367 MB long CSV, + Parquet
     python benchmarks/bench.py reads                # then the readers alone, CSV vs Parquet
+    python benchmarks/bench.py parquet --rounds 7   # issue 9: Parquet (float64, float32) vs CSV
     python benchmarks/bench.py shuffled --rows 10000000  # a long CSV, rows scattered
     python benchmarks/bench.py scaling              # CSV at 1x, 2x, 4x: time should be linear
     python benchmarks/bench.py help                 # `tbptt --help` start-up time
@@ -215,9 +216,66 @@ def ratios(runs: dict[str, list[tuple[float, float, float, float]]], top: str, b
     return f"median {sorted(pairs)[len(pairs) // 2]:.2f}, rounds {shown}"
 
 
+def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -> None:
+    """Issue 9's Parquet target: whole runs of tbptt on the long CSV of `bench_long` and on
+    the same table as Parquet, float64 columns (as pyarrow writes the parsed CSV) and
+    float32 ones (as pandas writes a float32 frame), rounds in alternating order after an
+    uncounted warm-up; the figure is the median of the per-round CSV / Parquet ratios."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    tool = [*TBPTT, "split", "-v", "--id-col", "id", "--time-col", "t", "--length", "100",
+            "--batch-size", "200", "-o", str(work / "out.h5")]
+    for ids in sizes:
+        inputs = {"csv": work / f"long{ids}.csv", "parquet": work / f"long{ids}.parquet",
+                  "float32": work / f"long{ids}.f32.parquet"}
+        if not inputs["csv"].exists():
+            make_long(inputs["csv"], ids, 10_000)
+        if not inputs["parquet"].exists() or not inputs["float32"].exists():
+            table = pacsv.read_csv(inputs["csv"])
+            pq.write_table(table, inputs["parquet"])
+            narrow = [pa.field(f.name, pa.float32()) if pa.types.is_floating(f.type) else f
+                      for f in table.schema]
+            pq.write_table(table.cast(pa.schema(narrow)), inputs["float32"])
+        os.sync()
+        runs: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in inputs}
+        load = os.getloadavg()[0]
+        for number in range(rounds + 1):  # round 0 is a warm-up, not counted
+            # Every round from the page cache: this VM's DAMON pages out what was not read
+            # for a minute, and a run that found its input gone read it from the disk.
+            subprocess.run(["cat", *map(str, inputs.values())], stdout=subprocess.DEVNULL,
+                           check=True)
+            order = list(inputs) if number % 2 else list(inputs)[::-1]
+            for name in order:
+                result = measure_stages([*tool, str(inputs[name])])
+                if number:
+                    runs[name].append(result)
+                for output in ("out.h5", "out.manifest.json"):
+                    (work / output).unlink(missing_ok=True)
+        sizes_mb = ", ".join(f"{n} {p.stat().st_size / 1e6:.0f} MB" for n, p in inputs.items())
+        print(f"long table, {ids} ids x 10000 steps ({sizes_mb}), {rounds} rounds, load "
+              f"average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
+        for name, label in (("csv", "CSV"), ("parquet", "Parquet float64"),
+                            ("float32", "Parquet float32")):
+            for number, (wall, rss, cpu, read) in enumerate(runs[name], 1):
+                print(f"{label + ', round ' + str(number):<28} {wall:6.2f} s  cpu {cpu:5.2f} s"
+                      f"  {rss:5.0f} MB peak, read stage {read:.2f} s")
+            walls = sorted(r[0] for r in runs[name])
+            print(f"{label} median {walls[rounds // 2]:.2f} s, fastest {walls[0]:.2f} s, peak "
+                  f"{max(r[1] for r in runs[name]):.0f} MB")
+        for name in ("parquet", "float32"):
+            # The fastest rounds: the runs this VM's memory and neighbours disturbed least.
+            fastest = min(r[0] for r in runs["csv"]) / min(r[0] for r in runs[name])
+            print(f"CSV / {name}: whole run {ratios(runs, 'csv', name)}; CPU "
+                  f"{ratios(runs, 'csv', name, 2)}; read stage {ratios(runs, 'csv', name, 3)}; "
+                  f"fastest rounds {fastest:.2f} (target >= 3)")
+
+
 def bench_reads(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -> None:
     """The readers alone, in this process (imports done): the long CSV of `bench_long`
-    against the same table as Parquet, alternating, the median of ``rounds``."""
+    against the same table as Parquet, alternating, the median of ``rounds``; read as
+    `tbptt split` reads them (values at float32, the time column let go once used)."""
     import time
 
     from tbptt_cli.options import InputOptions
@@ -232,7 +290,7 @@ def bench_reads(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -
             for path in paths if number % 2 else paths[::-1]:
                 start = time.perf_counter()
                 data, source = read_input(InputOptions(path=str(path), id_col="id", time_col="t"),
-                                          spill_dir=work)
+                                          spill_dir=work, values_dtype="float32", times=False)
                 assert source.sha256  # the hash is part of reading
                 if number:
                     times[path].append(time.perf_counter() - start)
@@ -345,11 +403,13 @@ def bench_help() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["npy", "csv", "reads", "shuffled", "scaling", "help",
-                                         "dask"])
+    parser.add_argument("what", choices=["npy", "csv", "reads", "parquet", "shuffled", "scaling",
+                                         "help", "dask"])
     parser.add_argument("--gib", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=5, help="npy, csv, dask: rounds of runs")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="npy, csv, parquet, dask: rounds of runs")
     parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--ids", default="200,1000", help="parquet: sizes, in ids of 10000 steps")
     parser.add_argument("--workdir", default="/tmp/tbptt-bench")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -363,6 +423,8 @@ def main() -> None:
             bench_long(work, args.rounds)
         elif args.what == "reads":
             bench_reads(work, args.rounds)
+        elif args.what == "parquet":
+            bench_parquet(work, args.rounds, tuple(int(n) for n in args.ids.split(",")))
         elif args.what == "shuffled":
             bench_csv(work, args.rows, shuffled=True)
         elif args.what == "scaling":

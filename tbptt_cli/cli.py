@@ -687,6 +687,11 @@ def main(argv: list[str] | None = None) -> None:
         # `if __name__ == "__main__":` in that script, each worker would start it again.
         return
     args = sys.argv[1:] if argv is None else argv
+    # No command does linear algebra worth a thread, and the threads OpenBLAS starts when
+    # numpy is imported spin for about 0.1 s of CPU, which the run's own threads (the
+    # parse, the hashes) then lack on a small machine. Set only here, before numpy is
+    # imported, and only where the user has not chosen.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     code = run_main(args)
     from tbptt_cli import atomic
 

@@ -86,6 +86,8 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
                     spill_dir=output.parent if output else None,
                     progress=run.progress,
                     checks=checks,
+                    values_dtype=values_dtype(config),
+                    times=strategy.reads_time(config.params),
                 )
 
         def join_checks() -> None:
@@ -131,6 +133,20 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
         for summary in plans:
             summary.update(output=None, manifest=None, outputs=[])
     return {"plan": plans, "timings": timings}
+
+
+def values_dtype(config: Config) -> str:
+    """The precision a table's values are read at: the output's when nothing but the
+    writer reads them (no --scale fitted on them, no plan or --report page drawn from
+    them, no --duplicates mean of them), else float64."""
+    output = config.output
+    read_elsewhere = (
+        output.scale != "none"
+        or output.report is not None
+        or config.input.duplicates == "mean"
+        or STRATEGIES[config.strategy].reads_values(config.params)
+    )
+    return "float64" if read_elsewhere else output.dtype
 
 
 def _output(config: Config, run: RunOptions, grid: bool) -> Path | None:

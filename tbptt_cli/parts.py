@@ -177,7 +177,7 @@ def _read_table(
         check_columns(source, layout)
         folder = os.path.dirname(task.spill)
         budget = parse_size(opts.memory_limit)
-        assembler = layout.assembler(opts, budget, folder, source.rows_hint(), spill_to)
+        assembler = layout.assembler(opts, budget, folder, source.rows_hint(), spill_to=spill_to)
         try:
             assembler.read(source)
             rows = assembler.rows()

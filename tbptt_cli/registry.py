@@ -22,6 +22,10 @@ class Strategy:
     summary: str
     # Columns the reader keeps beside the features, from the resolved params.
     keep_columns: Callable[[Any], tuple[str, ...]] = lambda params: ()
+    # Whether planning reads the feature values, or the --time-col values (beyond the
+    # order they give the rows), not only the lengths; from the params.
+    reads_values: Callable[[Any], bool] = lambda params: False
+    reads_time: Callable[[Any], bool] = lambda params: False
     # Plans the validation part from the training plan (default: plan it afresh).
     validation_planner: str | None = None
 
@@ -65,6 +69,7 @@ STRATEGIES: dict[str, Strategy] = {
             params.DomainAcfParams,
             "tbptt_cli.strategies.acf:plan_domain_acf",
             "choose the chunk length from ACF/PACF, then split",
+            reads_values=lambda p: True,
             validation_planner="tbptt_cli.strategies.acf:plan_validation",
         ),
         Strategy(
@@ -73,6 +78,8 @@ STRATEGIES: dict[str, Strategy] = {
             "tbptt_cli.strategies.segments:plan_domain_segments",
             "cut at domain boundaries (sentence ends, sessions), pad to fixed length",
             keep_columns=lambda p: (p.boundary_col,) if p.boundary_col else (),
+            reads_values=lambda p: p.boundary_feature is not None,
+            reads_time=lambda p: p.max_gap is not None,
         ),
         Strategy(
             "grid",

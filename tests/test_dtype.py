@@ -94,3 +94,21 @@ def test_no_numpy_warning_reaches_the_terminal(tmp_path):
     assert process.returncode == 65
     assert process.stderr.startswith("tbptt: error: feature 'a' holds 70000")
     assert process.stderr.count("\n") == 1 and "Warning" not in process.stderr
+
+
+@pytest.mark.parametrize("limit", ["256M", "1K"])
+def test_a_table_value_beyond_float32_refused_where_a_row_writes_it(tmp_path, tbptt, limit):
+    """Table values are read at float32 when only float32 is written; a larger value
+    turns the store float64 (in memory or spilled), and the writer judges it as from NPY."""
+    path = tmp_path / "in.csv"
+    path.write_text("x\n1\n2\n1e39\n3\n4\n5\n6\n")
+    args = ("split", path, "--length", 2, "--memory-limit", limit, "-o", tmp_path / "o.h5")
+    result = tbptt(*args)
+    assert result.code == 65 and result.stderr == (
+        "tbptt: error: feature 'x' holds 1e+39, more than float32 can hold (largest "
+        "3.40282e+38); pass --dtype float64, or --scale standard\n"
+    )
+    path.write_text("x\n1\n2\n3\n4\n5\n6\n1e39\n")  # in the tail --remainder drop drops
+    assert tbptt(*args, "--remainder", "drop").code == 0
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert f["X"][:, :, 0].tolist() == [[1, 2], [3, 4], [5, 6]]

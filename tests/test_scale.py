@@ -64,6 +64,25 @@ def test_spill_and_regrouping_equal_the_read_in_memory(tmp_path, monkeypatch, sh
                                   ordered.sequence(0))  # fmt: skip
 
 
+@pytest.mark.parametrize("limit", ["256M", "1K"])
+def test_values_read_at_the_output_precision(tmp_path, limit):
+    """float32 values are the float64 ones rounded once; the first value float32 cannot
+    hold turns the store float64, the rows before it exact (in memory or spilled)."""
+    path = long_csv(tmp_path / "in.csv")
+    opts = InputOptions(path=str(path), id_col="id", time_col="t", memory_limit=limit)
+    wide, _ = read_input(opts, spill_dir=tmp_path)
+    narrow, _ = read_input(opts, spill_dir=tmp_path, values_dtype="float32")
+    assert narrow.values.dtype == np.float32 and wide.values.dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(narrow.values), wide.values.astype(np.float32))
+    lines = path.read_text().splitlines()
+    lines[300] = lines[300].rsplit(",", 1)[0] + ",1e39"
+    path.write_text("\n".join(lines) + "\n")
+    widened, _ = read_input(opts, spill_dir=tmp_path, values_dtype="float32")
+    wide, _ = read_input(opts, spill_dir=tmp_path)  # one batch: every row came float64
+    assert widened.values.dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(widened.values), wide.values)
+
+
 def test_a_clean_file_never_runs_the_precise_walker(tmp_path, monkeypatch):
     def walk(*args):
         raise AssertionError("the stdlib walker ran on a clean file")
@@ -177,25 +196,6 @@ def test_no_bar_in_a_pipe(tmp_path, capsys):
         == 0
     )
     assert "\r" not in capsys.readouterr().err
-
-
-def test_codes_count_lengths_and_grouping_across_blocks(tmp_path):
-    codes = spill.Codes(str(tmp_path))
-    codes.add(np.array([0, 0, 1], dtype=np.int32), np.array([1.0, 2.0, 1.0]))
-    codes.add(np.array([1, 2, 2], dtype=np.int32), np.array([2.0, 1.0, 3.0]))
-    assert codes.grouped
-    np.testing.assert_array_equal(codes.lengths[:3], [2, 2, 2])
-    codes.add(np.array([2], dtype=np.int32), np.array([0.5]))  # time goes back: regroup
-    assert not codes.grouped
-    np.testing.assert_array_equal(codes.array(), [0, 0, 1, 1, 2, 2, 2])
-    codes.close()
-
-
-def test_zero_width_store_keeps_no_block_alive():
-    store = spill.Store(0, 1 << 20, None)
-    block = np.ones((1000, 3))
-    store.add(np.ascontiguousarray(block[:, 3:]))
-    assert store.buffer is None and store.array().shape == (1000, 0)
 
 
 def test_streamed_output_hash_matches_the_file(tmp_path):

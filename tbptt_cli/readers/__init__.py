@@ -40,36 +40,45 @@ def read_input(
     spill_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
     checks: list[Future[bool]] | None = None,
+    values_dtype: str = "float64",
+    times: bool = True,
 ) -> tuple[SequenceSet, SourceInfo]:
     """Read INPUT (files, a directory, a glob, or stdin for ``-``) into a `SequenceSet`
     and describe the source.
 
     ``keep`` names extra columns read as float64 into ``SequenceSet.extra`` (and left out
-    of the features); the ``--time-col`` values always land there too (seconds since
-    1970 for dates and times). Parsed rows beyond ``--memory-limit`` spill to unnamed
-    temporary files in ``spill_dir`` (the output's directory; default the system's
-    temporary directory). ``progress`` is the CLI's bar factory, called as
-    ``progress(total_bytes, BYTES)``. Given ``checks``, a reader may leave slow input
-    checks (the NaN scan of a mapped NPY) running in the background and append their
-    futures there; the caller must call ``result()`` on each (which raises the check's
-    error) before it commits or reports anything.
+    of the features); the ``--time-col`` values land there too (seconds since 1970 for
+    dates and times) unless ``times`` is False: then they order the rows and are let go.
+    Parsed rows beyond ``--memory-limit`` spill to unnamed temporary files in
+    ``spill_dir`` (the output's directory; default the system's temporary directory).
+    ``progress`` is the CLI's bar factory, called as ``progress(total_bytes, BYTES)``.
+    Given ``checks``, a reader may leave slow input checks (the NaN scan of a mapped NPY)
+    running in the background and append their futures there; the caller must call
+    ``result()`` on each (which raises the check's error) before it commits or reports
+    anything. A table's values are kept at ``values_dtype`` (float32 or float16 when they
+    are only ever written at that precision: half the memory, no conversion while
+    writing), or float64 from the first value that precision cannot hold (which the
+    writer then refuses, naming it).
     """
-    # Imported here: the submodules import the helpers below from this package.
-    from tbptt_cli.readers import arrays, table
-
     parts, budget = prepare(opts)
     fmt = parts[0].format
     source = stdin if stdin is not None else sys.stdin.buffer
     directory = os.fspath(spill_dir) if spill_dir is not None else None
+    # Imported here, each only for its formats: the submodules import the helpers below
+    # from this package.
     if fmt not in TABLE:
+        from tbptt_cli.readers import arrays
+
         return arrays.read_array_file(opts, fmt, keep, source, checks, budget, directory)
+    from tbptt_cli.readers import table
+
     tick = None
     if progress is not None and parts[0].path != "-":
         from tbptt_cli.progress import BYTES
 
         tick = progress(sum(_size(p.path) for p in parts), BYTES)
     data, files, warnings, hint = table.read_table(
-        parts, opts, keep, source, budget, directory, tick
+        parts, opts, keep, source, budget, directory, tick, values_dtype, times
     )
     data = finish(data, opts, shown(opts))
     formats = "+".join(dict.fromkeys(p.format for p in parts))
@@ -200,6 +209,13 @@ def named_columns(
 def sequence_of_rows(offsets: np.ndarray) -> np.ndarray:
     """For every row, the index of the sequence it belongs to."""
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity in a 1-D array: a finite sum proves it (NaN and inf propagate
+    through a sum) without the boolean temporary; only a sum that overflows needs the
+    exact check."""
+    return bool(np.isfinite(np.add.reduce(values)) or np.isfinite(values).all())
 
 
 def repair_missing(mode: str, path: str, data: SequenceSet) -> SequenceSet:

@@ -35,6 +35,7 @@ from tbptt_cli.materialize import release
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import (
     NAN_FIX,
+    all_finite,
     finish,
     hash_file,
     named_columns,
@@ -527,7 +528,7 @@ def _hash_and_scan(
             digest.update(whole[begin : begin + block])
             first = (begin - start) // dtype.itemsize
             piece = values[first : first + block // dtype.itemsize]
-            if not _all_finite(piece):
+            if not all_finite(piece):
                 row, col = divmod(first + int(np.argmax(~np.isfinite(piece))), features)
                 raise _not_finite(path, data, offsets, row, data.feature_names[col])
             done = min(begin + block, len(mapped)) // mmap.PAGESIZE * mmap.PAGESIZE
@@ -545,12 +546,6 @@ def _hash_and_scan(
         )
     )  # type: ignore[arg-type]
     return digest_future, check
-
-
-def _all_finite(values: np.ndarray) -> bool:
-    """No NaN or infinity: a finite sum proves it (NaN and inf propagate through a sum)
-    without the boolean temporary; only a sum that overflows needs the exact check."""
-    return bool(np.isfinite(np.add.reduce(values)) or np.isfinite(values).all())
 
 
 def _not_finite(

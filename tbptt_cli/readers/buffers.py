@@ -81,7 +81,15 @@ def constant(text: str, rows: int) -> Any:
 
 
 def float64(array: Any) -> np.ndarray | None:
-    """float64 of an integer or floating array (missing cells NaN); None for other types."""
+    """float64 of an integer or floating array (missing cells NaN); None for other types.
+    A float64 array without missing cells is Arrow's buffer itself (read-only)."""
+    values = numeric(array)
+    return None if values is None else values.astype(np.float64, copy=False)
+
+
+def numeric(array: Any) -> np.ndarray | None:
+    """An integer or floating array as numpy in its own dtype, Arrow's buffer itself
+    (read-only), or float64 with NaN where cells are missing; None for other types."""
     import pyarrow as pa
 
     kind = array.type
@@ -91,8 +99,9 @@ def float64(array: Any) -> np.ndarray | None:
         dtype = np.dtype(f"{'int' if pa.types.is_signed_integer(kind) else 'uint'}{kind.bit_width}")
     else:
         return None
-    values = numbers(array, dtype, 0).astype(np.float64)
+    values = numbers(array, dtype, 0)
     if array.null_count:
+        values = values.astype(np.float64)
         values[~valid(array)] = np.nan
     return values
 
@@ -122,28 +131,46 @@ def microseconds(array: Any) -> np.ndarray | None:
 def local_codes(column: Any) -> tuple[np.ndarray, list[str], int]:
     """Each row's index into the column's distinct ids (as text, in order of appearance),
     and the first row without an id (-1: none)."""
+    runs, lengths, keys, missing = local_runs(column)
+    return np.repeat(runs, lengths), keys, missing
+
+
+def local_runs(column: Any) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+    """The rows as runs of one id: each run's index into the column's distinct ids (as
+    text, in order of appearance) and its length; and the first row without an id (-1:
+    none). A grouped file has one run per id and batch, so what follows costs per run."""
     import pyarrow as pa
 
     if column.null_count:
-        return np.zeros(0, dtype=np.int64), [], int(np.argmax(~valid(column)))
+        none = np.zeros(0, dtype=np.int64)
+        return none, none, [], int(np.argmax(~valid(column)))
     if pa.types.is_integer(column.type):
         kind = column.type
         sign = "int" if pa.types.is_signed_integer(kind) else "uint"
         values = numbers(column, np.dtype(f"{sign}{kind.bit_width}"), 0)
-        return (*_integer_codes(values), -1)
-    encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
-    keys = [str(v) for v in encoded.dictionary.to_pylist()]
-    return indices(encoded.indices), keys, -1
+        starts = run_starts(values)
+        if len(starts) * 8 <= len(values):  # few runs: a Python step per run, no sort
+            seen: dict[int, int] = {}
+            runs = np.array([seen.setdefault(int(v), len(seen)) for v in values[starts]], np.int64)
+            return runs, np.diff(np.r_[starts, len(values)]), [str(v) for v in seen], -1
+        local, keys = _integer_codes(values)
+    else:
+        encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
+        keys = [str(v) for v in encoded.dictionary.to_pylist()]
+        local = indices(encoded.indices)
+        starts = run_starts(local)
+    return local[starts], np.diff(np.r_[starts, len(local)]), keys, -1
+
+
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """The rows where a run of equal values begins."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
 
 
 def _integer_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Integer ids without a hash table: runs of one id (the usual, grouped file) cost one
-    Python step per run; scattered ids one sort."""
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    if len(starts) * 8 <= len(values):
-        seen: dict[int, int] = {}
-        runs = np.array([seen.setdefault(int(v), len(seen)) for v in values[starts]], np.int64)
-        return np.repeat(runs, np.diff(np.r_[starts, len(values)])), [str(v) for v in seen]
+    """Scattered integer ids numbered by first appearance with one sort."""
     distinct, first, inverse = np.unique(values, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)

@@ -8,8 +8,10 @@ files, one bucket in memory at a time (`regrouped`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -42,7 +44,10 @@ class Store:
 
     In memory they fill one buffer, sized from ``expected`` rows (a reader's estimate)
     and grown by half when that was short: no list of parts joined at the end, which
-    held every row twice. Given a ``path``, they spill to that file (raw, no header)."""
+    held every row twice. Given a ``path``, they spill to that file (raw, no header).
+    A store narrower than float64 (values only ever written at the output's precision)
+    turns float64 at the first value it cannot hold, so that the writer sees that value,
+    and refuses it as it would have."""
 
     width: int
     budget: int
@@ -53,23 +58,54 @@ class Store:
     buffer: np.ndarray | None = None
     file: IO[bytes] | None = None
     rows: int = 0
+    scratch: np.ndarray | None = None
 
     def add(self, block: np.ndarray) -> None:
-        count = len(block)
+        """Rows ``[count, width]``."""
+        self.add_columns([block[:, j] for j in range(block.shape[1])], len(block))
+
+    def add_columns(self, columns: Sequence[np.ndarray], count: int) -> None:
+        """``count`` rows given as their ``width`` columns, of any numeric dtype: each is
+        converted as it is copied into place, with no block of the rows made first."""
         if self.width and count:
-            row_bytes = self.width * np.dtype(self.dtype).itemsize
-            # Spill at once when the rows expected will not fit: filling memory first only
-            # to copy it all to the file costs a second copy and the memory's page faults.
-            needed = max(self.rows + count, self.expected if self.buffer is None else 0)
-            if self.file is None and needed * row_bytes > self.budget:
-                self._spill()
-            if self.file is not None:
-                np.ascontiguousarray(block, dtype=self.dtype).tofile(self.file)
-            else:
-                self._fit(self.rows + count, row_bytes)
-                assert self.buffer is not None
-                self.buffer[self.rows : self.rows + count] = block
+            try:
+                with np.errstate(over="raise"):
+                    self._place(columns, count)
+            except FloatingPointError:
+                self._widen()
+                self._place(columns, count)
         self.rows += count
+
+    def _place(self, columns: Sequence[np.ndarray], count: int) -> None:
+        row_bytes = self.width * np.dtype(self.dtype).itemsize
+        # Spill at once when the rows expected will not fit: filling memory first only
+        # to copy it all to the file costs a second copy and the memory's page faults.
+        needed = max(self.rows + count, self.expected if self.buffer is None else 0)
+        if self.file is None and needed * row_bytes > self.budget:
+            self._spill()
+        if self.file is None:
+            self._fit(self.rows + count, row_bytes)
+            assert self.buffer is not None
+            room = self.buffer[self.rows : self.rows + count]
+        else:  # through one reused block (a fresh one would fault in its pages)
+            if self.scratch is None or len(self.scratch) < count:
+                self.scratch = np.empty((count, self.width), dtype=self.dtype)
+            room = self.scratch[:count]
+        for j, column in enumerate(columns):
+            room[:, j] = column
+        if self.file is not None:
+            room.tofile(self.file)
+
+    def _widen(self) -> None:
+        """float64 from now on; the rows so far convert exactly."""
+        narrow, self.dtype, self.scratch = self.dtype, np.dtype(np.float64), None
+        if self.buffer is not None:
+            self.buffer = self.buffer.astype(self.dtype)
+        elif self.file is not None:
+            rows = mapped(self.file, self.rows, self.width, narrow)
+            self.file = self._new_file()
+            for start in range(0, self.rows, REORDER_ROWS):
+                rows[start : start + REORDER_ROWS].astype(self.dtype).tofile(self.file)
 
     def _fit(self, rows: int, row_bytes: int) -> None:
         held = 0 if self.buffer is None else len(self.buffer)
@@ -82,14 +118,23 @@ class Store:
         self.buffer = grown
 
     def _spill(self) -> None:
-        path = self.path
-        self.file = spill_file(self.spill_dir) if path is None else open(path, "w+b")  # noqa: SIM115
+        self.file = self._new_file()
         if self.buffer is not None:
             self.buffer[: self.rows].tofile(self.file)
         self.buffer = None
 
+    def _new_file(self) -> IO[bytes]:
+        """An unnamed spill file, or a new file at ``path``: one there before (the narrow
+        rows `_widen` reads through a map) is unlinked, not overwritten."""
+        if self.path is None:
+            return spill_file(self.spill_dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        return open(self.path, "w+b")  # noqa: SIM115
+
     def array(self) -> np.ndarray:
         """The rows, once: the buffer is let go (trimmed if the estimate was far off)."""
+        self.scratch = None
         if self.file is not None:
             return mapped(self.file, self.rows, self.width, self.dtype)
         buffer, self.buffer = self.buffer, None
@@ -100,16 +145,20 @@ class Store:
         return buffer[: self.rows]
 
     def close(self) -> None:
-        self.buffer = None
+        self.buffer = self.scratch = None
         if self.file is not None:
             self.file.close()
 
 
 class Codes:
-    """Every row's sequence number, spilled as int32, with what the end needs counted on
-    the way: rows per sequence and whether the rows already come grouped (and in time
-    order). A grouped file, the usual case, never reads the codes back, so memory does
-    not grow with the number of rows."""
+    """Every row's sequence number, with what the end needs counted on the way: rows per
+    sequence and whether the rows already come grouped (and in time order).
+
+    Rows come as runs of one sequence. While they come grouped, a row's number follows
+    from the counts (numbers count up from 0 in order of first appearance), so none is
+    kept: the int32 numbers (spilled beyond 16 MiB) are written from the first batch that
+    breaks the grouping on, with those of the rows before it, since only then does the
+    end read them. A grouped file costs a few steps per sequence, not per row."""
 
     def __init__(self, spill_dir: str | None, budget: int | None = None) -> None:
         self.spill_dir = spill_dir
@@ -117,35 +166,43 @@ class Codes:
         self.parts: list[np.ndarray] = []  # held until they pass the budget
         self.file: IO[bytes] | None = None
         self.rows = 0
+        self.kept = 0  # rows whose numbers are written
         self.lengths = np.zeros(0, dtype=np.int64)
         self.grouped = True
         self.repeats = False  # a time repeats within a sequence (known while grouped)
-        self.last: tuple[np.ndarray, np.ndarray | None] | None = None  # the previous row
+        self.last: tuple[int, Any] | None = None  # the previous row's number and time
 
-    def add(self, codes: np.ndarray, time: np.ndarray | None) -> None:
-        if not len(codes):
+    def add(self, runs: np.ndarray, lengths: np.ndarray, time: np.ndarray | None) -> None:
+        """One batch: its runs' sequence numbers and lengths, and every row's time."""
+        if not len(runs):
             return
-        self._keep(codes)
-        self.rows += len(codes)
-        self._count(codes)
         if self.grouped:
-            self.grouped, repeats = _grouped(codes, time, self.last)
+            self.grouped, repeats = _grouped(runs, lengths, time, self.last)
             self.repeats |= repeats
-            self.last = (codes[-1:], time[-1:] if time is not None else None)
+            self.last = (int(runs[-1]), time[-1] if time is not None else None)
+            if not self.grouped:
+                self._keep_counted()
+        if not self.grouped:
+            self._keep(np.repeat(runs.astype(np.int32), lengths))
+        self.rows += int(lengths.sum())
+        self._count(runs, lengths)
 
-    def _count(self, codes: np.ndarray) -> None:
-        low, high = int(codes.min()), int(codes.max())
+    def _count(self, runs: np.ndarray, lengths: np.ndarray) -> None:
+        high = int(runs.max())
         if high >= len(self.lengths):
             grow = max(high + 1 - len(self.lengths), len(self.lengths))
             self.lengths = np.concatenate([self.lengths, np.zeros(grow, dtype=np.int64)])
-        if high - low <= len(codes):  # a narrow range (grouped rows): one cheap bincount
-            self.lengths[low : high + 1] += np.bincount(codes - low, minlength=high - low + 1)
-        else:
-            used, counts = np.unique(codes, return_counts=True)
-            self.lengths[used] += counts
+        np.add.at(self.lengths, runs, lengths)
+
+    def _keep_counted(self) -> None:
+        """The numbers of the rows counted so far (grouped: sequence i, lengths[i] times)."""
+        ends = np.cumsum(self.lengths)
+        for start in range(self.kept, self.rows, REORDER_ROWS):
+            rows = np.arange(start, min(self.rows, start + REORDER_ROWS))
+            self._keep(np.searchsorted(ends, rows, side="right").astype(np.int32))
 
     def _keep(self, codes: np.ndarray) -> None:
-        if self.file is None and (self.rows + len(codes)) * codes.itemsize > self.budget:
+        if self.file is None and (self.kept + len(codes)) * codes.itemsize > self.budget:
             self.file = spill_file(self.spill_dir)
             for part in self.parts:
                 part.tofile(self.file)
@@ -154,6 +211,7 @@ class Codes:
             codes.tofile(self.file)
         else:
             self.parts.append(codes)
+        self.kept += len(codes)
 
     def array(self) -> np.ndarray:
         """All the codes, read back (only for in-memory rows that must be regrouped)."""
@@ -161,6 +219,7 @@ class Codes:
 
     def pieces(self, rows: int) -> Iterator[np.ndarray]:
         """The codes in file order, ``rows`` at a time."""
+        self._keep_counted()  # grouped to the end: the numbers follow from the counts
         if self.file is None:
             held = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int32)
             for start in range(0, len(held), rows):
@@ -178,23 +237,26 @@ class Codes:
 
 
 def _grouped(
-    codes: np.ndarray,
+    runs: np.ndarray,
+    lengths: np.ndarray,
     time: np.ndarray | None,
-    last: tuple[np.ndarray, np.ndarray | None] | None,
+    last: tuple[int, Any] | None,
 ) -> tuple[bool, bool]:
-    """Whether rows of a sequence are contiguous (codes are numbered by first appearance,
-    so that is "never decreasing") and, with a time column, in time order within a
-    sequence; and whether a time repeats within a sequence."""
-    if last is not None:
-        codes = np.concatenate([last[0], codes])
-        time = np.concatenate([last[1], time]) if time is not None and last[1] is not None else time
-    steps = np.diff(codes)
-    if not bool((steps >= 0).all()):
+    """Whether rows of a sequence are contiguous (numbers come by first appearance, so
+    each run's number is above the one before, the first no lower than the last row's)
+    and, with a time column, in time order within a sequence; and whether a time repeats
+    within a sequence."""
+    if (last is not None and runs[0] < last[0]) or bool((np.diff(runs) < 0).any()):
         return False, False
     if time is None:
         return True, False
-    forward = np.diff(time)[steps == 0]
-    return bool((forward >= 0).all()), bool((forward == 0).any())
+    forward = np.diff(time)
+    forward[np.cumsum(lengths)[:-1] - 1] = 1  # from one sequence to the next: no order
+    # In order: no step back; a repeat: a step of 0 (the least step, when in order).
+    least = forward.min() if len(forward) else 1
+    if last is not None and runs[0] == last[0]:  # the sequence goes on from the last batch
+        least = min(least, time[0] - last[1])
+    return bool(least >= 0), bool(least == 0)
 
 
 def order(sequence: np.ndarray, time: np.ndarray | None) -> np.ndarray:

@@ -25,8 +25,8 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
-from tbptt_cli.readers import NAN_FIX, steps
-from tbptt_cli.readers.buffers import float64, local_codes, numbers, valid
+from tbptt_cli.readers import NAN_FIX, all_finite, steps
+from tbptt_cli.readers.buffers import local_runs, numbers, numeric, valid
 from tbptt_cli.readers.columns import Roles, resolve_roles
 from tbptt_cli.readers.inputs import Part
 from tbptt_cli.readers.source import Matrix, Source
@@ -66,9 +66,12 @@ def read_table(
     budget: int,
     spill_dir: str | None,
     tick: Callable[[int], None] | None,
+    values_dtype: str = "float64",
+    times: bool = True,
 ) -> tuple[SequenceSet, list[FileInfo], list[str], str | None]:
-    """Every part read into one set; the files read, the warnings for the report and,
-    without --time-col, the column the rows are out of order of (None: none)."""
+    """Every part read into one set, the values at ``values_dtype``, the time column in
+    ``extra`` if ``times``; the files read, the warnings for the report and, without
+    --time-col, the column the rows are out of order of (None: none)."""
     warnings: list[str] = []
     files: list[FileInfo] = []
     with contextlib.ExitStack() as stack:
@@ -85,7 +88,10 @@ def read_table(
         first = stack.enter_context(open_source(parts[0], opts, stdin, tee, tick))
         layout = decide(first, opts, keep)
         warnings += layout.warnings
-        assembler = layout.assembler(opts, budget, spill_dir, first.rows_hint() * len(parts))
+        expected = first.rows_hint() * len(parts)
+        assembler = layout.assembler(
+            opts, budget, spill_dir, expected, dtype=values_dtype, times=times
+        )
         stack.callback(assembler.close)  # spill files, whatever ends the read
         for part in parts:
             opened = open_source(part, opts, stdin, None, tick) if part is not parts[0] else None
@@ -130,10 +136,17 @@ class Layout:
         budget: int,
         spill_dir: str | None,
         expected: int = 0,
+        *,
+        dtype: str = "float64",
+        times: bool = True,
         spill_to: str | None = None,
     ) -> Assembler:
+        """The part's assembler: values at ``dtype``, the time in ``extra`` if ``times``,
+        long rows written at once to files ``spill_to.<array>`` if given."""
         kind = WideAssembler if self.roles.layout == "wide" else LongAssembler
-        return kind(self.roles, opts, self.time_kind, budget, spill_dir, expected, spill_to)
+        return kind(
+            self.roles, opts, self.time_kind, budget, spill_dir, expected, dtype, times, spill_to
+        )
 
 
 def decide(first: Source, opts: InputOptions, keep: Sequence[str]) -> Layout:
@@ -189,8 +202,9 @@ def regular(
     return steps.regularize(rows, kind, opts, finder(), target_width, changes, budget, spill_dir)
 
 
-def as_sequences(rows: Rows, layout: Layout) -> SequenceSet:
-    """Rows as a `SequenceSet`: kept columns and the time (in seconds) in ``extra``."""
+def as_sequences(rows: Rows, layout: Layout, times: bool = True) -> SequenceSet:
+    """Rows as a `SequenceSet`: kept columns and, if ``times``, the time (in seconds) in
+    ``extra``."""
     roles = layout.roles
     values, rest, stamps = rows.arrays
     data = SequenceSet.from_offsets(
@@ -203,7 +217,7 @@ def as_sequences(rows: Rows, layout: Layout) -> SequenceSet:
     )
     first_kept = 1 if roles.target else 0
     extra = {name: rest[:, first_kept + j] for j, name in enumerate(roles.keep)}
-    if roles.time and stamps.shape[1]:  # (the Dask engine loads windows without it)
+    if roles.time and times and stamps.shape[1]:  # (the Dask engine loads windows without it)
         extra[roles.time] = seconds(stamps[:, 0], layout.time_kind or NUMBER)
     return replace(data, extra=extra)
 
@@ -226,10 +240,14 @@ class Assembler:
         budget: int,
         spill_dir: str | None,
         expected: int = 0,
+        dtype: str = "float64",
+        times: bool = True,
         spill_to: str | None = None,
     ) -> None:
         self.roles, self.opts, self.kind = roles, opts, time_kind
         self.budget, self.spill_dir, self.expected = budget, spill_dir, expected
+        self.dtype = np.dtype(dtype)  # of the values (the target and kept columns: float64)
+        self.keep_times = times  # the time column in ``extra`` at the end
         self.spill_to = spill_to  # long rows: written at once to spill_to.values|rest|time
         self.unordered_by: str | None = None  # without --time-col: the likely time column,
         # when the rows are out of its order
@@ -264,7 +282,7 @@ class Assembler:
         layout = Layout(self.roles, self.kind, [], [])
         rows = regular(rows, layout, self.opts, finder, changes, self.budget, self.spill_dir)
         warnings += changes.warnings(self.opts)
-        return as_sequences(rows, layout)
+        return as_sequences(rows, layout, self.keep_times)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -280,15 +298,19 @@ class LongAssembler(Assembler):
         self.features = len(roles.features)
         time_dtype = np.float64 if self.kind == NUMBER else np.int64
         # The budget is shared in proportion to the bytes each store holds per row.
-        widths = [self.features, width - self.features, 1 if roles.time else 0]
-        share = [budget * w // max(sum(widths), 1) for w in widths]
+        kinds = [
+            (self.features, self.dtype),
+            (width - self.features, np.dtype(np.float64)),
+            (1 if roles.time else 0, np.dtype(time_dtype)),
+        ]
+        row_bytes = [n * dtype.itemsize for n, dtype in kinds]
+        share = [budget * b // max(sum(row_bytes), 1) for b in row_bytes]
         if self.spill_to is not None:
             share = [0, 0, 0]
         paths = [None if self.spill_to is None else f"{self.spill_to}.{n}" for n in ARRAYS]
-        dtypes = [np.float64, np.float64, time_dtype]
         self.values, self.rest, self.times = (
-            Store(w, b, spill_dir, d, expected, path)
-            for w, b, d, path in zip(widths, share, dtypes, paths, strict=True)
+            Store(n, part, spill_dir, dtype, expected, path)
+            for (n, dtype), part, path in zip(kinds, share, paths, strict=True)
         )
         self.codes = Codes(spill_dir)
         self.ids: dict[str, int] = {}
@@ -296,40 +318,46 @@ class LongAssembler(Assembler):
 
     def add(self, batch: Any, source: Source, first_row: int) -> None:
         roles = self.roles
-        values, rest = float_columns(batch, roles.floats, self.features, source)
+        columns = float_columns(batch, roles.floats, source)
         if self.opts.nan == "error":
-            self._refuse_missing(values, rest, source, first_row)
-        codes = self._codes(batch, source, first_row)
+            self._refuse_missing(columns[: self.checked], source, first_row)
+        runs, lengths = self._runs(batch, source, first_row)
         time = self._time(batch, source, first_row) if roles.time else None
         if self.watch is not None:
-            self.watch.add(batch, codes)
-        self.values.add(values)
-        self.rest.add(rest)
+            self.watch.add(batch, np.repeat(runs, lengths))
+        rows = batch.num_rows
+        self.values.add_columns(columns[: self.features], rows)
+        self.rest.add_columns(columns[self.features :], rows)
         # Without a time column it holds rows of width 0 (a regrouping moves every array).
-        self.times.add(time[:, None] if time is not None else rest[:, :0])
-        self.codes.add(codes, time)
+        self.times.add_columns([time] if time is not None else [], rows)
+        self.codes.add(runs, lengths, time)
 
-    def _refuse_missing(
-        self, values: np.ndarray, rest: np.ndarray, source: Source, first_row: int
-    ) -> None:
-        checked = rest[:, : self.checked - self.features]
-        for block, names in ((values, self.roles.features), (checked, [self.roles.target])):
-            bad = ~np.isfinite(block)
-            if bad.any():
-                r, c = np.argwhere(bad)[0]
-                raise cell_error(source, first_row + int(r), str(names[c]), block[r, c])
+    def _refuse_missing(self, columns: list[np.ndarray], source: Source, first_row: int) -> None:
+        """The first row with a missing or infinite feature or target (its first such
+        column) is an error."""
+        names = [*self.roles.features, self.roles.target]
+        first = [
+            (int(np.argmax(~np.isfinite(column))), j)
+            for j, column in enumerate(columns)
+            if column.dtype.kind == "f" and not all_finite(column)
+        ]
+        if first:
+            r, j = min(first)
+            raise cell_error(source, first_row + r, str(names[j]), columns[j][r])
 
-    def _codes(self, batch: Any, source: Source, first_row: int) -> np.ndarray:
+    def _runs(self, batch: Any, source: Source, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's rows as runs of one sequence: numbers and lengths."""
         if self.roles.id is None:
             self.ids.setdefault("0", 0)
-            return np.zeros(batch.num_rows, dtype=np.int32)
-        codes, bad = sequence_codes(batch.column(self.roles.id), self.ids)
+            one = 1 if batch.num_rows else 0
+            return np.zeros(one, dtype=np.int32), np.full(one, batch.num_rows)
+        runs, lengths, bad = sequence_codes(batch.column(self.roles.id), self.ids)
         if bad >= 0:
             where, _ = source.where(first_row + bad, self.roles.id)
             raise InputDataError(
                 f"{where}: empty id in column '{self.roles.id}'; every row needs a sequence id"
             )
-        return codes
+        return runs, lengths
 
     def _time(self, batch: Any, source: Source, first_row: int) -> np.ndarray:
         name = str(self.roles.time)
@@ -345,7 +373,7 @@ class LongAssembler(Assembler):
                 "row needs a time"
             ) from None
         check_kind(found.kind, self.kind or found.kind, source.shown, name)
-        if self.kind == NUMBER and not np.isfinite(found.values).all():
+        if self.kind == NUMBER and not all_finite(found.values):
             r = int(np.argmax(~np.isfinite(found.values)))
             where, text = source.where(first_row + r, name)
             raise InputDataError(
@@ -451,21 +479,18 @@ class OrderWatch:
         return whole
 
 
-def float_columns(
-    batch: Any, names: list[str], features: int, source: Source
-) -> tuple[np.ndarray, np.ndarray]:
-    """The features [rows, F] and the other float columns [rows, R], float64; a missing
+def float_columns(batch: Any, names: list[str], source: Source) -> list[np.ndarray]:
+    """The columns as numpy arrays that convert to float64 exactly as a cast does (Arrow's
+    own buffers where the type allows: the stores convert while they copy); a missing
     cell is NaN."""
-
-    rows = batch.num_rows
-    values = np.empty((rows, features))
-    rest = np.empty((rows, len(names) - features))
-    for j, name in enumerate(names):
+    columns = []
+    for name in names:
         column = batch.column(name)
-        out, k = (values, j) if j < features else (rest, j - features)
-        converted = float64(column)
-        out[:, k] = converted if converted is not None else numbers(_to_float(column, name, source))
-    return values, rest
+        converted = numeric(column)
+        columns.append(
+            converted if converted is not None else numbers(_to_float(column, name, source))
+        )
+    return columns
 
 
 def _to_float(column: Any, name: str, source: Source) -> Any:
@@ -490,20 +515,23 @@ def _to_float(column: Any, name: str, source: Source) -> Any:
     )
 
 
-def sequence_codes(column: Any, ids: dict[str, int]) -> tuple[np.ndarray, int]:
-    """Every row's sequence number, numbered by first appearance across the input, and the
-    first row whose id is missing or empty (-1: none)."""
-    local, keys, missing = local_codes(column)
+def sequence_codes(column: Any, ids: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rows as runs of one sequence: each run's sequence number (numbered by first
+    appearance across the input) and length; and the first row whose id is missing or
+    empty (-1: none)."""
+    local, lengths, keys, missing = local_runs(column)
     if missing >= 0:
-        return np.zeros(0, dtype=np.int32), missing
-    used = np.bincount(local, minlength=len(keys)) > 0
+        return local, lengths, missing
+    used = np.zeros(len(keys), dtype=bool)
+    used[local] = True
     if "" in keys and used[keys.index("")]:
-        return np.zeros(0, dtype=np.int32), int(np.argmax(local == keys.index("")))
+        run = int(np.argmax(local == keys.index("")))
+        return local, lengths, int(lengths[:run].sum())
     # Keys come in order of appearance (pyarrow's memo tables list them so).
     table = np.zeros(len(keys), dtype=np.int32)
     for k in np.flatnonzero(used):
         table[k] = ids.setdefault(keys[k], len(ids))
-    return table[local], -1
+    return table[local], lengths, -1
 
 
 def cell_error(source: Source, row: int, column: str, value: float) -> InputDataError:
@@ -521,7 +549,7 @@ class WideAssembler(Assembler):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.values = Store(1, self.budget, self.spill_dir)
+        self.values = Store(1, self.budget, self.spill_dir, self.dtype)
         self.lengths: list[np.ndarray] = []
         self.ids: list[str] = []
 
@@ -555,7 +583,9 @@ class WideAssembler(Assembler):
     def _matrix(self, batch: Any, source: Source, first_row: int) -> Matrix:
         """An Arrow batch of step columns as one block."""
         steps = self.roles.features
-        values, _ = float_columns(batch, steps, len(steps), source)
+        values = np.empty((batch.num_rows, len(steps)))
+        for j, column in enumerate(float_columns(batch, steps, source)):
+            values[:, j] = column
         present = np.column_stack([valid(batch.column(n)) for n in steps])
         if self.roles.id is None:
             return Matrix(values, present, None)
