@@ -167,8 +167,8 @@ def test_unknown_option_suggests_and_exits_2(npy, tbptt):
     result = tbptt("split", npy, "--lenght", 3)
     assert result.code == 2 and result.stderr.count("\n") == 1
     # click words the suggestion its own way ("Did you mean" / "Possible options" by version)
-    assert result.stderr.startswith("tbptt: error: No such option '--lenght'.")
-    assert "'--length'" in result.stderr
+    assert result.stderr.startswith("tbptt: error: No such option")
+    assert "--lenght" in result.stderr and "--length" in result.stderr.split("--lenght", 1)[1]
     assert result.stderr.endswith(" (see 'tbptt split --help')\n")
 
 
