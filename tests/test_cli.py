@@ -165,11 +165,11 @@ def test_ctrl_c_exits_130(npy, tmp_path, capsys, monkeypatch):
 
 def test_unknown_option_suggests_and_exits_2(npy, tbptt):
     result = tbptt("split", npy, "--lenght", 3)
-    assert result.code == 2
-    assert result.stderr == (
-        "tbptt: error: No such option '--lenght'. (Did you mean one of: '--engine', "
-        "'--length'?) (see 'tbptt split --help')\n"
-    )
+    assert result.code == 2 and result.stderr.count("\n") == 1
+    # click words the suggestion its own way ("Did you mean" / "Possible options" by version)
+    assert result.stderr.startswith("tbptt: error: No such option")
+    assert "--lenght" in result.stderr and "--length" in result.stderr.split("--lenght", 1)[1]
+    assert result.stderr.endswith(" (see 'tbptt split --help')\n")
 
 
 def test_unreadable_input_exits_66(npy, tmp_path, tbptt):
