@@ -248,12 +248,21 @@ class CsvSource(Source):
             return None
 
     def numeric(self, column: str) -> bool:
-        """Inferred numeric, or text whose first value is a number: a bad cell further
-        down is then reported where it is, rather than the column silently dropped."""
-        text = self._first_text(column)
-        return super().numeric(column) or (
-            text is not None and _numeric_text(text, self.opts.decimal)
-        )
+        """Inferred numeric, or text whose values are mostly numbers (``n/a`` among
+        readings, on the first line or further down): the bad cell is then reported where
+        it is, rather than the column silently dropped."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if super().numeric(column):
+            return True
+        values = self.sample_table.column(column)
+        if not pa.types.is_string(values.type):
+            return False
+        # The first distinct values are enough to tell readings from labels.
+        texts = [t for t in pc.unique(values).to_pylist()[:100] if t not in MISSING]
+        numbers = sum(_numeric_text(t, self.opts.decimal) for t in texts)
+        return bool(texts) and 2 * numbers >= len(texts)
 
     def _first_text(self, column: str) -> str | None:
         import pyarrow as pa
