@@ -87,6 +87,27 @@ def test_a_text_column_without_id_col_is_named_as_the_likely_id(tmp_path):
     assert read(tmp_path, one_site)[1].warnings == ()
 
 
+def test_a_text_column_that_differs_on_every_row_is_not_named_as_the_id(tmp_path):
+    # statsmodels' danish_data: 'period' is a time as text; as the id it would cut
+    # one-step sequences.
+    text = "period,lrm\n1974Q1,11.63\n1974Q2,11.60\n1974Q3,11.58\n"
+    data, info = read(tmp_path, text)
+    assert data.lengths.tolist() == [3] and data.feature_names == ["lrm"]
+    assert info.warnings == ()
+
+
+@pytest.mark.parametrize("first", ["n/a", "x"])
+def test_a_bad_cell_on_the_first_line_of_readings_is_named_not_the_column_dropped(
+    tmp_path, first
+):
+    # Read as text by pyarrow, the column was left out and suggested as the --id-col.
+    text = f"a,b\n1,{first}\n" + "".join(f"{i},{i}.5\n" for i in range(2, 9))
+    with pytest.raises(InputDataError) as caught:
+        read(tmp_path, text)
+    where = tmp_path / "data.csv"
+    assert str(caught.value) == f"{where}:2:2: '{first}' is not a number (column 'b')"
+
+
 def test_statsmodels_series_leave_their_calendar_out(tmp_path):
     sunspots = str(DATASETS / "sunspots" / "sunspots.csv")
     text, doc = inspect_path(InputOptions(path=sunspots))

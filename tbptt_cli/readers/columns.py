@@ -128,12 +128,14 @@ def _warn_text_id(
     warnings: list[str],
 ) -> None:
     """Without --id-col, a text column that changes value (``sensor``: greenhouse, cellar)
-    most likely names the sequences, whose rows would all be read as one."""
+    most likely names the sequences, whose rows would all be read as one. One whose every
+    row differs (``1974Q1``, ``Jan-1-1995``: a time or a label) would cut one-step
+    sequences, so it is not named."""
     for name in names:
         column = sample.column(name)
         if name in skip or numeric(name) or _temporal(column):
             continue
-        if len(local_codes(column.combine_chunks())[1]) > 1:
+        if 1 < len(local_codes(column.combine_chunks())[1]) < len(column):
             warnings.append(
                 f"column '{name}' holds text and no --id-col was given, so every row is read"
                 f" as one sequence; did you mean --id-col {name}? (--exclude {name} to keep"
