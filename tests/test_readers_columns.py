@@ -97,9 +97,7 @@ def test_a_text_column_that_differs_on_every_row_is_not_named_as_the_id(tmp_path
 
 
 @pytest.mark.parametrize("first", ["n/a", "x"])
-def test_a_bad_cell_on_the_first_line_of_readings_is_named_not_the_column_dropped(
-    tmp_path, first
-):
+def test_a_bad_first_reading_is_named_not_its_column_dropped(tmp_path, first):
     # Read as text by pyarrow, the column was left out and suggested as the --id-col.
     text = f"a,b\n1,{first}\n" + "".join(f"{i},{i}.5\n" for i in range(2, 9))
     with pytest.raises(InputDataError) as caught:
