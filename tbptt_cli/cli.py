@@ -607,8 +607,9 @@ def grid_compare(
     """Compare training scores per chunk length of a grid: box plots, medians and a
     Mann-Whitney U test of the best length against each other one.
 
-    RESULTS.csv has the columns length,repeat,score (one line per training run). The
-    one-line verdict goes to stdout (or one JSON object with --json).
+    GRID.json is the grid.json of a grid run (or the folder that holds it). RESULTS.csv
+    has the columns length,repeat,score (one line per training run). The one-line
+    verdict goes to stdout (or one JSON object with --json).
 
     \b
     Example:

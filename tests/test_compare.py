@@ -172,6 +172,18 @@ def test_malformed_results_exit_65_naming_the_line(
     assert not Path("c.html").exists()
 
 
+def test_the_grid_folder_stands_for_its_grid_json(tmp_path: Path, tbptt) -> None:
+    # `tbptt grid -o out/g.h5` says "wrote out/g.h5": that folder is what a user passes.
+    index, table = grid_json(tmp_path, [25, 50, 100]), results(tmp_path, synthetic(0.3))
+    by_folder = tbptt("grid", "compare", index.parent, table, "--json")
+    assert by_folder.code == 0, by_folder.stderr
+    assert by_folder.stdout == tbptt("grid", "compare", index, table, "--json").stdout
+    index.unlink()
+    missing = tbptt("grid", "compare", tmp_path, table)
+    assert missing.code == 66
+    assert f"{index}: no such file; give the grid.json of a grid run" in missing.stderr
+
+
 def test_bad_grid_index_and_missing_files(tmp_path: Path, tbptt) -> None:
     table = results(tmp_path, synthetic(0.3))
     bad = tmp_path / "bad.json"

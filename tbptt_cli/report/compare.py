@@ -95,23 +95,26 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def read_grid_index(path: str) -> dict[int, dict[str, Any]]:
-    """grid.json's entries by length; exit 66 when missing, 65 when it is not one."""
+    """grid.json's entries by length; exit 66 when missing, 65 when it is not one. ``path``
+    may be the grid's folder (what ``tbptt grid -o`` names), which holds its grid.json."""
+    index = Path(path) / "grid.json" if Path(path).is_dir() else Path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = index.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputMissingError(f"{path}: no such file; give the grid.json of a grid run") from None
+        missing = f"{index}: no such file; give the grid.json of a grid run"
+        raise InputMissingError(missing) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise InputMissingError(f"{path}: cannot read it ({e})") from None
+        raise InputMissingError(f"{index}: cannot read it ({e})") from None
     try:
         document = json.loads(text)
         entries = {int(e["length"]): e for e in document["grid"]}
     except (ValueError, KeyError, TypeError):
         raise InputDataError(
-            f'{path}: not a grid index (no "grid" list of entries with a "length"); '
+            f'{index}: not a grid index (no "grid" list of entries with a "length"); '
             f"give the grid.json that tbptt grid wrote"
         ) from None
     if not entries:
-        raise InputDataError(f"{path}: the grid lists no length")
+        raise InputDataError(f"{index}: the grid lists no length")
     return entries
 
 
