@@ -77,13 +77,24 @@ def inspect_input(
 ) -> tuple[str, dict[str, Any]]:
     with reader(options, stdin) as read:
         data, source, repaired, missing = read_described(options, read)
-    doc = describe_input(data, source, missing)
-    used = repaired[0] if repaired else options.nan
-    if repaired:
-        doc["nan_error"] = repaired[1]
-    doc["nan"] = used
-    time_col = options.time_col or source.time_col_hint  # rows out of order: order them
-    doc["suggestion"] = suggest(data, dataclasses.replace(options, nan=used, time_col=time_col))
+        doc = describe_input(data, source, missing)
+        used = repaired[0] if repaired else options.nan
+        if repaired:
+            doc["nan_error"] = repaired[1]
+        doc["nan"] = used
+        chosen = dataclasses.replace(options, nan=used)
+        # The columns the warnings name (a text id, an order the rows are out of) go into
+        # the suggestion only when the input reads with them, and it is planned on that
+        # read: the command runs as printed and gives the batch it says.
+        hinted = dataclasses.replace(
+            chosen,
+            id_col=options.id_col or source.id_col_hint,
+            time_col=options.time_col or source.time_col_hint,
+        )
+        if hinted != chosen:
+            with contextlib.suppress(InputDataError):
+                data, chosen = read(hinted)[0], hinted
+    doc["suggestion"] = suggest(data, chosen)
     return input_text(doc), doc
 
 

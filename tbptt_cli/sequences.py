@@ -162,8 +162,10 @@ class SourceInfo:
     digest: str | Future[str]
     files: tuple[FileInfo, ...] = ()
     warnings: tuple[str, ...] = ()
-    # Without --time-col: the column the rows are out of order of (inspect suggests it).
+    # Without --time-col: the column the rows are out of order of; without --id-col: the
+    # text column that most likely names the sequences (inspect suggests them).
     time_col_hint: str | None = None
+    id_col_hint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # more keys for the manifest (engine)
 
     @classmethod

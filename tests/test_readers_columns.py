@@ -121,6 +121,23 @@ def test_statsmodels_series_leave_their_calendar_out(tmp_path):
     assert info.warnings[0].startswith("left out of the steps: YEAR (a calendar name)")
 
 
+def test_inspect_suggests_the_hinted_id_and_time_and_plans_with_them(tmp_path, tbptt):
+    # statsmodels' grunfeld: 11 firms x 20 years, the firm as text, no --id-col. The
+    # suggestion used --time-col year alone, which exits 65 (years repeat across firms).
+    grunfeld = str(DATASETS / "grunfeld" / "grunfeld.csv")
+    _, doc = inspect_path(InputOptions(path=grunfeld))
+    command = doc["suggestion"]["command"]
+    assert f"tbptt asis {grunfeld} --id-col firm --time-col year -o grunfeld.h5" == command
+    assert (doc["suggestion"]["layout"]["batch_size"], doc["steps"]) == (11, 220)
+    assert tbptt(*command.split()[1:], "-n").code == 0
+    # Hints the input does not read with are left out: each 'kind' repeats its 'year'.
+    text = "kind,year,x\na,2001,1\nb,2000,2\na,2001,3\nb,2000,4\n"
+    (tmp_path / "data.csv").write_text(text)
+    _, doc = inspect_path(InputOptions(path=str(tmp_path / "data.csv")))
+    assert "--id-col" not in doc["suggestion"]["command"]
+    assert "--time-col" not in doc["suggestion"]["command"]
+
+
 @pytest.mark.parametrize(
     ("args", "role"),
     [

@@ -77,13 +77,13 @@ def read_input(
         from tbptt_cli.progress import BYTES
 
         tick = progress(sum(_size(p.path) for p in parts), BYTES)
-    data, files, warnings, hint = table.read_table(
+    data, files, warnings, (id_hint, time_hint) = table.read_table(
         parts, opts, keep, source, budget, directory, tick, values_dtype, times
     )
     data = finish(data, opts, shown(opts))
     formats = "+".join(dict.fromkeys(p.format for p in parts))
     info = SourceInfo.of_files(shown(opts), formats, files, warnings)
-    return data, dataclasses.replace(info, time_col_hint=hint)
+    return data, dataclasses.replace(info, id_col_hint=id_hint, time_col_hint=time_hint)
 
 
 def prepare(opts: InputOptions) -> tuple[list[Part], int]:

@@ -43,6 +43,7 @@ class Roles:
     target: str | None = None
     keep: list[str] = field(default_factory=list)
     watch: str | None = None  # without --time-col: the likely time column, checked for order
+    id_hint: str | None = None  # without --id-col: the text column that likely names sequences
     layout: str = "long"
 
     @property
@@ -110,23 +111,22 @@ def resolve_roles(
             raise InputDataError(
                 f"{path}: no numeric feature column found; name the feature columns with --features"
             )
-    if opts.id_col is None:
-        _warn_text_id(names, sample, skip, numeric, warnings)
+    id_hint = None if opts.id_col else _text_id(names, sample, skip, numeric, warnings)
     watch = None
     if opts.time_col is None:
         timed = [n for n in names if n != opts.id_col and _temporal(sample.column(n))]
         linear = [n for n in found if n != opts.id_col and not cyclic_name(n)]
         watch = next(iter(timed + linear), None)
-    return Roles(opts.id_col, opts.time_col, features, target, list(keep), watch)
+    return Roles(opts.id_col, opts.time_col, features, target, list(keep), watch, id_hint)
 
 
-def _warn_text_id(
+def _text_id(
     names: list[str],
     sample: Any,
     skip: set[str | None],
     numeric: Callable[[str], bool],
     warnings: list[str],
-) -> None:
+) -> str | None:
     """Without --id-col, a text column that changes value (``sensor``: greenhouse, cellar)
     most likely names the sequences, whose rows would all be read as one. One whose every
     row differs (``1974Q1``, ``Jan-1-1995``: a time or a label) would cut one-step
@@ -141,7 +141,8 @@ def _warn_text_id(
                 f" as one sequence; did you mean --id-col {name}? (--exclude {name} to keep"
                 " one sequence)"
             )
-            return
+            return name
+    return None
 
 
 def _refuse_id_reuse(opts: InputOptions, target: str | None, keep: Sequence[str]) -> None:

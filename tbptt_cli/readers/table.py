@@ -68,10 +68,11 @@ def read_table(
     tick: Callable[[int], None] | None,
     values_dtype: str = "float64",
     times: bool = True,
-) -> tuple[SequenceSet, list[FileInfo], list[str], str | None]:
+) -> tuple[SequenceSet, list[FileInfo], list[str], tuple[str | None, str | None]]:
     """Every part read into one set, the values at ``values_dtype``, the time column in
-    ``extra`` if ``times``; the files read, the warnings for the report and, without
-    --time-col, the column the rows are out of order of (None: none)."""
+    ``extra`` if ``times``; the files read, the warnings for the report and the hinted
+    id and time columns: without --id-col, the text column that likely names the
+    sequences, and without --time-col, the column the rows are out of order of."""
     warnings: list[str] = []
     files: list[FileInfo] = []
     with contextlib.ExitStack() as stack:
@@ -105,7 +106,7 @@ def read_table(
             first, lambda: steps.RowFinder(parts, reopen, layout.roles, layout.time_kind), warnings
         )
     warnings += id_warnings(layout.roles, data.count, int(data.lengths.max(initial=0)))
-    return data, files, warnings, assembler.unordered_by
+    return data, files, warnings, (layout.roles.id_hint, assembler.unordered_by)
 
 
 def id_warnings(roles: Roles, sequences: int, longest: int) -> list[str]:
