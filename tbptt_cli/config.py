@@ -51,14 +51,18 @@ def check_outputs(config: Config) -> None:
 
 
 def check_required(config: Config) -> None:
-    """Options the strategy cannot run without, checked before any input is read."""
+    """Options the strategy cannot run without, and counts of steps below 1, checked
+    before any input is read (a bad file would otherwise be reported first)."""
     parse_target(config.input.target, config.input.horizon)
     for field in dataclasses.fields(config.params):
-        if field.metadata.get("required") and getattr(config.params, field.name) is None:
-            flag = "--" + field.name.replace("_", "-")
+        value = getattr(config.params, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        if field.metadata.get("required") and value is None:
             raise UsageError(
                 f"{config.strategy.replace('-', ' ')} needs {flag}: {field.metadata['help']}"
             )
+        if field.metadata.get("positive") and isinstance(value, int) and value < 1:
+            raise UsageError(f"{flag} must be at least 1, not {value}")
 
 
 def _plain(obj: Any) -> dict[str, Any]:

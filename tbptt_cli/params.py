@@ -44,7 +44,9 @@ class LayoutParams(BatchParams):
         "enough for a useful batch)",
         auto_or_int=True,
     )
-    ranks: int = opt(1, "data-parallel ranks: batch k of rank r is batch k*R + r of the file")
+    ranks: int = opt(
+        1, "data-parallel ranks: batch k of rank r is batch k*R + r of the file", positive=True
+    )
     order: str = opt(
         "interleaved",
         "interleaved (chunk j+1 in the same row of the next batch); sequential needs batch 1",
@@ -80,14 +82,16 @@ SHARED_PARAMS: tuple[type, ...] = (BatchParams, LayoutParams, StatefulParams, Ji
 
 @dataclass(frozen=True)
 class AsisParams(BatchParams):
-    pad_to: int | None = opt(None, "window length (default: the longest sequence)")
+    pad_to: int | None = opt(None, "window length (default: the longest sequence)", positive=True)
     truncate: bool = opt(False, "cut sequences longer than --pad-to (keeps the first steps)")
     pad_side: str = opt("post", "where the padding goes", ("post", "pre"))
 
 
 @dataclass(frozen=True)
 class SplitParams(StatefulParams, JitterParams):
-    length: int | None = opt(None, "chunk length K (steps per sample)", required=True)
+    length: int | None = opt(
+        None, "chunk length K (steps per sample)", required=True, positive=True
+    )
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class DomainAcfParams(StatefulParams, JitterParams):
         ("auto", "0", "1"),
     )
     alpha: float = opt(0.05, "significance level of the band +-z(1-alpha/2)/sqrt(n)")
-    multiple: int = opt(1, "chunk length = chosen lag x this")
+    multiple: int = opt(1, "chunk length = chosen lag x this", positive=True)
     min_length: int = opt(2, "smallest chunk length accepted")
 
 
@@ -140,8 +144,10 @@ class GridParams(LayoutParams):
 
 @dataclass(frozen=True)
 class DecoupledParams(StatefulParams):
-    k1: int | None = opt(None, "forward window: steps per sample", required=True)
+    k1: int | None = opt(None, "forward window: steps per sample", required=True, positive=True)
     k2: int | None = opt(
-        None, "gradient window: the last k2 steps of a window train", required=True
+        None, "gradient window: the last k2 steps of a window train", required=True, positive=True
     )
-    stride: int | None = opt(None, "steps between window starts (default k1: no overlap)")
+    stride: int | None = opt(
+        None, "steps between window starts (default k1: no overlap)", positive=True
+    )

@@ -202,3 +202,24 @@ def test_a_plan_without_samples_is_refused(tmp_path, tbptt, args, name):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
         "short.npy"
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["split", "--length", "0"], "--length must be at least 1, not 0"),
+        (["asis", "--pad-to", "0"], "--pad-to must be at least 1, not 0"),
+        (["decoupled", "--k1", "4", "--k2", "-1"], "--k2 must be at least 1, not -1"),
+        (
+            ["decoupled", "--k1", "4", "--k2", "2", "--stride", "0"],
+            "--stride must be at least 1, not 0",
+        ),
+        (["split", "--length", "5", "--ranks", "0"], "--ranks must be at least 1, not 0"),
+        (["domain", "acf", "--multiple", "0"], "--multiple must be at least 1, not 0"),
+    ],
+)
+def test_a_count_below_one_is_refused_before_the_input_is_read(tmp_path, tbptt, args, message):
+    """Exit 2 for the flag, not the exit 65 of a bad cell the read would meet first."""
+    source = write(tmp_path / "in.csv", "x\n1\n\n2\nNA\n")
+    result = tbptt(*args, source, "-n")
+    assert (result.code, result.stderr) == (2, f"tbptt: error: {message}\n")
