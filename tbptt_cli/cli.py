@@ -501,7 +501,13 @@ def page_options(command: Callable[..., None]) -> Callable[..., None]:
     """--no-clobber, --wait, --json and --debug of the commands that write one file (an
     HTML page, a merged output) outside a strategy run."""
     options = [
-        click.option("--no-clobber", is_flag=True, help="fail (exit 73) if the output exists"),
+        click.option(  # the variable of the strategies' --no-clobber: one meaning everywhere
+            "--no-clobber",
+            is_flag=True,
+            cls=EnvOption,
+            envvar="TBPTT_NO_CLOBBER",
+            help="fail (exit 73) if the output exists [env TBPTT_NO_CLOBBER]",
+        ),
         click.option(
             "--wait",
             type=click.FLOAT,

@@ -67,6 +67,29 @@ def test_help_shows_the_names(tbptt):
     assert "TBPTT_DTYPE" in text
 
 
+def test_no_clobber_from_the_environment_holds_for_every_command_that_writes(
+    tmp_path, tbptt, monkeypatch
+):
+    """A cron job's TBPTT_NO_CLOBBER=1 protects what report and grid compare write too
+    (merge shares their options), not only the strategies' outputs."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"grid": [{"length": 5}, {"length": 9}]}))
+    results = tmp_path / "results.csv"
+    results.write_text("length,repeat,score\n5,0,1\n5,1,2\n9,0,3\n9,1,4\n")
+    page = tmp_path / "page.html"
+    page.write_text("mine")
+    monkeypatch.setenv("TBPTT_NO_CLOBBER", "1")
+    commands = (
+        ("grid", "compare", grid, results, "-o", page),
+        ("report", SENTENCES, "--id-col", "doc", "-o", page),
+    )
+    for args in commands:
+        result = tbptt(*args)
+        assert (result.code, page.read_text()) == (73, "mine"), result.stderr
+        assert "exists and --no-clobber was given" in result.stderr
+        assert "TBPTT_NO_CLOBBER" in " ".join(tbptt(*args[:-2], "--help").stdout.split())
+
+
 def test_a_variable_for_one_command_never_breaks_another(tmp_path, tbptt, monkeypatch):
     """Today's bugs: TBPTT_PAD_TO=p90 broke asis, TBPTT_MIN_LENGTH=5 broke grid --lengths."""
     np.save(tmp_path / "x.npy", np.arange(60.0).reshape(3, 20))
