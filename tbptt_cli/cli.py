@@ -420,6 +420,9 @@ add_strategy_commands()
 def run(ctx: click.Context, config_file: str) -> None:
     """Run whatever strategy a config file names; flags override the file.
 
+    It takes every option of that strategy, listed with its environment variable by
+    `tbptt STRATEGY --help` (`tbptt split --help`, `tbptt domain acf --help`, ...).
+
     \b
     Example:
       tbptt run configs/split.yaml --length 200 -o out/split200.h5

@@ -65,6 +65,8 @@ def test_help_shows_the_names(tbptt):
     text = tbptt("domain", "segments", "--help").stdout
     assert "TBPTT_SEGMENTS_PAD_TO" in " ".join(text.split())
     assert "TBPTT_DTYPE" in text
+    # `run` lists no strategy option itself: its help says where they are.
+    assert "`tbptt split --help`" in tbptt("run", "--help").stdout
 
 
 def test_no_clobber_from_the_environment_holds_for_every_command_that_writes(
