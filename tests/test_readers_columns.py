@@ -52,6 +52,38 @@ def test_calendar_columns_are_left_out_and_said(tmp_path, columns, row, reason):
     assert named.feature_names == [name, "x"]
 
 
+def test_unix_times_and_numeric_ids_are_left_out_and_the_id_named(tmp_path):
+    # Read as features, an epoch column and a station number swamped the readings.
+    text = panel(
+        "station_id,epoch,value",
+        lambda i, t: (101 + i, 1_700_000_000 + 3600 * t, (i * t) % 7),
+        sequences=3,
+    )
+    data, info = read(tmp_path, text)
+    assert data.feature_names == ["value"] and data.lengths.tolist() == [36]
+    assert info.warnings[:2] == (
+        "left out of the features: station_id (an id name), epoch (Unix times); name a "
+        "column in --features to use it",
+        "column 'station_id' holds ids and no --id-col was given, so every row is read as "
+        "one sequence; did you mean --id-col station_id? (--exclude station_id to keep one "
+        "sequence)",
+    )
+    data, info = read(tmp_path, text, id_col="station_id")
+    assert data.feature_names == ["value"] and data.lengths.tolist() == [12] * 3
+    assert info.warnings == (
+        "left out of the features: epoch (Unix times); name a column in --features to use it",
+    )
+    millis = panel("ts,x", lambda i, t: (1_700_000_000_000 + 1000 * t, t % 3), sequences=1)
+    assert read(tmp_path, millis)[0].feature_names == ["x"]
+
+
+@pytest.mark.parametrize("name", ["humid", "PAID", "idle", "valid"])
+def test_words_ending_in_id_are_not_id_names(tmp_path, name):
+    text = panel(f"{name},x", lambda i, t: (i, t % 3), sequences=2)
+    data, info = read(tmp_path, text)
+    assert data.feature_names == [name, "x"] and info.warnings == ()
+
+
 def test_numbers_that_only_look_like_years_stay_features(tmp_path):
     # hPa readings in 1000..2999 that go up and down are not years; nor is a ramp.
     text = panel("id,pressure,n", lambda i, t: (i, (1013, 1012, 1013, 1015, 1011)[t], t), steps=5)

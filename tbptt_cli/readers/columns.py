@@ -31,6 +31,9 @@ CYCLIC_NAMES = {
     "hour", "minute", "second",
 }  # fmt: skip
 VALUE_CHECKED = 32  # leading numeric columns whose values may make them calendar columns
+# Unix times from 2000 to 2100, in seconds or milliseconds: no feature climbs so steadily
+# through nine or twelve digits.
+UNIX_SPANS = ((946_684_800, 4_102_444_800), (946_684_800_000, 4_102_444_800_000))
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,16 @@ def resolve_roles(
     if opts.layout == "wide":
         return _wide_roles(path, names, sample, opts, keep, target, warnings)
     skip = {opts.id_col, opts.time_col, target, *keep, *(opts.exclude or ())}
-    found = _time_like_columns(names, sample, _sample_codes(sample, opts.id_col), numeric)
+    id_hint = None if opts.id_col else _likely_id(names, sample, skip, numeric)
+    # Without --id-col, the likely id's sequences: a time column is in order within each.
+    codes = _sample_codes(sample, opts.id_col or id_hint)
+    found = _time_like_columns(names, sample, codes, numeric)
     if opts.features is not None:
         features = _named_features(path, names, opts, target)
     else:
         candidates = [n for n in names if n not in skip and numeric(n)]
-        left_out = {n: found[n] for n in candidates if n in found}
+        ids = {n: "an id name" for n in candidates if _whole_id(n, sample.column(n))}
+        left_out = {n: found.get(n) or ids[n] for n in candidates if n in found or n in ids}
         features = [n for n in candidates if n not in left_out]
         if left_out:
             listed = ", ".join(f"{n} ({reason})" for n, reason in left_out.items())
@@ -111,7 +118,13 @@ def resolve_roles(
             raise InputDataError(
                 f"{path}: no numeric feature column found; name the feature columns with --features"
             )
-    id_hint = None if opts.id_col else _text_id(names, sample, skip, numeric, warnings)
+    if id_hint is not None:
+        held = "ids" if numeric(id_hint) else "text"
+        warnings.append(
+            f"column '{id_hint}' holds {held} and no --id-col was given, so every row is read"
+            f" as one sequence; did you mean --id-col {id_hint}? (--exclude {id_hint} to keep"
+            " one sequence)"
+        )
     watch = None
     if opts.time_col is None:
         timed = [n for n in names if n != opts.id_col and _temporal(sample.column(n))]
@@ -120,29 +133,42 @@ def resolve_roles(
     return Roles(opts.id_col, opts.time_col, features, target, list(keep), watch, id_hint)
 
 
-def _text_id(
-    names: list[str],
-    sample: Any,
-    skip: set[str | None],
-    numeric: Callable[[str], bool],
-    warnings: list[str],
+def _likely_id(
+    names: list[str], sample: Any, skip: set[str | None], numeric: Callable[[str], bool]
 ) -> str | None:
-    """Without --id-col, a text column that changes value (``sensor``: greenhouse, cellar)
-    most likely names the sequences, whose rows would all be read as one. One whose every
-    row differs (``1974Q1``, ``Jan-1-1995``: a time or a label) would cut one-step
-    sequences, so it is not named."""
+    """Without --id-col, the column that most likely names the sequences, whose rows would
+    all be read as one: text that changes value (``sensor``: greenhouse, cellar), or whole
+    numbers under an id name (``station_id``). One whose every row differs (``1974Q1``,
+    ``Jan-1-1995``: a time or a label) would cut one-step sequences, so it is not named."""
     for name in names:
         column = sample.column(name)
-        if name in skip or numeric(name) or _temporal(column):
+        if name in skip or _temporal(column):
+            continue
+        if numeric(name) and not _whole_id(name, column):
             continue
         if 1 < len(local_codes(column.combine_chunks())[1]) < len(column):
-            warnings.append(
-                f"column '{name}' holds text and no --id-col was given, so every row is read"
-                f" as one sequence; did you mean --id-col {name}? (--exclude {name} to keep"
-                " one sequence)"
-            )
             return name
     return None
+
+
+def id_name(name: str) -> bool:
+    """``id``, ``station_id``, ``Sensor ID``, ``userId``: not ``humid`` or ``PAID``."""
+    lower = name.lower()
+    camel = name.endswith(("Id", "ID")) and len(name) > 2 and name[-3].islower()
+    return (
+        lower.translate(SEPARATORS) == "id" or lower.endswith(("_id", " id", "-id", ".id")) or camel
+    )
+
+
+def _whole_id(name: str, column: Any) -> bool:
+    """A numeric column under an id name holding whole numbers: sequence ids, not readings."""
+    if not id_name(name):
+        return False
+    values = _as_floats(column)
+    if values is None:
+        return False
+    live = values[np.isfinite(values)]
+    return bool(live.size) and bool(np.all(live == np.round(live)))
 
 
 def _refuse_id_reuse(opts: InputOptions, target: str | None, keep: Sequence[str]) -> None:
@@ -288,6 +314,8 @@ def _time_like(name: str, column: Any, codes: np.ndarray) -> str | None:
         return "integer years"
     if ordered and yyyymmdd(values):
         return "yyyymmdd dates"
+    if ordered and any(np.all((values >= lo) & (values <= hi)) for lo, hi in UNIX_SPANS):
+        return "Unix times"
     return None
 
 
