@@ -534,8 +534,15 @@ def _grid_summary(
 
 
 def _grid_warnings(targets: list[Target], source: SourceInfo) -> list[str]:
-    """What the reader says, once, then each length's own warnings."""
-    per_length = [f"length {t.plan.window}: {w}" for t in targets for w in t.plan.warnings]
+    """What the reader says, once, then each warning of the lengths once, naming the
+    lengths it holds for (the same cure said once per length buried the others)."""
+    lengths: dict[str, list[str]] = {}
+    for target in targets:
+        for warning in target.plan.warnings:
+            lengths.setdefault(warning, []).append(str(target.plan.window))
+    per_length = [
+        f"length{'s' if len(ks) > 1 else ''} {', '.join(ks)}: {w}" for w, ks in lengths.items()
+    ]
     return [*source.warnings, *per_length]
 
 

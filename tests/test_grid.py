@@ -119,6 +119,17 @@ def test_cli_writes_one_file_per_length_and_grid_json(tmp_path: Path, tbptt) -> 
     assert result.stderr == f"wrote {out}: 3 file(s) + manifests, grid.json\n"  # no table
 
 
+def test_a_warning_several_lengths_share_is_said_once(tmp_path: Path, tbptt) -> None:
+    source, out = npz(tmp_path, [40]), tmp_path / "grid"
+    result = tbptt("grid", source, "--lengths", "10,5,20", "-o", out, "-n", "--json")
+    assert result.code == 0, result.stderr
+    chose = "--batch-size auto chose 1: every larger batch needs more than 10% filler rows"
+    warnings = json.loads(result.stdout)["plan"]["warnings"]
+    assert [w.split(": ", 1)[0] for w in warnings] == ["lengths 5, 10, 20"]
+    assert warnings[0].split(": ", 1)[1].startswith(chose)
+    assert result.stderr.count(chose) == 1
+
+
 def test_cli_prints_a_table_and_each_file_equals_split(tmp_path: Path, tbptt) -> None:
     source, out = npz(tmp_path, [9, 13, 4]), tmp_path / "grid"
     result = tbptt("grid", source, "--lengths", "3,5", "-o", out)
