@@ -191,6 +191,17 @@ def test_target_next_shifts_by_one(tmp_path: Path) -> None:
         ),
         ("id,temp\nx,1\nx,abc\n", {}, "data.csv:3:2: 'abc' is not a number (column 'temp')"),
         (
+            "a;b\r\n1,5;2,3\r\n",
+            {},
+            "data.csv:1: the header has no ',' but 2 columns split by ';'; pass --delimiter ';'",
+        ),
+        (
+            "a\tb\tc\n1\t2\t3\n",
+            {},
+            "data.csv:1: the header has no ',' but 3 columns split by '\\t'; "
+            "pass --delimiter '\\t'",
+        ),
+        (
             "id,temp\nx,1\nx,nan\n",
             {},
             "data.csv:3:2: non-finite value 'nan' in column 'temp'; clean the data or pass "

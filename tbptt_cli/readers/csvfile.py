@@ -112,6 +112,8 @@ class CsvSource(Source):
         """Read the head and parse the sample; the names come from it."""
         self.text = decompressed(self.tap, part)
         self.head = self._read_head()
+        if opts.delimiter is None:
+            self._refuse_other_delimiter()
         self.wide = opts.layout == "wide"
         if self.wide:
             self.sample_table = self._wide_sample()
@@ -136,6 +138,22 @@ class CsvSource(Source):
                 f"{', ...' if len(names) > 4 else ''}) was read as the header, but its names "
                 "are numbers; pass --no-header if it is data"
             )
+
+    def _refuse_other_delimiter(self) -> None:
+        """A header and first row that the default delimiter leaves whole but another one
+        splits alike (``a;b`` over ``1,5;2,3``): a European or tab-separated file, which
+        would otherwise fail as one text column with no numeric feature."""
+        lines = self.head.split(b"\n", 2)[:2]
+        if len(lines) < 2 or self.delimiter.encode() in lines[0]:
+            return
+        for other in (";", "\t", "|"):
+            count = lines[0].count(other.encode())
+            if count and lines[1].count(other.encode()) == count:
+                shown = "\\t" if other == "\t" else other
+                raise InputDataError(
+                    f"{self.shown}:1: the header has no {self.delimiter!r} but {count + 1} "
+                    f"columns split by '{shown}'; pass --delimiter '{shown}'"
+                )
 
     def _read_head(self) -> bytes:
         """The first MiB of text, or more until two lines end (a header and a row)."""
