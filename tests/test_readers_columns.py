@@ -55,14 +55,14 @@ def test_calendar_columns_are_left_out_and_said(tmp_path, columns, row, reason):
 def test_unix_times_and_numeric_ids_are_left_out_and_the_id_named(tmp_path):
     # Read as features, an epoch column and a station number swamped the readings.
     text = panel(
-        "station_id,epoch,value",
+        "station_id,logged,value",
         lambda i, t: (101 + i, 1_700_000_000 + 3600 * t, (i * t) % 7),
         sequences=3,
     )
     data, info = read(tmp_path, text)
     assert data.feature_names == ["value"] and data.lengths.tolist() == [36]
     assert info.warnings[:2] == (
-        "left out of the features: station_id (an id name), epoch (Unix times); name a "
+        "left out of the features: station_id (an id name), logged (Unix times); name a "
         "column in --features to use it",
         "column 'station_id' holds ids and no --id-col was given, so every row is read as "
         "one sequence; did you mean --id-col station_id? (--exclude station_id to keep one "
@@ -71,10 +71,24 @@ def test_unix_times_and_numeric_ids_are_left_out_and_the_id_named(tmp_path):
     data, info = read(tmp_path, text, id_col="station_id")
     assert data.feature_names == ["value"] and data.lengths.tolist() == [12] * 3
     assert info.warnings == (
-        "left out of the features: epoch (Unix times); name a column in --features to use it",
+        "left out of the features: logged (Unix times); name a column in --features to use it",
     )
     millis = panel("ts,x", lambda i, t: (1_700_000_000_000 + 1000 * t, t % 3), sequences=1)
     assert read(tmp_path, millis)[0].feature_names == ["x"]
+
+
+@pytest.mark.parametrize(("name", "shown"), [("", "''"), ("Unnamed: 0", None), ("index", None)])
+def test_a_row_index_is_left_out(tmp_path, name, shown):
+    # pandas' df.to_csv() writes the row numbers first, under an empty name.
+    text = panel(f"{name},a,b", lambda i, t: (t, t % 3, t % 5), sequences=1)
+    data, info = read(tmp_path, text)
+    assert data.feature_names == ["a", "b"]
+    assert info.warnings == (
+        f"left out of the features: {shown or name} (a row index); name a column in "
+        "--features to use it",
+    )
+    shuffled = panel(f"{name},a", lambda i, t: ((7 * t) % 12, t % 3), sequences=1)
+    assert read(tmp_path, shuffled)[0].feature_names == [name, "a"]  # not row numbers
 
 
 @pytest.mark.parametrize("name", ["humid", "PAID", "idle", "valid"])

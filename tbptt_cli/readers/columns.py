@@ -23,7 +23,7 @@ from tbptt_cli.readers.timecol import kind_of
 CALENDAR_NAMES = {
     "year", "yr", "quarter", "qtr", "month", "week", "day", "weekday", "dayofweek",
     "dayofyear", "doy", "hour", "minute", "second", "date", "time", "t", "timestamp",
-    "datetime", "period", "step",
+    "datetime", "period", "step", "ts", "epoch", "unixtime",
 }  # fmt: skip
 SEPARATORS = str.maketrans("", "", " _-.\t")
 CYCLIC_NAMES = {
@@ -106,11 +106,11 @@ def resolve_roles(
         features = _named_features(path, names, opts, target)
     else:
         candidates = [n for n in names if n not in skip and numeric(n)]
-        ids = {n: "an id name" for n in candidates if _whole_id(n, sample.column(n))}
-        left_out = {n: found.get(n) or ids[n] for n in candidates if n in found or n in ids}
+        labels = {n: r for n in candidates if (r := _label(n, sample.column(n), codes))}
+        left_out = {n: found.get(n) or labels[n] for n in candidates if n in found or n in labels}
         features = [n for n in candidates if n not in left_out]
         if left_out:
-            listed = ", ".join(f"{n} ({reason})" for n, reason in left_out.items())
+            listed = ", ".join(f"{n or repr(n)} ({reason})" for n, reason in left_out.items())
             warnings.append(
                 f"left out of the features: {listed}; name a column in --features to use it"
             )
@@ -162,13 +162,24 @@ def id_name(name: str) -> bool:
 
 def _whole_id(name: str, column: Any) -> bool:
     """A numeric column under an id name holding whole numbers: sequence ids, not readings."""
-    if not id_name(name):
-        return False
+    return _label(name, column, np.zeros(len(column), dtype=np.int32)) == "an id name"
+
+
+def _label(name: str, column: Any, codes: np.ndarray) -> str | None:
+    """Why a numeric column labels rows rather than measuring anything (None: it does not):
+    whole numbers under an id name, or row numbers in order under a row-number name (the
+    unnamed first column of pandas' ``to_csv``, ``index``)."""
     values = _as_floats(column)
     if values is None:
-        return False
-    live = values[np.isfinite(values)]
-    return bool(live.size) and bool(np.all(live == np.round(live)))
+        return None
+    live = np.isfinite(values)
+    values, codes = values[live], codes[live]
+    if not values.size or np.any(values != np.round(values)):
+        return None
+    if id_name(name):
+        return "an id name"
+    row_number = name.strip().lower() in ("", "index", "idx") or name.startswith("Unnamed: ")
+    return "a row index" if row_number and _ordered(values, codes) else None
 
 
 def _refuse_id_reuse(opts: InputOptions, target: str | None, keep: Sequence[str]) -> None:
