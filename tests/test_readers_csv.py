@@ -191,6 +191,11 @@ def test_target_next_shifts_by_one(tmp_path: Path) -> None:
         ),
         ("id,temp\nx,1\nx,abc\n", {}, "data.csv:3:2: 'abc' is not a number (column 'temp')"),
         (
+            "'OBS' 'GPA'\n1 2.66\n",  # statsmodels' spector.csv
+            {},
+            "data.csv:1: the header has no ',' but 2 columns split by ' '; pass --delimiter ' '",
+        ),
+        (
             "a;b\r\n1,5;2,3\r\n",
             {},
             "data.csv:1: the header has no ',' but 2 columns split by ';'; pass --delimiter ';'",

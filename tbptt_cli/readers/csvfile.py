@@ -141,12 +141,12 @@ class CsvSource(Source):
 
     def _refuse_other_delimiter(self) -> None:
         """A header and first row that the default delimiter leaves whole but another one
-        splits alike (``a;b`` over ``1,5;2,3``): a European or tab-separated file, which
+        splits alike (``a;b`` over ``1,5;2,3``): a European, tab- or space-separated file, which
         would otherwise fail as one text column with no numeric feature."""
         lines = self.head.split(b"\n", 2)[:2]
         if len(lines) < 2 or self.delimiter.encode() in lines[0]:
             return
-        for other in (";", "\t", "|"):
+        for other in (";", "\t", "|", " "):
             count = lines[0].count(other.encode())
             if count and lines[1].count(other.encode()) == count:
                 shown = "\\t" if other == "\t" else other
