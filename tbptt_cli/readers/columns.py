@@ -167,8 +167,8 @@ def _whole_id(name: str, column: Any) -> bool:
 
 def _label(name: str, column: Any, codes: np.ndarray) -> str | None:
     """Why a numeric column labels rows rather than measuring anything (None: it does not):
-    whole numbers under an id name, or row numbers in order under a row-number name (the
-    unnamed first column of pandas' ``to_csv``, ``index``)."""
+    whole numbers under an id name, or row numbers (whole, none missing, in order) under a
+    row-number name (the unnamed first column of pandas' ``to_csv``, ``index``)."""
     values = _as_floats(column)
     if values is None:
         return None
@@ -179,7 +179,8 @@ def _label(name: str, column: Any, codes: np.ndarray) -> str | None:
     if id_name(name):
         return "an id name"
     row_number = name.strip().lower() in ("", "index", "idx") or name.startswith("Unnamed: ")
-    return "a row index" if row_number and _ordered(values, codes) else None
+    # Row numbers are never missing: an unnamed column with gaps holds readings.
+    return "a row index" if row_number and live.all() and _ordered(values, codes) else None
 
 
 def _refuse_id_reuse(opts: InputOptions, target: str | None, keep: Sequence[str]) -> None:
