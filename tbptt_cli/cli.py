@@ -389,8 +389,9 @@ def print_version(ctx: click.Context, _: Any, value: bool) -> None:
 def cli() -> None:
     """Prepare sequence data for RNNs trained with truncated backpropagation through time.
 
-    Reads CSV/NPY/NPZ, cuts sequences with one of six strategies and writes HDF5 tensors
-    [samples, timesteps, features] plus a JSON manifest of boundaries, resets and batch sizes.
+    Reads CSV/TSV, Parquet, Arrow, NPY or NPZ, cuts sequences with one of six strategies and
+    writes HDF5 tensors [samples, timesteps, features] plus a JSON manifest of boundaries,
+    resets and batch sizes.
     """
 
 
@@ -726,6 +727,9 @@ def run_main(args: list[str]) -> int:
         return 0
     except click.exceptions.Exit as e:
         return e.exit_code
+    except click.exceptions.NoArgsIsHelpError as e:  # `tbptt`, `tbptt domain`: the help, whole
+        click.echo(e.format_message(), err=True)
+        return 2
     except (Exception, KeyboardInterrupt) as e:  # every outcome becomes an exit code here
         error: BaseException = e
     code, message = describe_error(error, "--debug" in args)

@@ -44,6 +44,17 @@ def test_help_lists_every_command_without_importing_numpy():
     assert "75  another run holds the output's lock" in result.stdout
 
 
+@pytest.mark.parametrize("args", [(), ("domain",)])
+def test_no_command_prints_the_help_whole(tbptt, args):
+    # Not the help squashed into one "tbptt: error: Usage: ..." line.
+    result = tbptt(*args)
+    assert result.code == 2 and result.stdout == ""
+    assert result.stderr.startswith(
+        f"Usage: tbptt {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND"
+    )
+    assert "tbptt: error" not in result.stderr and result.stderr.count("\n") > 8
+
+
 def test_version_names_the_libraries(tbptt):
     result = tbptt("--version")
     assert result.code == 0
