@@ -324,6 +324,11 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             "csv|tsv|parquet|arrow|npy|npz",
         ),
         (
+            {"path": "out/x.h5"},
+            "out/x.h5: an HDF5 file is an output, not an input; describe it with tbptt "
+            "inspect or tbptt validate, or draw it with --report on the run",
+        ),
+        (
             {"path": "x.csv", "delimiter": ";;"},
             "--delimiter ';;' must be one character (or \\t for tab)",
         ),

@@ -140,6 +140,11 @@ def _part(path: str, opts: InputOptions) -> Part:
     if fmt is None:
         suffix = os.path.splitext(path)[1].lower()
         said = f"suffix '{suffix}'" if suffix else "no suffix"
+        if suffix in (".h5", ".hdf5"):  # an output given where raw sequences are read
+            raise UsageError(
+                f"{path}: an HDF5 file is an output, not an input; describe it with "
+                "tbptt inspect or tbptt validate, or draw it with --report on the run"
+            )
         raise UsageError(f"{path}: cannot tell the format ({said}); pass --format {FORMAT_LIST}")
     if opts.compression_in is not None:
         compression = None if opts.compression_in == "none" else opts.compression_in
