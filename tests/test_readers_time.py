@@ -62,6 +62,11 @@ def test_time_errors_name_the_cell(tmp_path):
         "data.csv:3:1: time value '2020-01-02T00:00' in column 'd' has no UTC offset, unlike "
         "the times before it; write every time the same way (all with an offset, or none)"
     )
+    # statsmodels' danish_data: quarters as text are neither kind, not "not a number".
+    assert fails(tmp_path, "period,x\n1974Q1,1\n1974Q2,2\n", time_col="period") == (
+        "data.csv:2:1: time value '1974Q1' in column 'period' is not a number or an ISO 8601 "
+        "date/time (2024-03-31, 2024-03-31 14:00); every row needs a time"
+    )
 
 
 DUPLICATED = "t,a\n1,1\n0,2\n1,3\n0,4\n"

@@ -231,6 +231,9 @@ def _finite(value: float) -> bool:
     return value - value == 0
 
 
+ANY_TIME = "a number or an ISO 8601 date/time (2024-03-31, 2024-03-31 14:00)"
+
+
 def _check_time(text: str, kind: str | None, where: str, name: str) -> None:
     if kind == NUMBER or kind is None:
         try:
@@ -238,8 +241,10 @@ def _check_time(text: str, kind: str | None, where: str, name: str) -> None:
                 return
         except ValueError:
             pass
+        # No kind: the column's first value was neither, so '1974Q1' is not just "no number".
+        expected = "a finite number" if kind == NUMBER else ANY_TIME
         raise InputDataError(
-            f"{where}: time value '{text}' in column '{name}' is not a finite number; every "
+            f"{where}: time value '{text}' in column '{name}' is not {expected}; every "
             "row needs a time"
         )
     try:
