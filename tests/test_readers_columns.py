@@ -77,6 +77,31 @@ def test_unix_times_and_numeric_ids_are_left_out_and_the_id_named(tmp_path):
     assert read(tmp_path, millis)[0].feature_names == ["x"]
 
 
+def test_a_population_in_the_billions_stays_a_feature(tmp_path):
+    # About China's population in 1990-2001: in the range of Unix seconds and rising every
+    # year, but by a different amount each year, as no clock does.
+    population = [
+        1135185000,
+        1150780000,
+        1164970000,
+        1178440000,
+        1191835000,
+        1204855000,
+        1217550000,
+        1230075000,
+        1241935000,
+        1252735000,
+        1262645000,
+        1271850000,
+    ]
+    text = "country,year,pop\n" + "".join(f"CHN,{1990 + k},{p}\n" for k, p in enumerate(population))
+    data, info = read(tmp_path, text, id_col="country")
+    assert data.feature_names == ["pop"]
+    assert info.warnings == (
+        "left out of the features: year (a calendar name); name a column in --features to use it",
+    )
+
+
 @pytest.mark.parametrize(("name", "shown"), [("", "''"), ("Unnamed: 0", None), ("index", None)])
 def test_a_row_index_is_left_out(tmp_path, name, shown):
     # pandas' df.to_csv() writes the row numbers first, under an empty name.

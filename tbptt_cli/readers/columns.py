@@ -31,8 +31,8 @@ CYCLIC_NAMES = {
     "hour", "minute", "second",
 }  # fmt: skip
 VALUE_CHECKED = 32  # leading numeric columns whose values may make them calendar columns
-# Unix times from 2000 to 2100, in seconds or milliseconds: no feature climbs so steadily
-# through nine or twelve digits.
+# Unix times from 2000 to 2100, in seconds or milliseconds, when they also step as a
+# clock does (_clock_steps): a population in the billions climbs there too.
 UNIX_SPANS = ((946_684_800, 4_102_444_800), (946_684_800_000, 4_102_444_800_000))
 
 
@@ -326,9 +326,22 @@ def _time_like(name: str, column: Any, codes: np.ndarray) -> str | None:
         return "integer years"
     if ordered and yyyymmdd(values):
         return "yyyymmdd dates"
-    if ordered and any(np.all((values >= lo) & (values <= hi)) for lo, hi in UNIX_SPANS):
+    in_span = any(np.all((values >= lo) & (values <= hi)) for lo, hi in UNIX_SPANS)
+    if ordered and in_span and _clock_steps(values, codes):
         return "Unix times"
     return None
+
+
+def _clock_steps(values: np.ndarray, codes: np.ndarray) -> bool:
+    """Steps a clock makes: whole minutes, or one step size for at least half the rows
+    (a logger's period). A count that grows by a different amount every row, a
+    billion-strong population, is not a time."""
+    grouped, first = _by_sequence(values, codes)
+    steps = np.diff(grouped)[~first[1:]]
+    if not len(steps):
+        return False
+    _, counts = np.unique(steps, return_counts=True)
+    return bool(counts.max() * 2 >= len(steps) or np.all(steps % 60 == 0))
 
 
 def _wide_calendar(name: str, sample: Any, leading: set[str], rows: np.ndarray) -> str | None:
