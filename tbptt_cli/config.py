@@ -95,7 +95,18 @@ def load_file(path: str) -> dict[str, Any]:
             f"{path}: a config file must be a mapping (strategy:, input:, output:, ...), "
             f"not a {type(loaded).__name__}"
         )
+    # Keys are written with underscores (id_col): domain_acf is domain-acf too.
+    loaded = {_strategy_name(key): value for key, value in loaded.items()}
+    if "strategy" in loaded:
+        loaded["strategy"] = _strategy_name(loaded["strategy"])
     return loaded
+
+
+def _strategy_name(name: Any) -> Any:
+    """``domain_acf`` as the strategy ``domain-acf``; anything else as it is."""
+    if isinstance(name, str) and name.replace("_", "-") in STRATEGIES:
+        return name.replace("_", "-")
+    return name
 
 
 def strategy_of(raw: dict[str, Any], source: str) -> str:

@@ -177,3 +177,19 @@ def test_an_unquoted_yaml_boolean_is_not_a_column_name(spelling):
     assert quoted.input.target == spelling
     with pytest.raises(ConfigError, match="output.compression: must be text, not the boolean"):
         resolve("split", {"output": {"compression": False}}, {}, "c.yaml")
+
+
+def test_a_strategy_written_with_underscores_is_the_dashed_one(repo, tbptt):
+    dashed = yaml.safe_load(Path("configs/domain-acf.yaml").read_text())
+    assert dashed["strategy"] == "domain-acf" and "domain-acf" in dashed
+    underscored = {k.replace("-", "_"): v for k, v in dashed.items()}
+    underscored["strategy"] = "domain_acf"
+    Path("configs/underscored.yaml").write_text(yaml.safe_dump(underscored))
+    assert load_file("configs/underscored.yaml") == dashed
+    printed = [
+        tbptt("run", f"configs/{n}.yaml", "--print-config") for n in ("domain-acf", "underscored")
+    ]
+    assert printed[0].code == printed[1].code == 0 and printed[0].stdout == printed[1].stdout
+    Path("configs/typo.yaml").write_text("strategy: domain_afc\n")
+    result = tbptt("run", "configs/typo.yaml")
+    assert result.code == 78 and "did you mean 'domain-acf'?" in result.stderr
