@@ -65,6 +65,7 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
     else:
         check_run_report(config, _output_paths(config, output)[:-1] if output else [])
     _check_engine(config)
+    strategy.check(config.params)
     with atomic.signals_raise(), contextlib.ExitStack() as stack:
         if output is not None and not run.dry_run:
             _check_outputs(config, output, grid)

@@ -28,6 +28,12 @@ class Strategy:
     reads_time: Callable[[Any], bool] = lambda params: False
     # Plans the validation part from the training plan (default: plan it afresh).
     validation_planner: str | None = None
+    # Checks the options that must make sense together (exit 2), before the input is read.
+    checker: str | None = None
+
+    def check(self, resolved: Any) -> None:
+        if self.checker is not None:
+            _load(self.checker)(resolved)
 
     def plan(self, data: Any, resolved: Any) -> Any:
         return _load(self.planner)(data, resolved)
@@ -86,12 +92,14 @@ STRATEGIES: dict[str, Strategy] = {
             params.GridParams,
             "tbptt_cli.strategies.grid:plan_grid",
             "write one dataset per candidate length, for a systematic search",
+            checker="tbptt_cli.strategies.grid:check_grid",
         ),
         Strategy(
             "decoupled",
             params.DecoupledParams,
             "tbptt_cli.strategies.decoupled:plan_decoupled",
             "TBPTT(k1,k2): forward window k1, gradient window k2, with masks",
+            checker="tbptt_cli.strategies.decoupled:check_windows",
         ),
     ]
 }

@@ -223,3 +223,29 @@ def test_a_count_below_one_is_refused_before_the_input_is_read(tmp_path, tbptt, 
     source = write(tmp_path / "in.csv", "x\n1\n\n2\nNA\n")
     result = tbptt(*args, source, "-n")
     assert (result.code, result.stderr) == (2, f"tbptt: error: {message}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["decoupled", "--k1", "4", "--k2", "6"],
+            "--k2 6 is longer than --k1 4: the gradient cannot flow through more steps than "
+            "the forward window holds; pass --k2 <= 4",
+        ),
+        (
+            ["grid", "--lengths", "5,x"],
+            "--lengths must be comma-separated positive integers such as 25,50,100, not '5,x'",
+        ),
+        (
+            ["grid", "--lengths", "5", "--min-length", "2"],
+            "--min-length and --max-length bound --factors only; drop them or use --factors",
+        ),
+    ],
+)
+def test_options_that_disagree_are_refused_before_the_input_is_read(tmp_path, tbptt, args, message):
+    """Exit 2 for the options, not the exit 65 of a bad cell the read would meet first."""
+    source = write(tmp_path / "in.csv", "x\n1\n\n2\nNA\n")
+    result = tbptt(*args, source, "-o", tmp_path / "out")
+    assert (result.code, result.stderr) == (2, f"tbptt: error: {message}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]

@@ -39,6 +39,13 @@ def plan_grid(data: SequenceSet, params: GridParams) -> list[tuple[int, Plan]]:
 
 def grid_lengths(data: SequenceSet, params: GridParams) -> list[int]:
     """The lengths of ``--lengths``, or the divisors that ``--factors`` asks for."""
+    lengths = check_grid(params)
+    return lengths or factor_lengths(data, params.min_length, params.max_length)
+
+
+def check_grid(params: GridParams) -> list[int]:
+    """The lengths of ``--lengths`` (empty for ``--factors``) once the options make sense
+    together, else a UsageError (exit 2), before any input is read."""
     if (params.lengths is None) == (not params.factors):
         raise UsageError(
             "grid needs exactly one of --lengths 25,50,100 or --factors "
@@ -50,7 +57,7 @@ def grid_lengths(data: SequenceSet, params: GridParams) -> list[int]:
                 "--min-length and --max-length bound --factors only; drop them or use --factors"
             )
         return parse_lengths(params.lengths)
-    return factor_lengths(data, params.min_length, params.max_length)
+    return []
 
 
 def parse_lengths(text: str, flag: str = "--lengths") -> list[int]:
