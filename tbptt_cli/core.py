@@ -128,6 +128,7 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
         return {**body, **_report_key(config), "timings": timings}
     if not run.dry_run:
         summary = _summary(targets[0], config, True, source)
+        summary["warnings"] += [w for t in targets[1:] for w in _plan_warnings(t)]
         return {**summary, **_report_key(config), "timings": timings}
     plans = [_summary(t, config, False, source) for t in targets]
     if output is None:  # nothing named: say so rather than show a made-up path
@@ -435,11 +436,18 @@ def _summary(target: Target, config: Config, written: bool, source: SourceInfo) 
         "resets": int(plan.reset.sum()),
         "dtype": config.output.dtype,
         "bytes": _bytes(target, config, written),
-        "warnings": [*source.warnings, *plan.warnings],
+        "warnings": [*source.warnings, *_plan_warnings(target)],
         "text": "\n".join(t for t in (plan.text, horizon_note(config, data)) if t),
         "outputs": [str(target.path), str(target.manifest)]
         + ([target.extra["val"]["output"]] if "output" in target.extra.get("val", {}) else []),
     } | ({"shards": len(shards)} if shards else {})
+
+
+def _plan_warnings(target: Target) -> list[str]:
+    """The plan's warnings, said of the validation part when the target holds it."""
+    if "of" in target.extra.get("val", {}):
+        return [f"the validation part: {warning}" for warning in target.plan.warnings]
+    return list(target.plan.warnings)
 
 
 def horizon_note(config: Config, data: SequenceSet) -> str:

@@ -130,3 +130,21 @@ def test_an_error_to_a_full_stdout_is_still_one_line_on_stderr(npy):
         code, err = run("split", npy, "--json", stdout=full.fileno())
     assert code == 2 and err.startswith("tbptt: error: split needs --length")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_validation_parts_warnings_are_said_and_named(tmp_path, tbptt):
+    # Ragged: the training part fills batches of 2; the one held-out sequence cannot.
+    np.savez(tmp_path / "r.npz", values=np.arange(90.0)[:, None], lengths=[40, 40, 10])
+    args = ("split", tmp_path / "r.npz", "--length", 5, "--val-fraction", 0.3, "--val-by",
+            "sequence", "--batch-size", "auto", "-o", tmp_path / "a.h5")  # fmt: skip
+    said = "the validation part: --batch-size auto chose 1: "
+    for extra in ((), ("-n",)):
+        result = tbptt(*args, *extra)
+        assert result.code == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+        assert len(warnings) == 1 and warnings[0].startswith(f"tbptt: warning: {said}")
+    summary = json.loads(tbptt(*args, "--json").stdout)
+    assert [w[: len(said)] for w in summary["warnings"]] == [said]
+    manifest = json.loads((tmp_path / "a.val.manifest.json").read_text())
+    assert manifest["warnings"][0].startswith("--batch-size auto chose 1: ")
+    assert json.loads((tmp_path / "a.manifest.json").read_text())["warnings"] == []
