@@ -27,6 +27,13 @@ from typing import Any
 from tbptt_cli.errors import Interrupted, LockedError, OutputError, WriteError
 
 
+def clobber_refused(path: Path) -> OutputError:
+    return OutputError(
+        f"{path}: exists and --no-clobber is set (the flag, TBPTT_NO_CLOBBER or the config's"
+        " no_clobber); remove it, or pass --clobber"
+    )
+
+
 def check_writable(path: Path, no_clobber: bool) -> None:
     """Fail early (exit 73), before any work, when the output cannot be created."""
     directory = path.parent
@@ -37,7 +44,7 @@ def check_writable(path: Path, no_clobber: bool) -> None:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: cannot write to directory {directory} (permission denied)")
     if no_clobber and path.exists():
-        raise OutputError(f"{path}: exists and --no-clobber was given; remove it or drop the flag")
+        raise clobber_refused(path)
 
 
 def lock_path(path: Path) -> Path:
@@ -279,7 +286,7 @@ def check_replaceable_dir(path: Path, no_clobber: bool, marker: str, kind: str) 
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is not a directory; {kind} writes a directory")
     if path.exists() and no_clobber:
-        raise OutputError(f"{path}: exists and --no-clobber was given; remove it or drop the flag")
+        raise clobber_refused(path)
     if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
         raise OutputError(
             f"{path}: exists and holds no {marker}, so it is not a {kind} output this run "

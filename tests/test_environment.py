@@ -88,7 +88,10 @@ def test_no_clobber_from_the_environment_holds_for_every_command_that_writes(
     for args in commands:
         result = tbptt(*args)
         assert (result.code, page.read_text()) == (73, "mine"), result.stderr
-        assert "exists and --no-clobber was given" in result.stderr
+        assert result.stderr == (
+            f"tbptt: error: {page}: exists and --no-clobber is set (the flag, TBPTT_NO_CLOBBER"
+            " or the config's no_clobber); remove it, or pass --clobber\n"
+        )
         assert "TBPTT_NO_CLOBBER" in " ".join(tbptt(*args[:-2], "--help").stdout.split())
 
 
