@@ -132,22 +132,11 @@ class Layout:
     warnings: list[str]
 
     def assembler(
-        self,
-        opts: InputOptions,
-        budget: int,
-        spill_dir: str | None,
-        expected: int = 0,
-        *,
-        dtype: str = "float64",
-        times: bool = True,
-        spill_to: str | None = None,
+        self, opts: InputOptions, budget: int, spill_dir: str | None, expected: int = 0, **more: Any
     ) -> Assembler:
-        """The part's assembler: values at ``dtype``, the time in ``extra`` if ``times``,
-        long rows written at once to files ``spill_to.<array>`` if given."""
+        """The part's assembler; ``more`` are Assembler's ``dtype``, ``times``, ``spill_to``."""
         kind = WideAssembler if self.roles.layout == "wide" else LongAssembler
-        return kind(
-            self.roles, opts, self.time_kind, budget, spill_dir, expected, dtype, times, spill_to
-        )
+        return kind(self.roles, opts, self.time_kind, budget, spill_dir, expected, **more)
 
 
 def decide(first: Source, opts: InputOptions, keep: Sequence[str]) -> Layout:
@@ -292,8 +281,8 @@ class Assembler:
 class LongAssembler(Assembler):
     """Long layout: one row per step; rows of a sequence may be spread over the input."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         roles, budget, spill_dir, expected = self.roles, self.budget, self.spill_dir, self.expected
         width = len(roles.floats)
         self.features = len(roles.features)
@@ -548,8 +537,8 @@ class WideAssembler(Assembler):
     """Wide layout: one row per sequence, one column per step; trailing missing cells
     end a shorter row, missing cells before the end are handled by ``--nan``."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.values = Store(1, self.budget, self.spill_dir, self.dtype)
         self.lengths: list[np.ndarray] = []
         self.ids: list[str] = []
