@@ -31,6 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 TBPTT = [sys.executable, "-m", "tbptt_cli"]
 BASELINE = [sys.executable, str(HERE / "baselines.py")]
+STARTUP = "import os; os.environ['OPENBLAS_NUM_THREADS'] = '1'; import numpy, pyarrow.parquet, h5py"
 
 
 def measure(command: list[str], cwd: Path = HERE.parent) -> tuple[float, float]:
@@ -241,6 +242,7 @@ def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000))
             pq.write_table(table.cast(pa.schema(narrow)), inputs["float32"])
         os.sync()
         runs: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in inputs}
+        floors: list[float] = []
         load = os.getloadavg()[0]
         for number in range(rounds + 1):  # round 0 is a warm-up, not counted
             # Every round from the page cache: this VM's DAMON pages out what was not read
@@ -254,6 +256,11 @@ def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000))
                     runs[name].append(result)
                 for output in ("out.h5", "out.manifest.json"):
                     (work / output).unlink(missing_ok=True)
+            # What any Parquet run pays before reading a byte: Python and its imports (with
+            # one OpenBLAS thread, as the CLI sets it).
+            floor = measure([sys.executable, "-c", STARTUP])[0]
+            if number:
+                floors.append(floor)
         sizes_mb = ", ".join(f"{n} {p.stat().st_size / 1e6:.0f} MB" for n, p in inputs.items())
         print(f"long table, {ids} ids x 10000 steps ({sizes_mb}), {rounds} rounds, load "
               f"average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
@@ -265,6 +272,10 @@ def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000))
             walls = sorted(r[0] for r in runs[name])
             print(f"{label} median {walls[rounds // 2]:.2f} s, fastest {walls[0]:.2f} s, peak "
                   f"{max(r[1] for r in runs[name]):.0f} MB")
+        floor, csv = sorted(floors)[rounds // 2], sorted(r[0] for r in runs["csv"])[rounds // 2]
+        print(f"start-up floor (python and the imports of numpy, pyarrow.parquet, h5py): median "
+              f"{floor:.2f} s, {floor / csv:.0%} of the CSV run's median; 3x needs a Parquet "
+              f"run of {csv / 3:.2f} s")
         for name in ("parquet", "float32"):
             # The fastest rounds: the runs this VM's memory and neighbours disturbed least.
             fastest = min(r[0] for r in runs["csv"]) / min(r[0] for r in runs[name])
