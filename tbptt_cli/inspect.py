@@ -21,6 +21,7 @@ from tbptt_cli.errors import InputDataError, TbpttError
 from tbptt_cli.options import InputOptions, own_first, parse_target
 from tbptt_cli.plan import Plan, batch_text
 from tbptt_cli.readers import next_target, repair_missing
+from tbptt_cli.readers.repairs import missing_cells
 from tbptt_cli.readers.inputs import split_compression
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 from tbptt_cli.validate.common import (
@@ -156,7 +157,7 @@ def read_described(
         return data, source, None, missing
     for mode in ("ffill", "zero"):
         try:
-            repaired = repair_missing(mode, source.path, raw)
+            repaired, _ = repair_missing(mode, source.path, raw)
         except InputDataError:
             continue
         return next_target(repaired, options), source, (mode, str(refused)), missing
@@ -176,12 +177,7 @@ def columns_of(data: SequenceSet, options: InputOptions) -> list[str]:
 def count_missing(raw: SequenceSet, options: InputOptions) -> dict[str, int]:
     """Non-finite cells per column, counted in slabs (the values may be a memory map)."""
     arrays = [raw.values] + ([raw.targets] if raw.targets is not None else [])
-    counts = np.zeros(sum(a.shape[1] for a in arrays), dtype=np.int64)
-    step = max(1, (16 << 20) // (8 * len(counts)))
-    for start in range(0, len(raw.values), step):
-        slabs = [np.asarray(a[start : start + step]) for a in arrays]
-        counts += np.concatenate([np.count_nonzero(~np.isfinite(x), axis=0) for x in slabs])
-    return dict(zip(columns_of(raw, options), counts.tolist(), strict=True))
+    return dict(zip(columns_of(raw, options), missing_cells(arrays).tolist(), strict=True))
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from tbptt_cli.options import TABLE, InputOptions, parse_target
 from tbptt_cli.readers import finish, parse_size, prepare, read_input, repair_missing
 from tbptt_cli.readers.columns import Roles
 from tbptt_cli.readers.inputs import Part, given_paths, shown
+from tbptt_cli.readers.repairs import REPAIRS, Repairs, missing_cells, reported
 from tbptt_cli.readers.source import Source
 from tbptt_cli.readers.spill import order
 from tbptt_cli.readers.steps import Changes, RowFinder, Rows
@@ -117,7 +118,7 @@ class PartScan:
     first_time: np.ndarray | None  # per id, with a time column (as read: numbers or us)
     last_time: np.ndarray | None
     repeats: bool  # a time repeats within an id of this part
-    missing: bool  # a feature or target is NaN/inf (for --nan ffill|drop to repair)
+    repairs: Repairs  # its NaN/inf features and targets (for --nan ffill|zero|drop)
     watch: OrderWatch | None  # without --time-col: the likely time column's order
     layout: Layout | None  # NPY/NPZ: the columns as read
     shapes: list[tuple[int, str]]  # each of its files: columns and dtype of a row
@@ -145,10 +146,11 @@ def scan_part(task: PartTask) -> PartScan:
         same = np.diff(time[:, 0]) == 0
         same[starts[1:] - 1] = False  # a sequence's first row repeats nothing
         repeats = bool(same.any())
-    missing = False
-    if task.opts.nan in ("ffill", "drop"):
-        checked = 1 if layout.roles.target else 0
-        missing = not (np.isfinite(values).all() and np.isfinite(rest[:, :checked]).all())
+    repairs = Repairs()
+    if task.opts.nan in REPAIRS:
+        target = [layout.roles.target] if layout.roles.target else []
+        cells = missing_cells([values, rest[:, : len(target)]])
+        repairs = Repairs.counted([*feature_names(layout.roles), *target], cells, len(values))
     return PartScan(
         path=task.shown,
         format=task.part.format,
@@ -160,7 +162,7 @@ def scan_part(task: PartTask) -> PartScan:
         first_time=first,
         last_time=last,
         repeats=repeats,
-        missing=missing,
+        repairs=repairs,
         watch=watch,
         layout=layout if task.layout is None else None,
         shapes=[(a.shape[1], a.dtype.str) for a in rows.arrays],
@@ -286,6 +288,7 @@ class Loaded:
     changes: Changes
     owner: np.ndarray  # the loaded sequence each sequence of ``data`` comes from
     longest: int  # the longest sequence before --nan drop
+    repairs: Repairs
 
 
 def load(spec: Load) -> Loaded:
@@ -312,10 +315,11 @@ def load(spec: Load) -> Loaded:
             rows = regular(rows, layout, opts, finder, changes, budget, folder)
     data = as_sequences(rows, reading.layout)
     longest = int(data.lengths.max(initial=0))
-    if reading.opts.nan in ("ffill", "zero", "drop") and data.count:
-        data = repair_missing(reading.opts.nan, shown(reading.opts), data)
+    repairs = Repairs.clean(data)
+    if reading.opts.nan in REPAIRS and data.count:
+        data, repairs = repair_missing(reading.opts.nan, shown(reading.opts), data)
     owner = rows.owner if rows.owner is not None else np.arange(len(rows.lengths))
-    return Loaded(data, changes, owner, longest)
+    return Loaded(data, changes, owner, longest, repairs)
 
 
 def _reopen(part: Part, opts: InputOptions) -> Source:
@@ -367,13 +371,15 @@ class Finished:
     changes: Changes
     columns: dict[str, np.ndarray]
     longest: int  # before --nan drop
+    repairs: Repairs
 
 
 def finish_group(task: GroupTask) -> Finished:
     loaded = load(task.load)
     data = loaded.data
     columns = {name: planning_column(data, name) for name in task.planning}
-    return Finished(data.lengths, data.ids, loaded.owner, loaded.changes, columns, loaded.longest)
+    return Finished(data.lengths, data.ids, loaded.owner, loaded.changes, columns,
+                    loaded.longest, loaded.repairs)  # fmt: skip
 
 
 def planning_column(data: SequenceSet, name: str) -> np.ndarray:
@@ -399,7 +405,7 @@ class Joined:
     ids: list[str]  # of the raw sequences
     raw_rows: np.ndarray
     source: SourceInfo
-    missing: bool
+    repairs: Repairs  # what --nan repairs: counted in each part, or in each finished group
     finishing: bool  # rows may change, or a whole-sequence check is due: `finish_group`
     data: SequenceSet | None = None
     changes: Changes | None = None
@@ -407,6 +413,10 @@ class Joined:
     @property
     def raw_starts(self) -> np.ndarray:
         return np.cumsum(self.raw_rows) - self.raw_rows
+
+    @property
+    def missing(self) -> bool:
+        return self.repairs.cells > 0
 
     @property
     def windowed(self) -> bool:
@@ -447,6 +457,7 @@ class Joined:
         lengths = np.concatenate([f.lengths for f in done]).astype(np.int64)
         self.raw_rows = np.bincount(owner, lengths, len(self.ids)).astype(np.int64)
         self.changes = sum((f.changes for f in done), Changes())
+        self.repairs = sum((f.repairs for f in done), Repairs())
         ids = [name for f in done for name in f.ids]
         planning = tasks[0].planning
         columns = {n: np.concatenate([f.columns[n] for f in done]) for n in planning}
@@ -460,9 +471,10 @@ class Joined:
         self.data = self._stand_in(self.raw_rows, self.ids, {})
 
     def _warn(self, warnings: list[str], sequences: int, longest: int) -> None:
-        """What the local reader says once it has every sequence."""
+        """What the local reader says once it has every sequence, and what it repaired."""
         warnings += id_warnings(self.reading.layout.roles, sequences, longest)
-        self.source = replace(self.source, warnings=(*self.source.warnings, *warnings))
+        source = replace(self.source, warnings=(*self.source.warnings, *warnings))
+        self.source = reported(source, self.repairs, self.reading.opts.nan)
 
     def _stand_in(
         self, lengths: np.ndarray, ids: list[str], columns: dict[str, np.ndarray]
@@ -470,7 +482,7 @@ class Joined:
         """What a planner sees: the lengths, the names, the columns it reads (the features
         among them in their place, zeros elsewhere), ``--target next`` applied."""
         roles, opts = self.reading.layout.roles, self.reading.opts
-        names = roles.features if roles.layout == "long" else ["value"]
+        names = feature_names(roles)
         total = int(lengths.sum())
         features = {
             (0 if n == FIRST_FEATURE else names.index(n)): c
@@ -487,7 +499,12 @@ class Joined:
             target_names=[roles.target] if roles.target else [],
             extra={n: c for n, c in columns.items() if n not in names and n != FIRST_FEATURE},
         )
-        return finish(data, opts, shown(opts), may_have_missing=False)  # --target next[:COL]
+        return finish(data, opts, shown(opts), may_have_missing=False)[0]  # --target next[:COL]
+
+
+def feature_names(roles: Roles) -> list[str]:
+    """A wide table's steps are one feature, ``value``."""
+    return roles.features if roles.layout == "long" else ["value"]
 
 
 def _zeros(rows: int, columns: int) -> np.ndarray:
@@ -549,13 +566,14 @@ def join(
     source = replace(source, time_col_hint=hint)
     renames = {part.path: scan.path for part, scan in zip(parts, scans, strict=True)}
     reading = Reading(opts, layout, parts, renames, spills, scans[0].shapes, not overlap)
-    missing = any(s.missing for s in scans)
+    repairs = sum((s.repairs for s in scans), Repairs())
+    missing = repairs.cells > 0
     # What needs whole sequences before the plan: rows of one id that may be out of time
     # order or at the same time (found sorted), --freq gaps, NaN to fill from before or drop.
     timed = layout.roles.time is not None
     irregular = timed and (overlap or opts.freq is not None or any(s.repeats for s in scans))
     finishing = irregular or (missing and opts.nan in ("ffill", "drop"))
-    return Joined(reading, pieces, ids, raw_rows.astype(np.int64), source, missing, finishing)
+    return Joined(reading, pieces, ids, raw_rows.astype(np.int64), source, repairs, finishing)
 
 
 def _names(

@@ -24,6 +24,7 @@ from tbptt_cli.errors import InputDataError, InputMissingError, UsageError
 from tbptt_cli.options import TABLE, InputOptions, parse_target, target_column
 from tbptt_cli.readers.columns import no_such_column
 from tbptt_cli.readers.inputs import Part, open_input, resolve, shown
+from tbptt_cli.readers.repairs import REPAIRS, Repairs, columns, reported
 from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
 __all__ = ["read_input"]
@@ -80,9 +81,10 @@ def read_input(
     data, files, warnings, (id_hint, time_hint) = table.read_table(
         parts, opts, keep, source, budget, directory, tick, values_dtype, times
     )
-    data = finish(data, opts, shown(opts))
+    data, repairs = finish(data, opts, shown(opts))
     formats = "+".join(dict.fromkeys(p.format for p in parts))
     info = SourceInfo.of_files(shown(opts), formats, files, warnings)
+    info = reported(info, repairs, opts.nan)
     return data, dataclasses.replace(info, id_col_hint=id_hint, time_col_hint=time_hint)
 
 
@@ -218,8 +220,8 @@ def all_finite(values: np.ndarray) -> bool:
     return bool(np.isfinite(np.add.reduce(values)) or np.isfinite(values).all())
 
 
-def repair_missing(mode: str, path: str, data: SequenceSet) -> SequenceSet:
-    """Apply ``--nan ffill|zero|drop`` to the values and targets of a set.
+def repair_missing(mode: str, path: str, data: SequenceSet) -> tuple[SequenceSet, Repairs]:
+    """Apply ``--nan ffill|zero|drop`` to the values and targets of a set; what it repaired.
 
     Readers check ``--nan error`` themselves while the cell's location is still known.
     ``extra`` columns are never repaired, only kept aligned when rows are dropped.
@@ -230,8 +232,10 @@ def repair_missing(mode: str, path: str, data: SequenceSet) -> SequenceSet:
     offsets = np.concatenate([[0], np.cumsum(data.lengths)])
     arrays = [data.values] + ([data.targets] if data.targets is not None else [])
     bad = [~np.isfinite(a) for a in arrays]
-    if not any(b.any() for b in bad):
-        return data
+    cells = np.concatenate([np.count_nonzero(b, axis=0) for b in bad])
+    repairs = Repairs.counted(columns(data), cells, len(data.values))
+    if not cells.any():
+        return data, repairs
     if mode == "zero":
         fixed = [np.where(b, 0, a).astype(a.dtype) for a, b in zip(arrays, bad, strict=True)]
     elif mode == "ffill":
@@ -243,6 +247,9 @@ def repair_missing(mode: str, path: str, data: SequenceSet) -> SequenceSet:
     else:  # drop: a row with any non-finite feature or target goes, its sequence shrinks
         keep_row = ~np.logical_or.reduce([b.any(axis=1) for b in bad])
         lengths = np.bincount(sequence_of_rows(offsets)[keep_row], minlength=data.count)
+        dropped = len(keep_row) - int(np.count_nonzero(keep_row))
+        shortened = int(np.count_nonzero(lengths < data.lengths))
+        repairs = dataclasses.replace(repairs, dropped=dropped, shortened=shortened)
         return SequenceSet(
             values=np.asarray(data.values[keep_row]),
             starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
@@ -252,10 +259,9 @@ def repair_missing(mode: str, path: str, data: SequenceSet) -> SequenceSet:
             targets=data.targets[keep_row] if data.targets is not None else None,
             target_names=data.target_names,
             extra={name: column[keep_row] for name, column in data.extra.items()},
-        )
-    return dataclasses.replace(
-        data, values=fixed[0], targets=fixed[1] if data.targets is not None else None
-    )
+        ), repairs
+    fixed_targets = fixed[1] if data.targets is not None else None
+    return dataclasses.replace(data, values=fixed[0], targets=fixed_targets), repairs
 
 
 def _forward_fill(
@@ -299,12 +305,14 @@ def feature_index(features: Sequence[str], name: str) -> int:
 
 def finish(
     data: SequenceSet, opts: InputOptions, path: str, may_have_missing: bool = True
-) -> SequenceSet:
-    """The steps every reader ends with: repair missing values, then ``--target next``."""
+) -> tuple[SequenceSet, Repairs]:
+    """The steps every reader ends with: repair missing values, then ``--target next``;
+    what was repaired."""
     parse_target(opts.target, opts.horizon)  # a bad --target fails before any repair
-    if opts.nan not in ("error", "keep") and may_have_missing and data.count:
-        data = repair_missing(opts.nan, path, data)
-    return next_target(data, opts)
+    repairs = Repairs.clean(data)
+    if opts.nan in REPAIRS and may_have_missing and data.count:
+        data, repairs = repair_missing(opts.nan, path, data)
+    return next_target(data, opts), repairs
 
 
 def next_target(data: SequenceSet, opts: InputOptions) -> SequenceSet:

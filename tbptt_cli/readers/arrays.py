@@ -42,6 +42,7 @@ from tbptt_cli.readers import (
     open_input,
     read_blocks,
 )
+from tbptt_cli.readers.repairs import reported
 from tbptt_cli.readers.spill import Store, spill_file
 from tbptt_cli.sequences import FileInfo, SequenceSet, SourceInfo
 
@@ -105,7 +106,7 @@ def read_array_file(
             # the caller joins the check before it commits or reports anything.
             digest_future, check = _hash_and_scan(stream, start, data, path, offsets)
             checks.append(check)
-            done = finish(data, opts, path, may_have_missing=False)
+            done, _ = finish(data, opts, path, may_have_missing=False)  # --nan error
             return done, _with_digest(info, digest_future, warnings)
         stream.seek(0)
         info = _with_digest(info, in_background(partial(_sha256_closing, stream)), [])
@@ -121,8 +122,8 @@ def read_array_file(
         clean = True  # under --nan error nothing is repaired either way
     else:
         clean = _scan_finite(data, path, offsets, nan_error=opts.nan == "error")
-    data = finish(data, opts, path, may_have_missing=not clean)
-    return data, replace(info, warnings=tuple(warnings))
+    data, repairs = finish(data, opts, path, may_have_missing=not clean)
+    return data, reported(replace(info, warnings=tuple(warnings)), repairs, opts.nan)
 
 
 def _spooled(stdin: BinaryIO, fmt: str, spill_dir: str | None) -> tuple[BinaryIO, SourceInfo]:
