@@ -71,6 +71,24 @@ def sensor_rows(rng: np.random.Generator) -> list[list[Any]]:
     return rows
 
 
+def rows_with(change: str) -> list[list[Any]]:
+    """`sensor_rows` with rows at a time their sensor already has (``twice``), steps left
+    out (``gaps``) or values missing (``nan``, none at a sensor's first step)."""
+    rows = sensor_rows(np.random.default_rng(0))
+    if change == "twice":
+        rows += [[s, t, temp + 1, humidity - 1] for s, t, temp, humidity in rows[::7]]
+    if change == "gaps":
+        rows = [row for row in rows if row[1] % 17 != 5]
+    if change == "nan":
+        for i in (3, 50, 51, 120, 300):
+            rows[i][2] = float("nan")
+        rows[201][3] = float("nan")
+    if change == "large":  # beyond float16
+        for row in rows[::9]:
+            row[3] *= 2000.0
+    return rows
+
+
 def same_manifest_apart_from_input(merged: Path, local: Path) -> None:
     """The merged output's manifest is the local run's, but for the input section."""
     mine, theirs = (json.loads(p.read_text()) for p in (merged, local))

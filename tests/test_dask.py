@@ -21,7 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from shard_inputs import MIXED, both_engines, mixed, same_output
+from shard_inputs import MIXED, both_engines, mixed, rows_with, same_output, warnings
 
 distributed = pytest.importorskip("distributed")
 
@@ -59,6 +59,22 @@ def test_merged_output_equals_the_local_run(tbptt, scheduler, root, name) -> Non
     same_output(root)
     assert len(list((root / "dask" / "out.h5.d").glob("*/part-*.h5"))) > 1
     assert tbptt("validate", root / "dask" / "out.h5").code == 0
+
+
+@pytest.mark.parametrize("mode", ["zero", "drop"])
+def test_nan_repairs_are_counted_as_a_local_run_counts_them(
+    tbptt, scheduler, tmp_path, monkeypatch, mode
+) -> None:
+    """Each part's count (or each group's) comes back from a worker and is summed."""
+    monkeypatch.chdir(tmp_path)  # the test changes folders: back to the old one at the end
+    root = mixed(tmp_path, rows_with("nan"))
+    run = ("split", *MIXED, "--length", 5, "--batch-size", 3, "--nan", mode)
+    local, remote = both_engines(tbptt, root, *run, scheduler=scheduler)
+    assert local.code == remote.code == 0, remote.stderr
+    said = [w for w in warnings(local) if w.startswith(f"tbptt: warning: --nan {mode}:")]
+    assert len(said) == 1 and "6 missing cell(s)" in said[0]
+    assert warnings(remote) == warnings(local)
+    same_output(root)  # the manifests' input.missing too
 
 
 class KillOnce(distributed.WorkerPlugin):

@@ -16,8 +16,8 @@ from shard_inputs import (
     InProcess,
     both_engines,
     mixed,
+    rows_with,
     same_output,
-    sensor_rows,
     warnings,
 )
 
@@ -30,24 +30,6 @@ def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(shards, "SHARD_BYTES", 1024)  # several shards per output
     monkeypatch.chdir(tmp_path)  # the tests change folders: back to the old one at the end
     return tmp_path
-
-
-def rows_with(change: str) -> list[list[Any]]:
-    """`sensor_rows` with rows at a time their sensor already has (``twice``), steps left
-    out (``gaps``) or values missing (``nan``, none at a sensor's first step)."""
-    rows = sensor_rows(np.random.default_rng(0))
-    if change == "twice":
-        rows += [[s, t, temp + 1, humidity - 1] for s, t, temp, humidity in rows[::7]]
-    if change == "gaps":
-        rows = [row for row in rows if row[1] % 17 != 5]
-    if change == "nan":
-        for i in (3, 50, 51, 120, 300):
-            rows[i][2] = float("nan")
-        rows[201][3] = float("nan")
-    if change == "large":  # beyond float16
-        for row in rows[::9]:
-            row[3] *= 2000.0
-    return rows
 
 
 RUNS = {
