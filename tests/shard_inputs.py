@@ -98,7 +98,7 @@ def same_manifest_apart_from_input(merged: Path, local: Path) -> None:
     assert mine_input["engine"]["name"] == "dask"
     assert [f["path"] for f in mine_input["files"]] == [f"data/part-{k}.csv" for k in range(3)]
     assert mine == theirs
-    for key in ("sequences", "steps", "features", "target"):
+    for key in ("sequences", "steps", "features", "target", "missing"):
         assert mine_input[key] == theirs_input[key], key
 
 
