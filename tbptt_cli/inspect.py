@@ -21,8 +21,8 @@ from tbptt_cli.errors import InputDataError, TbpttError
 from tbptt_cli.options import InputOptions, own_first, parse_target
 from tbptt_cli.plan import Plan, batch_text
 from tbptt_cli.readers import next_target, repair_missing
-from tbptt_cli.readers.repairs import missing_cells
 from tbptt_cli.readers.inputs import split_compression
+from tbptt_cli.readers.repairs import missing_cells
 from tbptt_cli.sequences import SequenceSet, SourceInfo
 from tbptt_cli.validate.common import (
     HDF5_SIGNATURE,

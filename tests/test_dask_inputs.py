@@ -7,7 +7,6 @@ the errors are the local run's. The engine's tasks run in this process
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
