@@ -18,9 +18,25 @@ class UsageError(TbpttError):
 
 
 class InputDataError(TbpttError):
-    """The input exists but its content is wrong (parse error, NaN, bad shape)."""
+    """The input exists but its content is wrong (parse error, NaN, bad shape).
+
+    ``check``: which of the readers' checks over whole sequences found it (below), 0 for
+    any other. A read of the whole input makes each of them over every sequence before
+    the next; where groups of sequences are checked apart (Dask workers), the error that
+    read meets first is that of the earliest check, then of the first group.
+    """
 
     exit_code = 65
+
+    def __init__(self, message: str, check: int = 0) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+# The readers' checks over whole sequences, in the order a read makes them: two rows at
+# one time, a step off the --freq grid, a gap, and a sequence that starts without a value
+# (--nan ffill) in a feature, then in a target column.
+DUPLICATE_TIME, OFF_GRID, GAP, LEADING_FEATURE, LEADING_TARGET = range(1, 6)
 
 
 class InputMissingError(TbpttError):

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from tbptt_cli import atomic
-from tbptt_cli.errors import TbpttError, UsageError
+from tbptt_cli.errors import InputDataError, TbpttError, UsageError
 from tbptt_cli.options import TABLE, InputOptions, parse_target
 from tbptt_cli.readers import finish, parse_size, prepare, read_input, repair_missing
 from tbptt_cli.readers.columns import Roles
@@ -83,7 +83,9 @@ def named_as_given(renames: dict[str, str]) -> Iterator[None]:
     try:
         yield
     except TbpttError as e:
-        raise type(e)(as_given(str(e), renames)) from None
+        renamed = type(e)(as_given(str(e), renames))
+        renamed.__dict__.update(e.__dict__)  # an InputDataError's check
+        raise renamed from None
 
 
 def as_given(text: str, renames: dict[str, str]) -> str:
@@ -374,8 +376,13 @@ class Finished:
     repairs: Repairs
 
 
-def finish_group(task: GroupTask) -> Finished:
-    loaded = load(task.load)
+def finish_group(task: GroupTask) -> Finished | InputDataError:
+    """On a worker. A data error is returned, not raised: the driver reports the one a
+    local read meets first (see `errors.InputDataError`), whichever group it is in."""
+    try:
+        loaded = load(task.load)
+    except InputDataError as error:
+        return error
     data = loaded.data
     columns = {name: planning_column(data, name) for name in task.planning}
     return Finished(data.lengths, data.ids, loaded.owner, loaded.changes, columns,
@@ -450,8 +457,12 @@ class Joined:
             tasks.append(GroupTask(spec, planning))
         return tasks
 
-    def finished(self, tasks: list[GroupTask], done: list[Finished]) -> None:
+    def finished(self, tasks: list[GroupTask], results: list[Finished | InputDataError]) -> None:
         """The sequences as the `finish_group` tasks made them."""
+        errors = [r for r in results if isinstance(r, InputDataError)]
+        if errors:
+            raise min(errors, key=lambda error: error.check)  # the first of the earliest check
+        done = [r for r in results if isinstance(r, Finished)]
         first = np.cumsum([0] + [len(task.load.ids) for task in tasks[:-1]])
         owner = np.concatenate([f.owner + at for f, at in zip(done, first, strict=True)])
         lengths = np.concatenate([f.lengths for f in done]).astype(np.int64)

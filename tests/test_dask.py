@@ -25,7 +25,7 @@ from shard_inputs import MIXED, both_engines, mixed, rows_with, same_output, war
 
 distributed = pytest.importorskip("distributed")
 
-from tbptt_cli import cluster, shards  # noqa: E402
+from tbptt_cli import cluster, parts, shards  # noqa: E402
 from tbptt_cli.batches import BatchFile  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +75,20 @@ def test_nan_repairs_are_counted_as_a_local_run_counts_them(
     assert len(said) == 1 and "6 missing cell(s)" in said[0]
     assert warnings(remote) == warnings(local)
     same_output(root)  # the manifests' input.missing too
+
+
+def test_the_error_a_local_run_meets_first(tbptt, scheduler, tmp_path, monkeypatch) -> None:
+    """Each group's error comes back from its worker; the earliest check's is reported."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(parts, "GROUP_BYTES", 1)  # a group per sequence
+    for side in ("local", "dask"):
+        (tmp_path / side / "data").mkdir(parents=True)
+        (tmp_path / side / "data" / "a.csv").write_text("id,t,v\nx,0,\nx,1,2\nz,0,1\n")
+        (tmp_path / side / "data" / "b.csv").write_text("id,t,v\nz,0,2\n")
+    run = ("asis", "data", "--id-col", "id", "--time-col", "t", "--nan", "ffill")
+    local, remote = both_engines(tbptt, tmp_path, *run, scheduler=scheduler)
+    assert local.code == remote.code == 65 and remote.stderr == local.stderr
+    assert "two rows of sequence 'z' have t 0" in local.stderr
 
 
 class KillOnce(distributed.WorkerPlugin):

@@ -21,6 +21,7 @@ from shard_inputs import (
 )
 
 from tbptt_cli import cluster, shards
+from tbptt_cli import parts as parts_module
 
 
 @pytest.fixture
@@ -110,6 +111,41 @@ def test_wide_rows_and_array_files(tbptt, in_process) -> None:
                                  "--target", "next", "--scale", "minmax")  # fmt: skip
     assert local.code == remote.code == 0
     same_output(in_process)
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "options", "message"),
+    [
+        (  # a duplicate time is looked for in every sequence before a gap is filled
+            "x,0,,1\nx,1,2,1\n",
+            "z,0,1,1\nz,0,2,1\n",
+            "--nan ffill",
+            "data/b.csv:2 and data/b.csv:3: two rows of sequence 'z' have t 0",
+        ),
+        (  # a step off the grid before a gap
+            "x,0,1,1\nx,2,2,1\n",
+            "z,0,1,1\nz,1.5,2,1\n",
+            "--freq 1",
+            "sequence 'z' goes from t 0 to 1.5, not a whole number of --freq 1 steps",
+        ),
+        (  # a feature's leading gap before a target's
+            "x,0,1,\nx,1,2,1\n",
+            "z,0,,1\nz,1,2,1\n",
+            "--nan ffill --target y",
+            "sequence 'z' starts with 1 step(s) without a value in column 'v'",
+        ),
+    ],
+)
+def test_the_error_a_local_run_meets_first(tbptt, in_process, monkeypatch, first, later,
+                                            options, message) -> None:  # fmt: skip
+    """Two sequences checked in groups of their own, each with a different error: the
+    error of the check a local read makes first is reported, not the first group's."""
+    monkeypatch.setattr(parts_module, "GROUP_BYTES", 1)  # a group per sequence
+    parts(in_process, a=f"id,t,v,y\n{first}", b=f"id,t,v,y\n{later}")
+    run = ("asis", "data", "--id-col", "id", "--time-col", "t", *options.split())
+    local, remote = both_engines(tbptt, in_process, *run)
+    assert local.code == remote.code == 65 and message in local.stderr, local.stderr
+    assert remote.stderr == local.stderr
 
 
 def test_a_part_without_a_column_the_first_has(tbptt, in_process) -> None:

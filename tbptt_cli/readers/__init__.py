@@ -20,7 +20,13 @@ from typing import BinaryIO
 import numpy as np
 
 from tbptt_cli.digest import in_background, sha256_stream
-from tbptt_cli.errors import InputDataError, InputMissingError, UsageError
+from tbptt_cli.errors import (
+    LEADING_FEATURE,
+    LEADING_TARGET,
+    InputDataError,
+    InputMissingError,
+    UsageError,
+)
 from tbptt_cli.options import TABLE, InputOptions, parse_target, target_column
 from tbptt_cli.readers.columns import no_such_column
 from tbptt_cli.readers.inputs import Part, open_input, resolve, shown
@@ -240,9 +246,10 @@ def repair_missing(mode: str, path: str, data: SequenceSet) -> tuple[SequenceSet
         fixed = [np.where(b, 0, a).astype(a.dtype) for a, b in zip(arrays, bad, strict=True)]
     elif mode == "ffill":
         names = [data.feature_names, data.target_names]
+        checks = [LEADING_FEATURE, LEADING_TARGET]
         fixed = [
-            _forward_fill(a, b, offsets, path, data.ids, n)
-            for a, b, n in zip(arrays, bad, names, strict=False)
+            _forward_fill(a, b, offsets, path, data.ids, n, check)
+            for a, b, n, check in zip(arrays, bad, names, checks, strict=False)
         ]
     else:  # drop: a row with any non-finite feature or target goes, its sequence shrinks
         keep_row = ~np.logical_or.reduce([b.any(axis=1) for b in bad])
@@ -271,6 +278,7 @@ def _forward_fill(
     path: str,
     ids: Sequence[str],
     names: Sequence[str],
+    check: int,
 ) -> np.ndarray:
     """Each missing cell takes the last finite value before it in its sequence and column.
     A missing cell with nothing before it is refused: filling it from a later step would
@@ -288,7 +296,8 @@ def _forward_fill(
         raise InputDataError(
             f"{path}: sequence '{ids[seq[r]]}' starts with {steps} step(s) without a value in "
             f"column '{names[c]}', and --nan ffill fills only from earlier steps (a later "
-            "value would leak the future); drop those steps, or pass --nan zero or --nan drop"
+            "value would leak the future); drop those steps, or pass --nan zero or --nan drop",
+            check,
         )
     return np.take_along_axis(np.asarray(values), before, axis=0)
 

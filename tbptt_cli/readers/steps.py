@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tbptt_cli.errors import InputDataError
+from tbptt_cli.errors import DUPLICATE_TIME, GAP, OFF_GRID, InputDataError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers.buffers import local_codes
 from tbptt_cli.readers.columns import Roles, yyyymmdd
@@ -147,7 +147,8 @@ def regularize(
             places = " and ".join(finder.places(sequence, when))
             raise InputDataError(
                 f"{places}: two rows of sequence '{sequence}' have {name} {shown(when, kind)}; "
-                "keep one, or pass --duplicates first|last|mean"
+                "keep one, or pass --duplicates first|last|mean",
+                DUPLICATE_TIME,
             )
         arrays, lengths = rewrite(arrays, lengths, lambda a, n: _merge(a, n, opts.duplicates),
                                   budget, spill_dir)  # fmt: skip
@@ -168,7 +169,8 @@ def regularize(
         raise InputDataError(
             f"{' and '.join(rows_at)}: sequence '{sequence}' skips {missing} step(s) of --freq "
             f"{opts.freq} between {name} {shown(before, kind)} and {shown(after, kind)}; pass "
-            "--gaps split or --gaps fill (or check --freq)"
+            "--gaps split or --gaps fill (or check --freq)",
+            GAP,
         )
     changes.gaps += len(gaps)
     if opts.gaps == "split":
@@ -223,7 +225,8 @@ def _gaps(
                     "2024-03-31, and give --freq a duration such as 7D)"
                     if dates
                     else ""
-                )
+                ),
+                OFF_GRID,
             )
         found.append(rows[np.round(periods) > 1])
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
