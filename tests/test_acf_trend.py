@@ -131,8 +131,11 @@ def test_weekly_co2_a_real_trending_series(tmp_path, tbptt):
     assert json.loads(result.stdout)["window"] in (52, 53)
     manifest = json.loads(out.with_name("co2.manifest.json").read_text())
     assert manifest["analysis"]["difference"] == 1
-    assert "first differences" in manifest["warnings"][0]
+    filled, trend = manifest["warnings"][:2]
+    assert filled.startswith("--nan ffill: 59 missing cell(s) (2.6% of values) filled")
+    assert "first differences" in trend
     raw = np.genfromtxt(CO2, delimiter=",", skip_header=1)[:, 1]
+    assert manifest["input"]["missing"]["columns"] == {"co2": int(np.isnan(raw).sum())}
     for i in range(1, len(raw)):  # --nan ffill
         raw[i] = raw[i - 1] if np.isnan(raw[i]) else raw[i]
     with h5py.File(out) as f:
