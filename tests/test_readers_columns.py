@@ -102,18 +102,25 @@ def test_a_population_in_the_billions_stays_a_feature(tmp_path):
     )
 
 
-@pytest.mark.parametrize(("name", "shown"), [("", "''"), ("Unnamed: 0", None), ("index", None)])
-def test_a_row_index_is_left_out(tmp_path, name, shown):
-    # pandas' df.to_csv() writes the row numbers first, under an empty name.
+@pytest.mark.parametrize(
+    ("name", "by_pandas"), [("", True), ("Unnamed: 0", True), ("index", False), ("Obs", False)]
+)
+def test_a_row_index_is_left_out(tmp_path, name, by_pandas):
+    # pandas' df.to_csv() writes the row numbers first, under an empty name; statsmodels'
+    # longley.csv numbers its rows 'Obs'.
     text = panel(f"{name},a,b", lambda i, t: (t, t % 3, t % 5), sequences=1)
     data, info = read(tmp_path, text)
     assert data.feature_names == ["a", "b"]
     assert info.warnings == (
-        f"left out of the features: {shown or name} (a row index); name a column in "
+        f"left out of the features: {name or repr(name)} (a row index); name a column in "
         "--features to use it",
     )
+    # Rows sorted or sampled before to_csv keep their numbers: under pandas' own names,
+    # numbers that are all distinct are its index too.
     shuffled = panel(f"{name},a", lambda i, t: ((7 * t) % 12, t % 3), sequences=1)
-    assert read(tmp_path, shuffled)[0].feature_names == [name, "a"]  # not row numbers
+    assert read(tmp_path, shuffled)[0].feature_names == (["a"] if by_pandas else [name, "a"])
+    repeated = panel(f"{name},a", lambda i, t: ((7 * t) % 6, t % 3), sequences=1)
+    assert read(tmp_path, repeated)[0].feature_names == [name, "a"]  # not row numbers
 
 
 @pytest.mark.parametrize("name", ["humid", "PAID", "idle", "valid"])
@@ -164,7 +171,9 @@ def test_a_text_column_that_differs_on_every_row_is_not_named_as_the_id(tmp_path
     text = "period,lrm\n1974Q1,11.63\n1974Q2,11.60\n1974Q3,11.58\n"
     data, info = read(tmp_path, text)
     assert data.lengths.tolist() == [3] and data.feature_names == ["lrm"]
-    assert info.warnings == ()
+    assert info.warnings == (
+        "left out of the features: period (text); name a column in --features to use it",
+    )
 
 
 @pytest.mark.parametrize("first", ["n/a", "x"])

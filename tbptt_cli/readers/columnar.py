@@ -47,7 +47,8 @@ class ColumnarSource(Source):
                     break
             partition = pa.dictionary(pa.int32(), pa.string())
             fields = [*self.schema, *(pa.field(key, partition) for key, _ in self.part.partition)]
-            self._sample = pa.Table.from_batches(taken, schema=pa.schema(fields))
+            schema = pa.schema(fields, metadata=self.schema.metadata)  # pandas' index
+            self._sample = pa.Table.from_batches(taken, schema=schema)
         return self._sample
 
     def batches(self, roles: Roles, time_kind: str | None) -> Iterator[Any]:

@@ -9,8 +9,11 @@ says which columns were left out and why.
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from shlex import quote
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ import numpy as np
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.options import InputOptions, target_column
 from tbptt_cli.readers.buffers import float64, local_codes, numbers
-from tbptt_cli.readers.timecol import kind_of
+from tbptt_cli.readers.timecol import NUMBER, NotTime, kind_of, times
 
 CALENDAR_NAMES = {
     "year", "yr", "quarter", "qtr", "month", "week", "day", "weekday", "dayofweek",
@@ -34,6 +37,11 @@ VALUE_CHECKED = 32  # leading numeric columns whose values may make them calenda
 # Unix times from 2000 to 2100, in seconds or milliseconds, when they also step as a
 # clock does (_clock_steps): a population in the billions climbs there too.
 UNIX_SPANS = ((946_684_800, 4_102_444_800), (946_684_800_000, 4_102_444_800_000))
+# The names pandas gives an index it writes without one: to_csv's empty header (read
+# back and written again: "Unnamed: 0"), to_parquet's and to_feather's __index_level_0__.
+PANDAS_UNNAMED = re.compile(r"(Unnamed: \d+|__index_level_\d+__)?")
+ROW_NUMBER_NAMES = {"index", "idx", "obs"}
+DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,11 @@ def resolve_roles(
         features = _named_features(path, names, opts, target)
     else:
         candidates = [n for n in names if n not in skip and numeric(n)]
-        labels = {n: r for n in candidates if (r := _label(n, sample.column(n), codes))}
-        left_out = {n: found.get(n) or labels[n] for n in candidates if n in found or n in labels}
+        index = pandas_index(sample)
+        why = {n: found.get(n) or _label(n, sample.column(n), codes, index) for n in candidates}
+        others = [n for n in names if n not in skip and n != id_hint and not numeric(n)]
+        why |= {n: _not_numbers(n, sample) for n in others}
+        left_out = {n: reason for n in names if (reason := why.get(n))}
         features = [n for n in candidates if n not in left_out]
         if left_out:
             listed = ", ".join(f"{n or repr(n)} ({reason})" for n, reason in left_out.items())
@@ -122,12 +133,12 @@ def resolve_roles(
         held = "ids" if numeric(id_hint) else "text"
         warnings.append(
             f"column '{id_hint}' holds {held} and no --id-col was given, so every row is read"
-            f" as one sequence; did you mean --id-col {id_hint}? (--exclude {id_hint} to keep"
-            " one sequence)"
+            f" as one sequence; did you mean --id-col {quote(id_hint)}? (--exclude"
+            f" {quote(id_hint)} to keep one sequence)"
         )
     watch = None
     if opts.time_col is None:
-        timed = [n for n in names if n != opts.id_col and _temporal(sample.column(n))]
+        timed = [n for n in names if n != opts.id_col and _timed(sample.column(n))]
         linear = [n for n in found if n != opts.id_col and not cyclic_name(n)]
         watch = next(iter(timed + linear), None)
     return Roles(opts.id_col, opts.time_col, features, target, list(keep), watch, id_hint)
@@ -165,10 +176,16 @@ def _whole_id(name: str, column: Any) -> bool:
     return _label(name, column, np.zeros(len(column), dtype=np.int32)) == "an id name"
 
 
-def _label(name: str, column: Any, codes: np.ndarray) -> str | None:
+def _label(
+    name: str, column: Any, codes: np.ndarray, index: set[str] | frozenset[str] = frozenset()
+) -> str | None:
     """Why a numeric column labels rows rather than measuring anything (None: it does not):
-    whole numbers under an id name, or row numbers (whole, none missing, in order) under a
-    row-number name (the unnamed first column of pandas' ``to_csv``, ``index``)."""
+    the columns pandas stored its index in, whole numbers under an id name, or row numbers
+    (whole, none missing) under a row-number name: in order (``index``, ``Obs``), or all
+    distinct under a name pandas gives an unnamed index (rows sorted or sampled before
+    ``to_csv`` keep their old numbers)."""
+    if name in index:
+        return "the pandas index"
     values = _as_floats(column)
     if values is None:
         return None
@@ -178,9 +195,45 @@ def _label(name: str, column: Any, codes: np.ndarray) -> str | None:
         return None
     if id_name(name):
         return "an id name"
-    row_number = name.strip().lower() in ("", "index", "idx") or name.startswith("Unnamed: ")
-    # Row numbers are never missing: an unnamed column with gaps holds readings.
-    return "a row index" if row_number and live.all() and _ordered(values, codes) else None
+    if not live.all():  # row numbers are never missing: a column with gaps holds readings
+        return None
+    unnamed = PANDAS_UNNAMED.fullmatch(name.strip()) is not None
+    distinct = unnamed and len(np.unique(values)) == len(values)
+    row_number = unnamed or name.strip().lower() in ROW_NUMBER_NAMES
+    return "a row index" if row_number and (distinct or _ordered(values, codes)) else None
+
+
+def pandas_index(sample: Any) -> set[str]:
+    """The columns pandas stored its index in (``to_parquet``, ``to_feather``), as its
+    metadata in the file's schema names them (a RangeIndex is stored as metadata only)."""
+    try:
+        stored = json.loads((sample.schema.metadata or {})[b"pandas"])["index_columns"]
+    except (KeyError, TypeError, ValueError):
+        return set()
+    return {name for name in stored if isinstance(name, str)}
+
+
+def _not_numbers(name: str, sample: Any) -> str | None:
+    """Why a column that holds no numbers is left out, for the report; None for dates
+    and times, which are never features and need no word."""
+    import pyarrow as pa
+
+    column = sample.column(name)
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if pa.types.is_boolean(kind):
+        return "true/false"
+    if column.null_count == len(column):
+        return "empty"
+    if _timed(column):
+        return None
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return str(kind)
+    texts = [t for t in column.unique().to_pylist()[:100] if t is not None]
+    if len(texts) == 1:  # one label for every row: nothing a feature could learn from
+        return None
+    if any(DECIMAL_COMMA.fullmatch(t.strip()) for t in texts):
+        return "text; numbers with a decimal comma need --decimal ,"
+    return "text"
 
 
 def _refuse_id_reuse(opts: InputOptions, target: str | None, keep: Sequence[str]) -> None:
@@ -267,6 +320,22 @@ def numeric_type(arrow_type: Any) -> bool:
 def _temporal(column: Any) -> bool:
     kind = kind_of(column.type)
     return kind is not None and not numeric_type(column.type)
+
+
+def _timed(column: Any) -> bool:
+    """Dates or times: of a temporal type, or text that reads as ISO 8601 (as pandas
+    writes dates kept as text to Parquet)."""
+    import pyarrow as pa
+
+    if _temporal(column):
+        return True
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)) or column.null_count:
+        return False
+    try:
+        return times(column.combine_chunks()).kind != NUMBER
+    except NotTime:
+        return False
 
 
 def _sample_codes(sample: Any, id_col: str | None) -> np.ndarray:

@@ -19,6 +19,7 @@ import contextlib
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from shlex import quote
 from typing import IO, Any, BinaryIO
 
 import numpy as np
@@ -215,7 +216,7 @@ def as_sequences(rows: Rows, layout: Layout, times: bool = True) -> SequenceSet:
 def unordered_warning(sequence: str, column: str) -> str:
     return (
         f"rows of sequence '{sequence}' are not in order of column '{column}' and no "
-        f"--time-col was given; did you mean --time-col {column}?"
+        f"--time-col was given; did you mean --time-col {quote(column)}?"
     )
 
 

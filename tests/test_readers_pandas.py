@@ -1,0 +1,149 @@
+"""Files as other tools write them: pandas' Parquet, Feather and CSV (its index stored
+as a column), R's write.csv and Excel's CSV; every column left out of the features is
+said, and none is read as something it is not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from tbptt_cli.options import InputOptions
+from tbptt_cli.readers import read_input
+
+STEPS = 8
+
+
+def frame() -> pd.DataFrame:
+    """Two sensors of eight hourly readings, as a pandas user holds them."""
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "sensor": np.repeat(["north", "south"], STEPS),
+            "when": np.tile(pd.date_range("2024-03-30 22:00", periods=STEPS, freq="h"), 2),
+            "x": rng.normal(size=2 * STEPS).round(3),
+        }
+    )
+
+
+def written(df: pd.DataFrame, path: Path) -> str:
+    {".parquet": df.to_parquet, ".feather": df.to_feather, ".csv": df.to_csv}[path.suffix](path)
+    return str(path)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".feather"])
+@pytest.mark.parametrize(("index", "stored"), [(None, "__index_level_0__"), ("row", "row")])
+def test_the_pandas_index_is_never_a_feature(tmp_path, suffix, index, stored):
+    # A filtered or sorted frame keeps its row numbers; pandas stores them as a column and
+    # names it in its metadata. They were read as a feature.
+    df = frame().sort_values("when", kind="stable")  # sensors interleaved
+    df.index.name = index
+    path = written(df, tmp_path / f"in{suffix}")
+    data, info = read_input(InputOptions(path=path, id_col="sensor"))
+    assert data.feature_names == ["x"]
+    assert info.warnings == (
+        f"left out of the features: {stored} (the pandas index); name a column in --features "
+        "to use it",
+    )
+    named, _ = read_input(InputOptions(path=path, id_col="sensor", features=("x", stored)))
+    assert named.values[:, 1].tolist() == df.sort_values("sensor", kind="stable").index.tolist()
+    # A RangeIndex is stored as metadata only: no column, nothing to say.
+    plain = written(frame(), tmp_path / f"plain{suffix}")
+    assert read_input(InputOptions(path=plain, id_col="sensor"))[1].warnings == ()
+
+
+def test_a_sorted_frames_csv_index_is_never_a_feature(tmp_path):
+    # A frame sorted newest first: to_csv's unnamed first column holds the old row numbers,
+    # out of order.
+    path = written(frame().sort_values("when", ascending=False), tmp_path / "in.csv")
+    data, info = read_input(InputOptions(path=path, id_col="sensor", time_col="when"))
+    assert data.feature_names == ["x"]
+    assert info.warnings == (
+        "left out of the features: '' (a row index); name a column in --features to use it",
+    )
+    assert data.sequence(0)[:, 0].tolist() == frame()["x"][:STEPS].tolist()
+
+
+def test_text_and_true_false_columns_left_out_are_said(tmp_path):
+    df = frame().assign(
+        flag=[True, False] * STEPS,
+        label=["hi", "lo", "lo", "hi"] * (STEPS // 2),
+        site="roof",  # one value in every row: nothing to learn from, nothing to say
+        empty=pd.array([pd.NA] * 2 * STEPS, dtype="Float64"),
+    )
+    path = written(df, tmp_path / "in.parquet")
+    data, info = read_input(InputOptions(path=path, id_col="sensor", nan="zero"))
+    assert data.feature_names == ["x", "empty"]
+    assert info.warnings == (
+        "left out of the features: flag (true/false), label (text); name a column in "
+        "--features to use it",
+    )
+    named, _ = read_input(InputOptions(path=path, id_col="sensor", features=("flag",)))
+    assert named.values[:, 0].tolist() == [1, 0] * STEPS
+
+
+def test_text_dates_are_watched_for_order(tmp_path):
+    # Dates kept as text reach Parquet as (large) strings: still a time, never "text".
+    df = frame().assign(when=lambda d: d["when"].dt.strftime("%Y-%m-%d %H:%M"))
+    path = written(df.iloc[::-1], tmp_path / "in.parquet")
+    data, info = read_input(InputOptions(path=path, id_col="sensor"))
+    assert data.feature_names == ["x"]
+    assert info.warnings == (
+        "rows of sequence 'south' are not in order of column 'when' and no --time-col was "
+        "given; did you mean --time-col when?",
+    )
+
+
+def test_r_write_csv_reads_like_pandas(tmp_path):
+    # R's write.csv quotes the header and text, names the row names "" and writes NA.
+    df = frame()
+    df.loc[3, "x"] = np.nan
+    lines = ['"","sensor","when","x"'] + [
+        f'"{i + 1}","{r.sensor}","{r.when:%Y-%m-%d %H:%M:%S}",{"NA" if np.isnan(r.x) else r.x}'
+        for i, r in enumerate(df.itertuples())
+    ]
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    options = {"id_col": "sensor", "time_col": "when", "nan": "zero"}
+    r_data, r_info = read_input(InputOptions(path=str(tmp_path / "r.csv"), **options))
+    pandas_csv = written(df, tmp_path / "pandas.csv")
+    pd_data, pd_info = read_input(InputOptions(path=pandas_csv, **options))
+    assert r_data.feature_names == pd_data.feature_names == ["x"]
+    np.testing.assert_array_equal(r_data.values, pd_data.values)
+    assert r_data.values[3, 0] == 0 and r_info.warnings == pd_info.warnings
+
+
+def test_an_excel_decimal_comma_column_is_named_with_the_flag(tmp_path):
+    # Excel in a German locale: BOM, CRLF, ';' and a decimal comma. Without --decimal the
+    # readings are text, and only the counts were read, silently.
+    rows = ["station;date;count;temp", *(f"n;2023-01-0{d};{d};{d},5" for d in range(1, 4))]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode())
+    data, info = read_input(InputOptions(path=str(path), delimiter=";"))
+    assert data.feature_names == ["count"]
+    assert info.warnings == (
+        "left out of the features: temp (text; numbers with a decimal comma need --decimal ,)"
+        "; name a column in --features to use it",
+    )
+    fixed, _ = read_input(InputOptions(path=str(path), delimiter=";", decimal=","))
+    assert fixed.feature_names == ["count", "temp"]
+    assert fixed.values[:, 1].tolist() == [1.5, 2.5, 3.5]
+
+
+def test_names_with_spaces_and_accents_are_quoted_as_a_shell_needs(tmp_path, tbptt):
+    df = frame().rename(columns={"sensor": "Sensor ID", "when": "Zeit (UTC)", "x": "T °C"})
+    path = written(df.iloc[::-1], tmp_path / "in.parquet")
+    result = tbptt("asis", path, "-o", tmp_path / "o.h5", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["warnings"] == [
+        "column 'Sensor ID' holds text and no --id-col was given, so every row is read as one "
+        "sequence; did you mean --id-col 'Sensor ID'? (--exclude 'Sensor ID' to keep one "
+        "sequence)",
+        "rows of sequence '0' are not in order of column 'Zeit (UTC)' and no --time-col was "
+        "given; did you mean --time-col 'Zeit (UTC)'?",
+    ]
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert json.loads(f.attrs["features"]) == ["T °C"]
