@@ -72,7 +72,8 @@ def decide(parts: list[Part], opts: InputOptions, keep: Sequence[str]) -> Layout
 
     if parts[0].format not in TABLE:
         return None
-    with open_source(parts[0], opts, sys.stdin.buffer, None, None) as first:
+    opener = partial(open_source, opts=opts, stdin=sys.stdin.buffer, tee=None, tick=None)
+    with table.first_with_rows(parts, opener) as first:
         return table.decide(first, opts, keep)
 
 

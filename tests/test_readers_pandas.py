@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tbptt_cli import parts
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import read_input
 
@@ -147,3 +148,27 @@ def test_names_with_spaces_and_accents_are_quoted_as_a_shell_needs(tmp_path, tbp
     ]
     with h5py.File(tmp_path / "o.h5") as f:
         assert json.loads(f.attrs["features"]) == ["T °C"]
+
+
+def test_an_empty_first_part_decides_nothing(tmp_path, tbptt):
+    # Spark and Dask write empty parts; the first of a folder decided the layout and its
+    # lack of rows was the whole input's ("no data rows", exit 65).
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    df = frame()
+    written(df.iloc[:0], folder / "part-0.parquet")
+    written(df, folder / "part-1.parquet")
+    written(df.iloc[:0], folder / "part-2.parquet")
+    data, info = read_input(InputOptions(path=str(folder), id_col="sensor", time_col="when"))
+    assert data.lengths.tolist() == [STEPS, STEPS]
+    assert data.values[:, 0].tolist() == df["x"].tolist()
+    assert [f.path for f in info.files] == [str(folder / f"part-{k}.parquet") for k in range(3)]
+    options = InputOptions(path=str(folder), id_col="sensor")
+    layout = parts.decide(parts.list_parts(options), options, ())  # as --engine dask does
+    assert layout is not None and layout.roles.features == ["x"]
+    (folder / "part-1.parquet").unlink()
+    result = tbptt("asis", folder, "-n")
+    assert (result.code, result.stderr) == (
+        65,
+        f"tbptt: error: {folder / 'part-0.parquet'}: no data rows\n",
+    )

@@ -87,7 +87,9 @@ def read_table(
             tee.seek(0)
             return open_source(part, opts, tee, tee, None)  # type: ignore[arg-type]
 
-        first = stack.enter_context(open_source(parts[0], opts, stdin, tee, tick))
+        first = stack.enter_context(
+            first_with_rows(parts, lambda part: open_source(part, opts, stdin, tee, tick))
+        )
         layout = decide(first, opts, keep)
         warnings += layout.warnings
         expected = first.rows_hint() * len(parts)
@@ -96,7 +98,7 @@ def read_table(
         )
         stack.callback(assembler.close)  # spill files, whatever ends the read
         for part in parts:
-            opened = open_source(part, opts, stdin, None, tick) if part is not parts[0] else None
+            opened = open_source(part, opts, stdin, None, tick) if part is not first.part else None
             with opened or contextlib.nullcontext(first) as source:
                 check_columns(source, layout)
                 assembler.read(source)
@@ -138,6 +140,18 @@ class Layout:
         """The part's assembler; ``more`` are Assembler's ``dtype``, ``times``, ``spill_to``."""
         kind = WideAssembler if self.roles.layout == "wide" else LongAssembler
         return kind(self.roles, opts, self.time_kind, budget, spill_dir, expected, **more)
+
+
+def first_with_rows(parts: Sequence[Part], opener: Callable[[Part], Source]) -> Source:
+    """The first part that holds a row, opened: the layout is decided on its sample, and
+    an empty part (Spark and Dask write them) decides nothing. When every part is empty,
+    the first, for `decide` to refuse."""
+    for part in parts:
+        source = opener(part)
+        if source.sample().num_rows or len(parts) == 1:
+            return source
+        source.close()
+    return opener(parts[0])
 
 
 def decide(first: Source, opts: InputOptions, keep: Sequence[str]) -> Layout:
