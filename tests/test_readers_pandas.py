@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from tbptt_cli import parts
+from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import read_input
 
@@ -172,3 +173,35 @@ def test_an_empty_first_part_decides_nothing(tmp_path, tbptt):
         65,
         f"tbptt: error: {folder / 'part-0.parquet'}: no data rows\n",
     )
+
+
+NANOSECONDS = pd.DataFrame(
+    {
+        "stamp": pd.date_range("2024-01-01", periods=4, freq="1ns"),
+        "v": np.arange(4.0),
+        "flag": [True, False] * 2,
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "suffix", "column", "message"),
+    [
+        (NANOSECONDS, ".parquet", "stamp", " row 2: time value '2024-01-01T00:00:00.000000001' "
+         "in column 'stamp' is finer than a microsecond; round the times to whole microseconds"),
+        (NANOSECONDS, ".csv", "stamp", ":2:2: time value '2024-01-01 00:00:00.000000000' in "
+         "column 'stamp' has more than 6 decimals of a second; write the times to the "
+         "microsecond, the finest step read (pandas: to_csv(date_format='%Y-%m-%d %H:%M:%S.%f'))"),
+        (NANOSECONDS.assign(stamp=NANOSECONDS["stamp"].where(NANOSECONDS.v != 2)), ".parquet",
+         "stamp", " row 3: no time in column 'stamp'; every row needs a time"),
+        (NANOSECONDS, ".parquet", "flag", ": column 'flag' holds values of type bool, not "
+         "numbers or dates/times; pass another --time-col"),
+    ],
+    ids=["nanoseconds", "nanoseconds-csv", "NaT", "true/false"],
+)  # fmt: skip
+def test_time_column_errors_say_what_is_wrong(tmp_path, data, suffix, column, message):
+    # Each was "time value missing ... is not an ISO 8601 date/time", or pyarrow's words.
+    path = written(data, tmp_path / f"in{suffix}")
+    with pytest.raises(InputDataError) as caught:
+        read_input(InputOptions(path=path, time_col=column))
+    assert str(caught.value) == f"{path}{message}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -231,6 +232,7 @@ def _finite(value: float) -> bool:
     return value - value == 0
 
 
+FINER_THAN_MICROSECONDS = re.compile(r":\d\d[.,]\d{7}")  # Python reads them, pyarrow does not
 ANY_TIME = "a number or an ISO 8601 date/time (2024-03-31, 2024-03-31 14:00)"
 
 
@@ -254,6 +256,12 @@ def _check_time(text: str, kind: str | None, where: str, name: str) -> None:
             f"{where}: time value '{text}' in column '{name}' is not an ISO 8601 date/time; "
             "every row needs a time"
         ) from None
+    if FINER_THAN_MICROSECONDS.search(text):
+        raise InputDataError(
+            f"{where}: time value '{text}' in column '{name}' has more than 6 decimals of a "
+            "second; write the times to the microsecond, the finest step read (pandas: "
+            "to_csv(date_format='%Y-%m-%d %H:%M:%S.%f'))"
+        )
     if zoned != (kind == UTC):
         has = "has a UTC offset" if zoned else "has no UTC offset"
         raise InputDataError(

@@ -369,14 +369,7 @@ class LongAssembler(Assembler):
         try:
             found = times(batch.column(name))
         except NotTime as problem:
-            where, text = source.where(first_row + max(problem.row, 0), name)
-            text = text if text is not None else problem.value
-            shown = f"'{text}'" if text is not None else "missing"
-            expected = "a finite number" if self.kind == NUMBER else "an ISO 8601 date/time"
-            raise InputDataError(
-                f"{where}: time value {shown} in column '{name}' is not {expected}; every "
-                "row needs a time"
-            ) from None
+            raise time_error(problem, source, first_row, name, self.kind) from None
         check_kind(found.kind, self.kind or found.kind, source.shown, name)
         if self.kind == NUMBER and not all_finite(found.values):
             r = int(np.argmax(~np.isfinite(found.values)))
@@ -537,6 +530,24 @@ def sequence_codes(column: Any, ids: dict[str, int]) -> tuple[np.ndarray, np.nda
     for k in np.flatnonzero(used):
         table[k] = ids.setdefault(keys[k], len(ids))
     return table[local], lengths, -1
+
+
+def time_error(
+    problem: NotTime, source: Source, first_row: int, name: str, kind: str | None
+) -> InputDataError:
+    """The --time-col's problem: its type, or the first row whose time is not one."""
+    if problem.row < 0:
+        return InputDataError(
+            f"{source.shown}: column '{name}' holds {problem}, not numbers or dates/times; "
+            "pass another --time-col"
+        )
+    where, text = source.where(first_row + problem.row, name)
+    text = text if text is not None else problem.value
+    if text is None:
+        return InputDataError(f"{where}: no time in column '{name}'; every row needs a time")
+    expected = "a finite number" if kind == NUMBER else "an ISO 8601 date/time"
+    fault = problem.fault or f"is not {expected}; every row needs a time"
+    return InputDataError(f"{where}: time value '{text}' in column '{name}' {fault}")
 
 
 def cell_error(source: Source, row: int, column: str, value: float) -> InputDataError:

@@ -34,12 +34,15 @@ FREQ = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
 class NotTime(Exception):
-    """An array that holds no time values; ``row`` is the first offending row (or -1) and
-    ``value`` its text (None: missing)."""
+    """An array that holds no time values; ``row`` is the first offending row (or -1: the
+    array's type), ``value`` its text (None: missing) and ``fault`` what is wrong with it
+    and how to fix it, when that is not "not a time"."""
 
-    def __init__(self, what: str, row: int = -1, value: str | None = None) -> None:
+    def __init__(
+        self, what: str, row: int = -1, value: str | None = None, fault: str | None = None
+    ) -> None:
         super().__init__(what)
-        self.row, self.value = row, value
+        self.row, self.value, self.fault = row, value, fault
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,12 @@ def times(array: Any) -> Times:
             values = numbers(array.cast(pa.float64(), safe=False))
         return Times(NUMBER, values)
     micros = microseconds(array)
-    if micros is None:
-        raise NotTime("times finer than a microsecond")
+    if micros is None:  # nanoseconds that are not whole microseconds
+        raw = numbers(array, np.int64, 0)
+        row = int(np.argmax(raw % 1000 != 0))
+        value = str(np.datetime64(int(raw[row]), "ns"))
+        fault = "is finer than a microsecond; round the times to whole microseconds"
+        raise NotTime("times finer than a microsecond", row, value, fault)
     return Times(kind, micros)
 
 
