@@ -205,3 +205,44 @@ def test_time_column_errors_say_what_is_wrong(tmp_path, data, suffix, column, me
     with pytest.raises(InputDataError) as caught:
         read_input(InputOptions(path=path, time_col=column))
     assert str(caught.value) == f"{path}{message}"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_wide_text_columns_are_named_with_the_exclude_that_reads_them(tmp_path, suffix):
+    # World Bank tables (statsmodels' fertility.csv): names and codes before the years.
+    df = pd.DataFrame(
+        {
+            "Country Name": ["Aruba", "Andorra"],
+            "Country Code": ["ABW", "AND"],
+            "Indicator": ["fertility", "fertility"],
+            "1960": [4.82, np.nan],
+            "1961": [4.65, 1.24],
+        }
+    )
+    path = written(df, tmp_path / f"in{suffix}")
+    with pytest.raises(InputDataError) as caught:
+        read_input(InputOptions(path=path, layout="wide", id_col="Country Code"))
+    assert str(caught.value) == (
+        f"{path}: 'Country Name', 'Indicator' hold text, not the numbers of a step (a wide "
+        "row's steps are every column but --id-col and --exclude); pass --exclude "
+        "'Country Name,Indicator'"
+    )
+    exclude = ("Country Name", "Indicator")
+    data, _ = read_input(
+        InputOptions(path=path, layout="wide", id_col="Country Code", exclude=exclude, nan="zero")
+    )
+    assert data.ids == ["ABW", "AND"] and data.values[:, 0].tolist() == [4.82, 4.65, 0, 1.24]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".feather"])
+def test_the_pandas_index_of_a_wide_frame_is_no_step(tmp_path, suffix):
+    # to_csv writes it first, to_parquet last (__index_level_0__): it was the first or
+    # the last step of every row.
+    df = pd.DataFrame(np.arange(12.0).reshape(3, 4) + 0.5, columns=["s1", "s2", "s3", "s4"])
+    path = written(df.set_axis([5, 2, 9]), tmp_path / f"in{suffix}")
+    data, info = read_input(InputOptions(path=path, layout="wide"))
+    assert data.values[:, 0].tolist() == df.to_numpy().ravel().tolist()
+    reason = "'' (a row index)" if suffix == ".csv" else "__index_level_0__ (the pandas index)"
+    assert info.warnings == (
+        f"left out of the steps: {reason}; pass it as --id-col, or rename it, to change that",
+    )

@@ -219,15 +219,14 @@ def _not_numbers(name: str, sample: Any) -> str | None:
     import pyarrow as pa
 
     column = sample.column(name)
-    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-    if pa.types.is_boolean(kind):
+    if pa.types.is_boolean(column.type):
         return "true/false"
     if column.null_count == len(column):
         return "empty"
     if _timed(column):
         return None
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        return str(kind)
+    if not _text(column):
+        return str(column.type)
     texts = [t for t in column.unique().to_pylist()[:100] if t is not None]
     if len(texts) == 1:  # one label for every row: nothing a feature could learn from
         return None
@@ -295,16 +294,32 @@ def _wide_roles(
     steps = [n for n in names if n != opts.id_col and n not in (opts.exclude or ())]
     rows = np.zeros(sample.num_rows, dtype=np.int32)  # the rows as one ordered sequence
     leading = set(sample.column_names)
-    left_out = {n: r for n in steps if (r := _wide_calendar(n, sample, leading, rows))}
+    index = pandas_index(sample)
+    left_out = {n: r for n in steps if (r := _wide_label(n, sample, leading, rows, index))}
     if left_out:
-        listed = ", ".join(f"{n} ({reason})" for n, reason in left_out.items())
+        listed = ", ".join(f"{n or repr(n)} ({reason})" for n, reason in left_out.items())
         warnings.append(
             f"left out of the steps: {listed}; pass it as --id-col, or rename it, to change that"
         )
     steps = [n for n in steps if n not in left_out]
     if not steps:
         raise InputDataError(f"{path}: no step column left in this wide file")
+    _refuse_text_steps(path, [n for n in steps if n in leading], sample, opts.id_col)
     return Roles(opts.id_col, None, steps, layout="wide")
+
+
+def _refuse_text_steps(path: str, leading: list[str], sample: Any, id_col: str | None) -> None:
+    """Leading columns of text (a country's name and code before its years) are no steps:
+    one error names them all, with the --exclude that reads the file."""
+    text = [n for n in leading if _text(sample.column(n))]
+    if not text:
+        return
+    also = "" if id_col else ", and name the one that names the rows with --id-col"
+    raise InputDataError(
+        f"{path}: {', '.join(repr(n) for n in text)} hold{'s' if len(text) == 1 else ''} "
+        "text, not the numbers of a step (a wide row's steps are every column but --id-col "
+        f"and --exclude); pass --exclude {quote(','.join(text))}{also}"
+    )
 
 
 def numeric_type(arrow_type: Any) -> bool:
@@ -322,15 +337,20 @@ def _temporal(column: Any) -> bool:
     return kind is not None and not numeric_type(column.type)
 
 
+def _text(column: Any) -> bool:
+    """Whether the column holds text (strings, or a dictionary of them)."""
+    import pyarrow as pa
+
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
 def _timed(column: Any) -> bool:
     """Dates or times: of a temporal type, or text that reads as ISO 8601 (as pandas
     writes dates kept as text to Parquet)."""
-    import pyarrow as pa
-
     if _temporal(column):
         return True
-    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)) or column.null_count:
+    if not _text(column) or column.null_count:
         return False
     try:
         return times(column.combine_chunks()).kind != NUMBER
@@ -413,15 +433,20 @@ def _clock_steps(values: np.ndarray, codes: np.ndarray) -> bool:
     return bool(counts.max() * 2 >= len(steps) or np.all(steps % 60 == 0))
 
 
-def _wide_calendar(name: str, sample: Any, leading: set[str], rows: np.ndarray) -> str | None:
-    """A wide file's calendar column (a year per row) by its name, or by its values if it
-    is among the leading columns the sample holds."""
+def _wide_label(
+    name: str, sample: Any, leading: set[str], rows: np.ndarray, index: set[str]
+) -> str | None:
+    """Why a wide file's column labels its rows rather than holding a step: a calendar
+    name, pandas' index; or, if it is among the leading columns the sample holds, a year
+    or date per row, an id or row numbers."""
     if calendar_name(name):
         return "a calendar name"
     if name not in leading:
-        return None
+        return "the pandas index" if name in index else None
     reason = _time_like(name, sample.column(name), rows)
-    return reason if reason in ("integer years", "yyyymmdd dates") else None
+    if reason in ("integer years", "yyyymmdd dates"):
+        return reason
+    return _label(name, sample.column(name), rows, index)
 
 
 def cyclic_name(name: str) -> bool:
