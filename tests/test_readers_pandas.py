@@ -246,3 +246,16 @@ def test_the_pandas_index_of_a_wide_frame_is_no_step(tmp_path, suffix):
     assert info.warnings == (
         f"left out of the steps: {reason}; pass it as --id-col, or rename it, to change that",
     )
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".feather"])
+def test_a_categorical_id_numbers_its_sequences_in_order_of_appearance(tmp_path, suffix):
+    # pandas stores a category as a dictionary listing the categories in their own order;
+    # the sequences followed that order, not the rows' (a CSV of the same rows did).
+    df = frame().iloc[::-1]  # south first
+    plain, _ = read_input(InputOptions(path=written(df, tmp_path / "in.csv"), id_col="sensor"))
+    categorical = df.assign(sensor=pd.Categorical(df["sensor"], ["east", "north", "south"]))
+    path = written(categorical, tmp_path / f"in{suffix}")
+    data, _ = read_input(InputOptions(path=path, id_col="sensor"))
+    assert data.ids == plain.ids == ["south", "north"]
+    np.testing.assert_array_equal(data.values, plain.values)

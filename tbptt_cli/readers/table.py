@@ -520,14 +520,14 @@ def sequence_codes(column: Any, ids: dict[str, int]) -> tuple[np.ndarray, np.nda
     local, lengths, keys, missing = local_runs(column)
     if missing >= 0:
         return local, lengths, missing
-    used = np.zeros(len(keys), dtype=bool)
-    used[local] = True
-    if "" in keys and used[keys.index("")]:
+    used, first_run = np.unique(local, return_index=True)
+    if "" in keys and keys.index("") in used:
         run = int(np.argmax(local == keys.index("")))
         return local, lengths, int(lengths[:run].sum())
-    # Keys come in order of appearance (pyarrow's memo tables list them so).
+    # Numbered in order of appearance: a dictionary column's own keys (pandas' categories)
+    # come in an order of their own.
     table = np.zeros(len(keys), dtype=np.int32)
-    for k in np.flatnonzero(used):
+    for k in used[np.argsort(first_run)]:
         table[k] = ids.setdefault(keys[k], len(ids))
     return table[local], lengths, -1
 
