@@ -259,3 +259,25 @@ def test_a_categorical_id_numbers_its_sequences_in_order_of_appearance(tmp_path,
     data, _ = read_input(InputOptions(path=path, id_col="sensor"))
     assert data.ids == plain.ids == ["south", "north"]
     np.testing.assert_array_equal(data.values, plain.values)
+
+
+def test_r_logicals_are_said_and_read_as_0_and_1_when_named(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text('"id","t","rain","x"\n"a",1,TRUE,0.5\n"a",2,FALSE,0.25\n"a",3,NA,1\n')
+    data, info = read_input(InputOptions(path=str(path), id_col="id", time_col="t"))
+    assert data.feature_names == ["x"]
+    assert info.warnings == (
+        "left out of the features: rain (true/false); name a column in --features to use it",
+    )
+    named = InputOptions(path=str(path), id_col="id", features=("rain",), nan="zero")
+    assert read_input(named)[0].values[:, 0].tolist() == [
+        1,
+        0,
+        0,
+    ]  # pyarrow: 'TRUE' is not a number
+    with pytest.raises(InputDataError) as caught:
+        read_input(InputOptions(path=str(path), id_col="id", exclude=("x",)))
+    assert str(caught.value) == (
+        f"{path}: no numeric feature column found (left out: t (a calendar name), rain "
+        "(true/false)); name the feature columns with --features"
+    )

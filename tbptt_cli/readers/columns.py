@@ -120,14 +120,16 @@ def resolve_roles(
         why |= {n: _not_numbers(n, sample) for n in others}
         left_out = {n: reason for n in names if (reason := why.get(n))}
         features = [n for n in candidates if n not in left_out]
+        listed = ", ".join(f"{n or repr(n)} ({reason})" for n, reason in left_out.items())
+        if not features:
+            said = f" (left out: {listed})" if listed else ""
+            raise InputDataError(
+                f"{path}: no numeric feature column found{said}; name the feature columns "
+                "with --features"
+            )
         if left_out:
-            listed = ", ".join(f"{n or repr(n)} ({reason})" for n, reason in left_out.items())
             warnings.append(
                 f"left out of the features: {listed}; name a column in --features to use it"
-            )
-        if not features:
-            raise InputDataError(
-                f"{path}: no numeric feature column found; name the feature columns with --features"
             )
     if id_hint is not None:
         held = "ids" if numeric(id_hint) else "text"

@@ -237,6 +237,9 @@ class CsvSource(Source):
         import pyarrow as pa
 
         types: dict[str, Any] = dict.fromkeys(roles.floats, pa.float64())
+        for name in roles.floats:  # true/false (R's TRUE/FALSE): read as 0 and 1 by the core
+            if name in self.raw and pa.types.is_boolean(self.sample_table.column(name).type):
+                types[name] = pa.bool_()
         if roles.id is not None:
             types[roles.id] = pa.dictionary(pa.int32(), pa.string())
         if roles.watch is not None:
