@@ -74,7 +74,7 @@ def decide(parts: list[Part], opts: InputOptions, keep: Sequence[str]) -> Layout
         return None
     opener = partial(open_source, opts=opts, stdin=sys.stdin.buffer, tee=None, tick=None)
     with table.first_with_rows(parts, opener) as first:
-        return table.decide(first, opts, keep)
+        return table.decide(first, opts, keep, parts)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import pytest
 
 from tbptt_cli import parts
 from tbptt_cli.errors import InputDataError
+from tbptt_cli.inspect import inspect_path
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import read_input
 
@@ -281,3 +282,17 @@ def test_r_logicals_are_said_and_read_as_0_and_1_when_named(tmp_path):
         f"{path}: no numeric feature column found (left out: t (a calendar name), rain "
         "(true/false)); name the feature columns with --features"
     )
+
+
+def test_a_partition_key_that_changes_between_parts_is_named_as_the_likely_id(tmp_path):
+    # to_parquet(partition_cols=["sensor"]): one sensor per folder, so the first part's
+    # rows all held one value and inspect suggested the sensors glued into one series.
+    frame().to_parquet(tmp_path / "hive", partition_cols=["sensor"])
+    data, info = read_input(InputOptions(path=str(tmp_path / "hive")))
+    assert data.lengths.tolist() == [2 * STEPS]
+    assert info.warnings[0].startswith(
+        "column 'sensor' holds text and no --id-col was given, so every row is read as one "
+        "sequence; did you mean --id-col sensor?"
+    )
+    _, doc = inspect_path(InputOptions(path=str(tmp_path / "hive")))
+    assert "--id-col sensor --time-col when" in doc["suggestion"]["command"]

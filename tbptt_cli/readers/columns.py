@@ -91,9 +91,11 @@ def resolve_roles(
     opts: InputOptions,
     keep: Sequence[str],
     warnings: list[str],
+    varying: Sequence[str] = (),
 ) -> Roles:
     """The roles from the options, the header and the first rows (an Arrow table);
-    ``numeric`` tells the columns that hold numbers."""
+    ``numeric`` tells the columns that hold numbers, ``varying`` the hive partition keys
+    whose value changes between the parts."""
     target = target_column(opts.target)
     for flag, name in (("--id-col", opts.id_col), ("--time-col", opts.time_col)):
         require(path, names, flag, name)
@@ -106,7 +108,7 @@ def resolve_roles(
     if opts.layout == "wide":
         return _wide_roles(path, names, sample, opts, keep, target, warnings)
     skip = {opts.id_col, opts.time_col, target, *keep, *(opts.exclude or ())}
-    id_hint = None if opts.id_col else _likely_id(names, sample, skip, numeric)
+    id_hint = None if opts.id_col else _likely_id(names, sample, skip, numeric, varying)
     # Without --id-col, the likely id's sequences: a time column is in order within each.
     codes = _sample_codes(sample, opts.id_col or id_hint)
     found = _time_like_columns(names, sample, codes, numeric)
@@ -147,16 +149,24 @@ def resolve_roles(
 
 
 def _likely_id(
-    names: list[str], sample: Any, skip: set[str | None], numeric: Callable[[str], bool]
+    names: list[str],
+    sample: Any,
+    skip: set[str | None],
+    numeric: Callable[[str], bool],
+    varying: Sequence[str] = (),
 ) -> str | None:
     """Without --id-col, the column that most likely names the sequences, whose rows would
-    all be read as one: text that changes value (``sensor``: greenhouse, cellar), or whole
-    numbers under an id name (``station_id``). One whose every row differs (``1974Q1``,
-    ``Jan-1-1995``: a time or a label) would cut one-step sequences, so it is not named."""
+    all be read as one: text that changes value (``sensor``: greenhouse, cellar), a hive
+    partition key whose value changes between the parts (``varying``: one per part, as
+    pandas' ``partition_cols`` writes them), or whole numbers under an id name
+    (``station_id``). One whose every row differs (``1974Q1``, ``Jan-1-1995``: a time or
+    a label) would cut one-step sequences, so it is not named."""
     for name in names:
         column = sample.column(name)
         if name in skip or _temporal(column):
             continue
+        if name in varying:
+            return name
         if numeric(name) and not _whole_id(name, column):
             continue
         if 1 < len(local_codes(column.combine_chunks())[1]) < len(column):

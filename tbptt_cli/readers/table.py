@@ -90,7 +90,7 @@ def read_table(
         first = stack.enter_context(
             first_with_rows(parts, lambda part: open_source(part, opts, stdin, tee, tick))
         )
-        layout = decide(first, opts, keep)
+        layout = decide(first, opts, keep, parts)
         warnings += layout.warnings
         expected = first.rows_hint() * len(parts)
         assembler = layout.assembler(
@@ -154,13 +154,20 @@ def first_with_rows(parts: Sequence[Part], opener: Callable[[Part], Source]) -> 
     return opener(parts[0])
 
 
-def decide(first: Source, opts: InputOptions, keep: Sequence[str]) -> Layout:
-    """The `Layout` from the first part's header and sample."""
+def decide(
+    first: Source, opts: InputOptions, keep: Sequence[str], parts: Sequence[Part] = ()
+) -> Layout:
+    """The `Layout` from the first part's header and sample (and the partition keys whose
+    value changes between the ``parts``)."""
     sample = first.sample()
     if not sample.num_rows:
         raise _no_rows(first)
     warnings: list[str] = []
-    roles = resolve_roles(first.shown, first.names, sample, first.numeric, opts, keep, warnings)
+    keys = [key for key, _ in first.part.partition]
+    varying = [k for k in keys if len({dict(p.partition).get(k) for p in parts}) > 1]
+    roles = resolve_roles(
+        first.shown, first.names, sample, first.numeric, opts, keep, warnings, varying
+    )
     time_kind = first.time_kind(roles.time) if roles.time else None
     return Layout(roles, time_kind, list(first.names), warnings)
 
