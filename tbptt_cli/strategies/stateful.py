@@ -30,6 +30,7 @@ from tbptt_cli.plan import (
     ragged_arange,
 )
 from tbptt_cli.strategies.packing import (
+    MIN_STREAM_CHUNKS,
     Dealt,
     Pieces,
     auto_batch,
@@ -187,7 +188,7 @@ def layout_warnings(
     """What the run says about the layout: ``requested`` is the --streams given."""
     warnings = list(choice.warnings)
     if choice.size is None and size == 1 and int(pieces.counts.sum()) > choice.ranks:
-        cures = batch_cures(pieces, params, choice, requested == 1)
+        cures = batch_cures(pieces, params, choice, requested, int(units.max()))
         warnings.append(batch_one_warning(choice.max_filler, cures))
     dropped = int(np.count_nonzero(units == 0))
     if dropped:
@@ -202,13 +203,23 @@ def layout_warnings(
     return warnings
 
 
-def batch_cures(pieces: Pieces, params: StatefulParams, choice: BatchChoice, one: bool) -> str:
+def batch_cures(
+    pieces: Pieces, params: StatefulParams, choice: BatchChoice, requested: int | None,
+    chunks: int
+) -> str:
     """What gives a batch larger than 1: more rows to fill it, or more filler allowed
-    (``one``: a single stream per sequence was asked for)."""
-    streams = one and params.order == "interleaved"
+    (``requested``: the --streams given, None for auto; ``chunks``: the longest
+    sequence's)."""
+    streams = requested == 1 and params.order == "interleaved"
     if len(pieces) <= choice.ranks:  # one piece per rank: only parallel streams help
         if streams:
             return "one sequence fills one row; --streams auto cuts it into parallel streams"
+        if requested is None:  # auto found the sequence too short to share out
+            return (
+                f"one sequence of {chunks} chunks fills one row, and --streams auto keeps "
+                f"{MIN_STREAM_CHUNKS} or more chunks per stream; pass --streams S (up to "
+                f"{chunks}) or a shorter --length"
+            )
         return "one sequence fills one row; pass more --streams"
     cures = ["pass --batch-size B", "a larger --max-filler"]
     if params.packing == "block":
