@@ -130,8 +130,10 @@ def read_described(
 
     A clean file under ``--nan error`` is read once. Otherwise it is read once more with
     its missing values left in place, to count them; if ``--nan error`` refused the file,
-    that raw read is repaired in memory with ``ffill`` (else ``zero``) so the file can
-    still be described. A failure repair does not cure is raised as it was.
+    that raw read is repaired in memory with ``ffill``, else ``drop`` (a sequence that
+    starts with a gap, which ffill refuses: dropping its steps invents no value), else
+    ``zero``, so the file can still be described. A failure repair does not cure is
+    raised as it was.
     """
     refused: InputDataError | None = None
     try:
@@ -155,7 +157,7 @@ def read_described(
     missing = count_missing(raw, options)
     if refused is None:
         return data, source, None, missing
-    for mode in ("ffill", "zero"):
+    for mode in ("ffill", "drop", "zero"):
         try:
             repaired, _ = repair_missing(mode, source.path, raw)
         except InputDataError:

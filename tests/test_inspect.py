@@ -149,6 +149,19 @@ def test_missing_values_are_counted_even_when_nan_error_refuses_the_file(tmp_pat
     assert "missing     a 2, b 1, label 1" in text
 
 
+def test_a_leading_gap_is_described_with_drop_not_zeros(tmp_path: Path) -> None:
+    # ffill refuses a sequence that starts with a gap; zeros would invent readings (a
+    # country's fertility rate of 0 before its records begin), dropping the steps does not.
+    path = tmp_path / "late.csv"
+    path.write_text("id,t,a\ns1,0,\ns1,1,\ns1,2,3.0\ns1,3,4.0\ns2,0,1.0\ns2,1,2.0\n")
+    text, doc = inspect(path, id_col="id", time_col="t")
+    assert doc["nan"] == "drop"
+    assert doc["missing"] == {"a": 2}
+    assert doc["length"] == {"min": 2, "median": 2, "max": 2, "total": 4}
+    assert doc["suggestion"]["command"].endswith("--nan drop -o late.h5")
+    assert "described as read with --nan drop" in text
+
+
 def test_missing_values_are_counted_from_the_raw_file_under_drop(tmp_path: Path) -> None:
     path = tmp_path / "gappy.csv"
     path.write_text(GAPPY_CSV)
