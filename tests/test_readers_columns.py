@@ -106,15 +106,16 @@ def test_a_population_in_the_billions_stays_a_feature(tmp_path):
     ("name", "by_pandas"), [("", True), ("Unnamed: 0", True), ("index", False), ("Obs", False)]
 )
 def test_a_row_index_is_left_out(tmp_path, name, by_pandas):
-    # pandas' df.to_csv() writes the row numbers first, under an empty name; statsmodels'
-    # longley.csv numbers its rows 'Obs'.
+    # pandas' df.to_csv() writes the row numbers first, under an empty name (read as
+    # pandas reads it, 'Unnamed: 0'); statsmodels' longley.csv numbers its rows 'Obs'.
     text = panel(f"{name},a,b", lambda i, t: (t, t % 3, t % 5), sequences=1)
     data, info = read(tmp_path, text)
     assert data.feature_names == ["a", "b"]
     assert info.warnings == (
-        f"left out of the features: {name or repr(name)} (a row index); name a column in "
+        f"left out of the features: {name or 'Unnamed: 0'} (a row index); name a column in "
         "--features to use it",
     )
+    name = name or "Unnamed: 0"
     # Rows sorted or sampled before to_csv keep their numbers: under pandas' own names,
     # numbers that are all distinct are its index too.
     shuffled = panel(f"{name},a", lambda i, t: ((7 * t) % 12, t % 3), sequences=1)

@@ -72,7 +72,8 @@ def test_default_features_skip_text_columns_and_keep_columns(tmp_path: Path) -> 
         InputOptions(path=write(tmp_path, "note,a,,b,end\nhi,1,,2,0\nyo,3,4,5,1\n"), nan="zero"),
         keep=("end",),
     )
-    assert data.feature_names == ["a", "", "b"]  # the unnamed column is numeric (first cell 4)
+    # The unnamed column is numeric (first cell 4), named by its place as pandas names it.
+    assert data.feature_names == ["a", "Unnamed: 2", "b"]
     assert data.values.tolist() == [[1, 0, 2], [3, 4, 5]]
     assert data.extra["end"].tolist() == [0, 1]
 
@@ -340,3 +341,30 @@ def test_usage_errors(tmp_path: Path, opts: dict[str, str], message: str) -> Non
     with pytest.raises(UsageError) as caught:
         read_input(InputOptions(**opts), stdin=io.BytesIO(b""))  # type: ignore[arg-type]
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("layout", ["long", "wide"])
+def test_empty_header_cells_are_named_by_their_place(tmp_path: Path, layout: str) -> None:
+    # A spreadsheet's export ends every line with empty columns (`;;`): they used to be
+    # two columns named '' ("appears twice"); now they are named as pandas names them.
+    text = "a;b;;\r\n1;2;;\r\n3;4;;\r\n"
+    data, info = read_input(
+        InputOptions(path=write(tmp_path, text), delimiter=";", layout=layout)
+    )
+    if layout == "long":
+        assert data.feature_names == ["a", "b"]
+        assert data.values.tolist() == [[1, 2], [3, 4]]
+        assert "left out of the features: Unnamed: 2 (empty), Unnamed: 3 (empty)" in (
+            info.warnings[0]
+        )
+    else:  # empty trailing cells end a wide row
+        assert data.lengths.tolist() == [2, 2]
+        assert data.values.ravel().tolist() == [1, 2, 3, 4]
+    # Named by place, an empty column can be asked for, and its cells are located.
+    features = ("a", "Unnamed: 2")
+    assert fails(tmp_path, "a;;;d\n1;;5;2\n3;;;4\n", delimiter=";", features=features) == (
+        "data.csv:3:3: empty cell in column 'Unnamed: 2'; clean the data or pass --nan "
+        "ffill|zero|drop"
+    )
+    data = read(tmp_path, "a;;;d\n1;;5;2\n3;;6;4\n", delimiter=";", features=features)
+    assert data.values.tolist() == [[1, 5], [3, 6]]

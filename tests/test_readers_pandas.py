@@ -66,7 +66,8 @@ def test_a_sorted_frames_csv_index_is_never_a_feature(tmp_path):
     data, info = read_input(InputOptions(path=path, id_col="sensor", time_col="when"))
     assert data.feature_names == ["x"]
     assert info.warnings == (
-        "left out of the features: '' (a row index); name a column in --features to use it",
+        "left out of the features: Unnamed: 0 (a row index); name a column in --features to "
+        "use it",
     )
     assert data.sequence(0)[:, 0].tolist() == frame()["x"][:STEPS].tolist()
 
@@ -243,7 +244,9 @@ def test_the_pandas_index_of_a_wide_frame_is_no_step(tmp_path, suffix):
     path = written(df.set_axis([5, 2, 9]), tmp_path / f"in{suffix}")
     data, info = read_input(InputOptions(path=path, layout="wide"))
     assert data.values[:, 0].tolist() == df.to_numpy().ravel().tolist()
-    reason = "'' (a row index)" if suffix == ".csv" else "__index_level_0__ (the pandas index)"
+    reason = (
+        "Unnamed: 0 (a row index)" if suffix == ".csv" else "__index_level_0__ (the pandas index)"
+    )
     assert info.warnings == (
         f"left out of the steps: {reason}; pass it as --id-col, or rename it, to change that",
     )

@@ -99,6 +99,7 @@ class CsvSource(Source):
         # What the walker checks: nothing but the text until the roles are known.
         self.roles = Roles(None, None, [])
         self.kind: str | None = None
+        self.named_by_us = False  # pyarrow is given the names (see _start)
         raw = stdin if part.path == "-" else open_input(part.path)
         self.tap = Tap(raw, tick, tee if tee is not raw else None)  # not when reading the copy
         self.tee = tee
@@ -124,11 +125,16 @@ class CsvSource(Source):
             names = (
                 [f"c{i}" for i in range(len(raw_names))]
                 if opts.no_header
-                else [name.strip() for name in raw_names]
+                else delimited.header_names(raw_names)
             )
             if len(set(names)) != len(names):
                 raise self.explain("a column name appears twice")
             self.sample_table = self.sample_table.rename_columns(names)
+            # Empty header cells (named Unnamed: <i>) leave pyarrow names it cannot tell apart:
+            # the whole read then gives it ours, in place of the header line.
+            self.named_by_us = len(set(raw_names)) != len(raw_names)
+            if self.named_by_us:
+                raw_names = names
         self.raw = dict(zip(names, raw_names, strict=True))
         self.sample_table = self.with_partition(self.sample_table)
         self.names = names + [key for key, _ in part.partition]
@@ -309,8 +315,12 @@ class CsvSource(Source):
         types = self.column_types(roles, time_kind)
         names = {raw: name for name, raw in self.raw.items()}
         read = pacsv.ReadOptions(block_size=BLOCK_SIZE, autogenerate_column_names=False)
-        if self.opts.no_header:
-            read = pacsv.ReadOptions(block_size=BLOCK_SIZE, column_names=list(self.raw.values()))
+        if self.opts.no_header or self.named_by_us:
+            read = pacsv.ReadOptions(
+                block_size=BLOCK_SIZE,
+                column_names=list(self.raw.values()),
+                skip_rows=0 if self.opts.no_header else 1,
+            )
         convert = pacsv.ConvertOptions(
             column_types=types,
             include_columns=list(types),

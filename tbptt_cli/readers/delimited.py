@@ -131,7 +131,7 @@ class Walk:
             self.names = [f"c{i}" for i in range(len(first[1]))]
             self.rows = itertools.chain([first], self.rows)
         else:
-            self.names = [name.strip() for name in first[1]]
+            self.names = header_names(first[1])
             _refuse_twice(self.names, path, first[0])
 
     def data(self) -> Iterator[Row]:
@@ -147,6 +147,13 @@ class Walk:
             yield line, row
         if not count:
             raise InputDataError(f"{self.path}:{self.header_line}: header but no data rows")
+
+
+def header_names(raw: list[str]) -> list[str]:
+    """The header's names, stripped; an empty one is named by its place as pandas names
+    it, ``Unnamed: <i>`` (spreadsheets export empty trailing columns; to_csv leaves its
+    index unnamed)."""
+    return [name.strip() or f"Unnamed: {i}" for i, name in enumerate(raw)]
 
 
 def _refuse_twice(names: list[str], path: str, line: int) -> None:
