@@ -1,0 +1,460 @@
+"""What every written file promises, checked from the file and its manifest alone.
+
+Each input step says where it comes from: feature ``a`` is ``1000 * sequence + step`` and
+feature ``b`` another function of both. For random ragged inputs (NPZ, or a CSV whose rows
+are shuffled) and random combinations of the options that change the layout, every file
+written must (1) hold each real step of each sequence where the contract puts it, with its
+own values, and nothing else under the mask; (2) when stateful, continue row r of batch k
+in row r of batch k+1 (per rank), resetting exactly where a sequence or a part starts;
+(3) hold in ``y`` the value ``h`` steps ahead in the same sequence; (4) keep the validation
+part apart from (with ``--val-by time``: after) the training part, with ``--scale`` fitted
+on the training part only; (5) agree with its manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from test_reference_more import read_h5
+
+from tbptt_cli.cli import run_main
+
+CODE = 1000  # feature a = CODE * sequence + step
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("INV_EXAMPLES", 40)), deadline=None)
+pytestmark = pytest.mark.usefixtures("one_batch_per_chunk_and_slab")
+
+
+def steps_of(i: int, length: int) -> np.ndarray:
+    """Sequence i of the input, ``[length, 2]``: features a and b, exact in float32."""
+    t = np.arange(length, dtype=np.float64)
+    return np.stack([CODE * i + t, (7 * i + 3 * t) % 11 - 5 + t / 1024], axis=1)
+
+
+@dataclass
+class Case:
+    """The input and the options of a run, as far as the checks need them."""
+
+    lengths: list[int]
+    fmt: str = "npz"
+    horizon: int = 0  # --target next:COLS --horizon H; 0: no target
+    target_cols: list[int] = field(default_factory=list)
+    val_by: str | None = None
+    val_fraction: float = 0.0
+    scale: str = "none"
+    dtype: str = "float32"
+    boundaries: list[list[int]] | None = None  # domain segments: the eos column
+
+    @property
+    def usable(self) -> list[int]:
+        return [max(n - self.horizon, 0) for n in self.lengths]
+
+    def write(self, folder: Path) -> tuple[Path, list[str]]:
+        """The input file and the reading options it needs."""
+        data = [steps_of(i, n) for i, n in enumerate(self.lengths)]
+        if self.fmt == "npz":
+            path = folder / "in.npz"
+            ids = np.arange(len(data)) + 100
+            np.savez(path, values=np.concatenate(data), lengths=self.lengths, ids=ids)
+            return path, []
+        eos = self.boundaries or [[0] * n for n in self.lengths]
+        rows = [
+            f"s{i},{t},{float(x[t, 0])!r},{float(x[t, 1])!r},{eos[i][t]}\n"
+            for i, x in enumerate(data)
+            for t in range(len(x))
+        ]
+        order = np.random.default_rng(len(rows)).permutation(len(rows))  # --time-col sorts
+        path = folder / "in.csv"
+        path.write_text("seq,t,a,b,eos\n" + "".join(rows[k] for k in order))
+        return path, ["--id-col", "seq", "--time-col", "t", "--features", "a,b"]
+
+    def input_index(self, ident: str) -> int:
+        return int(ident[1:]) if self.fmt == "csv" else int(ident) - 100
+
+    def argv(self, source: Path) -> list[str]:
+        names = ("a", "b") if self.fmt == "csv" else ("x0", "x1")
+        args = ["--scale", self.scale, "--dtype", self.dtype, "-q"]
+        if self.horizon:
+            cols = ",".join(names[j] for j in self.target_cols)
+            args += ["--target", f"next:{cols}", "--horizon", str(self.horizon)]
+        if self.val_by:
+            args += ["--val-by", self.val_by, "--val-fraction", str(self.val_fraction)]
+        return [str(source), *args]
+
+
+def run(case: Case, folder: Path, command: list[str], *args: object) -> tuple[int, str]:
+    source, reading = case.write(folder)
+    argv = [*command, *case.argv(source), *reading, *map(str, args)]
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        code = run_main(argv)
+    return code, stderr.getvalue()
+
+
+def parts(case: Case, val_ids: set[int] | None = None, val: bool = False) -> dict:
+    """Input sequence -> (first step, steps) of the part of it a file holds: the whole
+    usable sequence, its first or last steps (--val-by time), or none of it."""
+    found = {}
+    for i, n in enumerate(case.usable):
+        if case.val_by == "time":
+            head = math.floor(n * (1 - case.val_fraction))
+            found[i] = (head, n - head) if val else (0, head)
+        elif val_ids is None or (i in val_ids) == val:
+            found[i] = (0, n)
+    return found
+
+
+# One output file, decoded ---------------------------------------------------------------------
+
+
+class Written:
+    """An output file and its manifest, every masked-in step decoded back to the input
+    (``seq``, ``step``: -1 on padding) once X and y are known to hold exactly its values."""
+
+    def __init__(self, path: Path, case: Case, part: dict[int, tuple[int, int]]) -> None:
+        self.case, self.part = case, part
+        self.f = read_h5(path)  # which checks that the manifest's sha256 is the file's
+        self.doc = json.loads(path.with_name(path.stem + ".manifest.json").read_text())
+        self.attrs = self.f["attrs"]
+        self.ids = [case.input_index(i) for i in self.doc["sequences"]["id"]]
+        self.mask = self.f["mask"].astype(bool)
+        self.seq, self.step = self.decode()
+        self.rel = self.step - np.vectorize(lambda s: part[s][0] if s >= 0 else 0)(self.seq)
+
+    def scaling(self) -> tuple[np.ndarray, ...]:
+        """(center, scale, target_center, target_scale); 0 and 1 without --scale."""
+        if "scale" not in self.attrs:
+            assert self.case.scale == "none" and "scale" not in self.doc
+            targets = len(self.case.target_cols)
+            return np.zeros(2), np.ones(2), np.zeros(targets), np.ones(targets)
+        doc = json.loads(self.attrs["scale"])
+        assert doc == self.doc["scale"] and doc["method"] == self.case.scale
+        return tuple(np.array(doc[k]) for k in ("center", "scale", "target_center", "target_scale"))
+
+    def decode(self) -> tuple[np.ndarray, np.ndarray]:
+        case, mask, X = self.case, self.mask, self.f["X"]
+        center, scale, target_center, target_scale = self.scaling()
+        code = np.where(mask, np.rint(X[..., 0] * scale[0] + center[0]), -1).astype(int)
+        seq, step = np.where(mask, code // CODE, -1), np.where(mask, code % CODE, -1)
+        assert set(seq[mask].tolist()) <= set(self.part), "a step of a sequence not in this part"
+        assert (step[mask] < np.array(case.lengths)[seq[mask]]).all()
+        assert X.dtype == np.dtype(case.dtype) and X.shape[2] == 2
+
+        def expect(shift: int, cols: list[int], center: np.ndarray, scale: np.ndarray):
+            values = np.zeros((*mask.shape, len(cols)))
+            for (n, t), s in np.ndenumerate(seq):
+                if s >= 0:
+                    assert step[n, t] + shift < case.lengths[s], "a target beyond the end"
+                    values[n, t] = steps_of(s, step[n, t] + shift + 1)[-1, cols]
+            scaled = np.where(mask[..., None], (values - center) / scale, 0)
+            return scaled.astype(case.dtype)
+
+        assert np.array_equal(X, expect(0, [0, 1], center, scale))
+        if case.horizon:
+            cols = case.target_cols
+            y = expect(case.horizon, cols, target_center, target_scale)
+            assert np.array_equal(self.f["y"], y)
+        else:
+            assert "y" not in self.f
+        return seq, step
+
+    def file_index(self, seq: np.ndarray) -> np.ndarray:
+        index = {s: i for i, s in enumerate(self.ids)} | {-1: -1}
+        return np.vectorize(index.__getitem__, otypes=[np.int64])(seq)
+
+
+# The checks -----------------------------------------------------------------------------------
+
+
+def check_rows(w: Written, lead: Callable[[int, int, int], bool]) -> None:
+    """Each row holds one run of consecutive steps of one sequence, which ``sequence``,
+    ``offset`` and ``length`` name; ``lead(first, last, offset)`` says whether the run sits
+    where the layout puts it. Filler rows hold nothing."""
+    f = w.f
+    assert (f["length"] == w.mask.sum(axis=1)).all()
+    for n in range(len(w.mask)):
+        t = np.flatnonzero(w.mask[n])
+        if f["sequence"][n] == -1:
+            assert not len(t), n
+            continue
+        assert len(t) and (np.diff(t) == 1).all(), n
+        assert (w.seq[n, t] == w.ids[f["sequence"][n]]).all(), n
+        assert (np.diff(w.step[n, t]) == 1).all(), n
+        assert f["offset"][n] == w.rel[n, t[0]], n
+        assert lead(t[0], t[-1], f["offset"][n]), n
+
+
+def check_stream_rows(w: Written) -> None:
+    """--packing stream: real steps first in every row, ``step_sequence`` and
+    ``step_reset`` per step, ``sequence``/``offset`` those of the row's first step."""
+    f, mask = w.f, w.mask
+    assert (f["length"] == mask.sum(axis=1)).all()
+    assert (np.diff(mask.astype(int), axis=1) <= 0).all(), "padding before a real step"
+    assert np.array_equal(f["step_sequence"], w.file_index(w.seq))
+    assert np.array_equal(f["step_reset"], (mask & (w.rel == 0)).astype(np.uint8))
+    assert np.array_equal(f["sequence"], f["step_sequence"][:, 0])
+    assert (f["offset"][mask[:, 0]] == w.rel[mask[:, 0], 0]).all()
+
+
+def check_state(w: Written, starts: dict[int, set[int]]) -> None:
+    """Follow every row of every rank from batch to batch: a step either starts its
+    sequence (or part: ``starts``) with a reset, or carries on from the step before it in
+    the same row, with no padding between them."""
+    f, attrs, mask = w.f, w.attrs, w.mask
+    size, ranks = int(attrs["batch_size"]), int(attrs["ranks"])
+    batches = len(mask) // (size * ranks)
+    assert len(mask) == batches * size * ranks, "not whole batches for every rank"
+    lengths = f.get("batch_length", np.full(batches * ranks, mask.shape[1]))
+    assert len(lengths) == batches * ranks
+    for g, length in enumerate(lengths):
+        assert not mask[g * size : (g + 1) * size, length:].any(), "beyond the batch length"
+        if attrs["packing"] == "block":  # whole-batch resets
+            assert len(set(f["reset"][g * size : (g + 1) * size])) == 1, g
+    stream = "step_reset" in f
+    for r in range(ranks):
+        for j in range(size):
+            prev, gap = None, False
+            for k in range(batches):
+                n = (k * ranks + r) * size + j
+                if k == 0 and f["sequence"][n] >= 0:
+                    assert f["reset"][n] == 1, n
+                real = np.flatnonzero(mask[n])
+                for t in range(lengths[k * ranks + r]):
+                    if not mask[n, t]:
+                        gap = prev is not None
+                        continue
+                    here = (w.seq[n, t], w.rel[n, t])
+                    new = f["step_reset"][n, t] if stream else f["reset"][n] and t == real[0]
+                    assert bool(new) == (here[1] in starts[here[0]]), (n, t)
+                    if not new:
+                        assert not gap and prev == (here[0], here[1] - 1), (n, t)
+                    prev, gap = here, False
+    every = w.doc["layout"]["reset_every"]
+    if every is not None:
+        for r in range(ranks):
+            resets = [k for k in range(batches) if f["reset"][(k * ranks + r) * size]]
+            assert resets == list(range(0, batches, every))
+
+
+def check_coverage(w: Written, kept: Callable[[int], int], steps: np.ndarray | None = None) -> None:
+    """Every kept step of the part (``kept(steps)`` of them from its start) once, and
+    nothing else; ``steps``: where to count (default the mask)."""
+    steps = w.mask if steps is None else steps
+    found = Counter(zip(w.seq[steps].tolist(), w.step[steps].tolist(), strict=True))
+    assert max(found.values(), default=1) == 1, "a step written twice"
+    expected = {(i, b + t) for i, (b, n) in w.part.items() for t in range(kept(n))}
+    assert set(found) == expected
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_manifest(w: Written, stateful: bool) -> None:
+    """The manifest's and the attributes' counts, layout and hints are the arrays'."""
+    f, attrs, doc, mask = w.f, w.attrs, w.doc, w.mask
+    rows, window = mask.shape
+    size, ranks = int(attrs["batch_size"]), int(attrs["ranks"])
+    filler = int((f["sequence"] == -1).sum())
+    layout = doc["layout"]
+    assert {k: layout[k] for k in ("samples", "window", "batch_size", "ranks", "stateful")} == {
+        "samples": rows,
+        "window": window,
+        "batch_size": size,
+        "ranks": ranks,
+        "stateful": stateful,
+    }
+    assert layout["batches"] * size == rows and layout["batches_per_rank"] * size * ranks == rows
+    assert layout["filler_rows"] == filler and layout["filler_share"] == round(filler / rows, 6)
+    assert layout["padded_share"] == round(1 - mask.sum() / mask.size, 6)
+    for key in ("window", "stateful", "streams", "packing", "order"):
+        assert attrs[key] == layout[key], key
+    hints = {"recommended": size} | ({"required": size} if stateful else {"valid": divisors(rows)})
+    assert doc["batch_size_hints"] == hints
+    if not stateful:
+        assert (f["reset"] == 1).all()
+    table = doc["sequences"]
+    assert sorted(w.ids) == sorted(w.part)
+    assert table["length"] == [w.part[i][1] for i in w.ids]
+    assert doc["input"]["sequences"] == len(w.ids)
+    assert doc["input"]["steps"] == sum(table["length"])
+    assert json.loads(attrs["targets"]) == doc["input"]["target"]
+    for i, (first, samples, stride) in enumerate(
+        zip(table["first_sample"], table["samples"], table["stride"], strict=True)
+    ):
+        where = f["step_sequence"] if "step_sequence" in f else f["sequence"][:, None]
+        held = np.flatnonzero((where == i).any(axis=1))
+        assert samples == len(held), i
+        if table["parts"][i] <= 1 and samples:
+            assert held.tolist() == [first + j * stride for j in range(samples)], i
+
+
+def check_fit(main: Written) -> None:
+    """--scale: the parameters are those of the training part's steps, all of them."""
+    case = main.case
+    if case.scale == "none":
+        return
+    train = np.concatenate([steps_of(i, b + n)[b:] for i, (b, n) in main.part.items()])
+    if case.scale == "standard":
+        center, spread = train.mean(axis=0), train.std(axis=0)
+    else:
+        center, spread = train.min(axis=0), np.ptp(train, axis=0)
+    doc = main.doc["scale"]
+    np.testing.assert_allclose(doc["center"], center, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(doc["scale"], np.where(spread > 0, spread, 1), rtol=1e-12)
+    assert doc["fitted_on"] == {"sequences": len(main.part), "steps": len(train)}
+    assert doc["target_center"] == [doc["center"][j] for j in case.target_cols]
+
+
+def check_split(case: Case, main: Written, val: Written) -> None:
+    """The validation part: whole sequences the main file lacks, or the later steps of
+    every sequence; its targets never among the main file's steps or targets."""
+    n = len(case.lengths)
+    if case.val_by == "sequence":
+        assert not set(main.part) & set(val.part) and len(main.part) + len(val.part) == n
+        assert len(val.part) == math.ceil(case.val_fraction * n)
+    seen = set(zip(main.seq[main.mask].tolist(), main.step[main.mask].tolist(), strict=True))
+    seen |= {(s, t + case.horizon) for s, t in seen}
+    ahead = zip(val.seq[val.mask].tolist(), (val.step[val.mask] + case.horizon).tolist())
+    assert not seen & set(ahead), "a validation target the training part holds"
+    summary = main.doc["val"]
+    assert summary["samples"] == len(val.mask) and summary["sequences"] == len(val.part)
+    assert summary["steps"] == sum(n for _, n in val.part.values())
+
+
+def check_refusal(
+    case: Case, code: int, stderr: str, folder: Path, remainder: str, kept: Callable, acf: bool
+) -> None:
+    """A run may refuse only for a documented reason that holds for its input, and
+    then writes nothing."""
+    message = stderr.splitlines()[-1]
+    event(f"refused {code}: {re.sub(r'[0-9]+', 'N', message)[:60]}")
+    assert not list(folder.glob("o*")), "a refused run left files"
+    lengths = {n for part in (parts(case), parts(case, val=True)) for _, n in part.values()}
+    if m := re.search(r"has (\d+) steps, not a multiple of the chunk length (\d+)", message):
+        steps, chunk = int(m[1]), int(m[2])
+        assert code == 65 and remainder == "error" and steps % chunk and steps in lengths
+    elif m := re.search(r"--ranks (\d+) needs at least \1 sequences .*, not (\d+);", message):
+        assert code == 2 and int(m[2]) < int(m[1])
+    elif "leaves none for training" in message:
+        n = len(case.lengths)
+        assert code == 2 and case.val_by == "sequence" and math.ceil(case.val_fraction * n) >= n
+    elif m := re.search(r"no sample for (o|o\.val)\.h5", message):
+        held = parts(case, val=m[1] == "o.val") if case.val_by != "sequence" else {}
+        assert code == 65 and all(kept(n) == 0 for _, n in held.values())
+    elif "ACF" in message or "PACF" in message or "domain acf needs" in message:
+        assert code == 65 and acf
+    else:
+        raise AssertionError(f"refused ({code}): {message}")
+
+
+# The runs -------------------------------------------------------------------------------------
+
+
+@st.composite
+def cases(draw: st.DrawFn, val: bool = True, fmt: str | None = None) -> Case:
+    lengths = draw(st.lists(st.integers(1, 30), min_size=1, max_size=6))
+    case = Case(lengths, fmt or draw(st.sampled_from(["npz", "csv"])))
+    if draw(st.booleans()):
+        case.horizon = draw(st.integers(1, 3))
+        case.target_cols = draw(st.sampled_from([[0], [1], [0, 1]]))
+    if val and draw(st.booleans()):
+        case.val_by = draw(st.sampled_from(["sequence", "time"]))
+        case.val_fraction = draw(st.sampled_from([0.2, 0.34, 0.5]))
+    case.scale = draw(st.sampled_from(["none", "standard", "minmax"]))
+    case.dtype = draw(st.sampled_from(["float32", "float64"]))
+    return case
+
+
+def outputs(case: Case, folder: Path) -> tuple[Written, Written | None]:
+    """The main file and the validation file, each with the part it must hold."""
+    if not case.val_by:
+        return Written(folder / "o.h5", case, parts(case)), None
+    doc = json.loads((folder / "o.val.manifest.json").read_text())
+    val_ids = {case.input_index(i) for i in doc["sequences"]["id"]}
+    main = Written(folder / "o.h5", case, parts(case, val_ids))
+    val = Written(folder / "o.val.h5", case, parts(case, val_ids, val=True))
+    check_split(case, main, val)
+    return main, val
+
+
+def part_starts(w: Written, chunk: int, kept: Callable[[int], int]) -> dict[int, set[int]]:
+    """The steps a stateful row resets at: each part's first (0 without --streams). The
+    parts of a sequence are contiguous runs of whole chunks, the last with the tail."""
+    starts = {i: {0} for i in w.part}
+    table = w.doc.get("parts")
+    for i in w.part if table else ():
+        mine = [p for p, s in enumerate(table["sequence"]) if w.ids[s] == i]
+        if not mine:
+            assert kept(w.part[i][1]) == 0
+            continue
+        offsets, steps = ([table[k][p] for p in mine] for k in ("offset", "steps"))
+        assert [table["part"][p] for p in mine] == list(range(len(mine)))
+        assert offsets == [sum(steps[:p]) for p in range(len(mine))] and sum(steps) == kept(w.part[i][1])
+        chunks = [-(-n // chunk) for n in steps]
+        assert all(n % chunk == 0 for n in steps[:-1]) and max(chunks) - min(chunks) <= 1
+        starts[i] = set(offsets)
+    return starts
+
+
+@SETTINGS
+@given(cases(), st.data())
+def test_stateful_layouts(case, data):
+    draw = data.draw
+    command = draw(st.sampled_from(["split", "stepwise", "decoupled", "acf"]))
+    packing = draw(st.sampled_from(["block", "lanes", "stream"]))
+    batch = draw(st.sampled_from(["auto", "1", "2", "3", "5"]))
+    streams = "1" if packing == "stream" else draw(st.sampled_from(["1", "2", "3", "auto"]))
+    remainder = "pad" if packing == "stream" else draw(st.sampled_from(["pad", "drop", "error"]))
+    args = ["--packing", packing, "--batch-size", batch, "--remainder", remainder]
+    args += ["--streams", streams, "--ranks", draw(st.integers(1, min(3, len(case.lengths))))]
+    args += ["--seed", draw(st.integers(0, 3))]
+    if batch == "1" and streams == "1" and draw(st.booleans()):
+        args += ["--order", "sequential"]
+    chunk = draw(st.integers(1, 6))
+    if command == "acf":  # long enough for a correlogram
+        case.lengths = [n + 12 for n in case.lengths]
+    if command == "split" and remainder == "pad" and draw(st.booleans()):
+        chunk = draw(st.integers(5, 9))
+        args += ["--jitter", draw(st.sampled_from([0.5, 2.0])), "--p-half", 0.2]
+    k2 = draw(st.integers(1, chunk))
+    command_args = {
+        "split": ["split", "--length", chunk],
+        "stepwise": ["stepwise"],
+        "decoupled": ["decoupled", "--k1", chunk, "--k2", k2],
+        "acf": ["domain", "acf", "--feature", "b" if case.fmt == "csv" else "x1", "--rule", "acf"],
+    }[command]
+    with tempfile.TemporaryDirectory() as folder:
+        code, stderr = run(case, Path(folder), command_args, *args, "-o", Path(folder) / "o.h5")
+        if code:
+            kept = (lambda n: n) if remainder == "pad" else (lambda n: n // chunk * chunk)
+            check_refusal(case, code, stderr, Path(folder), remainder, kept, command == "acf")
+            return
+        main, val = outputs(case, Path(folder))
+        chunk = {"stepwise": 1, "acf": main.doc.get("analysis", {}).get("length")}.get(command, chunk)
+        for w in (main, val) if val else (main,):
+            jitter = "batch_length" in w.f
+            kept = (lambda n: n) if remainder == "pad" else (lambda n: n // chunk * chunk)
+            assert jitter or w.mask.shape[1] == chunk
+            if packing == "stream":
+                check_stream_rows(w)
+            else:
+                check_rows(w, lambda first, last, offset: first == 0)
+            check_state(w, part_starts(w, chunk, kept) if not jitter else {i: {0} for i in w.part})
+            check_coverage(w, kept)
+            check_manifest(w, stateful=True)
+            if command == "decoupled":
+                t = np.arange(chunk)
+                assert np.array_equal(w.f["loss_mask"], w.mask & (t >= chunk - k2))
+        check_fit(main)
