@@ -38,6 +38,20 @@ def test_asis_pad_to_and_truncate():
     assert plan.length.tolist() == [3, 4] and plan.window == 4
 
 
+@pytest.mark.parametrize("pad_to", [None, 3])
+def test_asis_of_empty_sequences_is_refused_as_data(tmp_path, tbptt, pad_to):
+    """One step each and --target next leaves nothing: exit 65 saying so, not exit 2
+    about a --pad-to nobody passed, nor a file of padding."""
+    np.savez(tmp_path / "in.npz", values=np.ones((2, 1)), lengths=[1, 1])
+    extra = ["--pad-to", pad_to] if pad_to else []
+    result = tbptt("asis", tmp_path / "in.npz", "--target", "next", *extra, "-o", tmp_path / "o.h5")
+    assert result.code == 65 and not (tmp_path / "o.h5").exists()
+    assert result.stderr.endswith(
+        "error: the input has no steps to write: every sequence is empty once --target next "
+        "takes 1 off each\n"
+    )
+
+
 def test_asis_warns_beyond_400_steps():
     plan = plan_asis(ragged([401]), AsisParams())
     assert "longer than 400 steps" in plan.warnings[0] and "tbptt split" in plan.warnings[0]

@@ -17,6 +17,9 @@ PRACTICAL_WINDOW = 400
 def plan_asis(data: SequenceSet, params: AsisParams) -> Plan:
     """One sample per sequence, padded and masked to one window."""
     lengths = data.lengths
+    if data.steps == 0:  # rows of padding alone would say nothing about the input
+        cut = f" once --target next takes {data.target_shift} off each" if data.target_shift else ""
+        raise InputDataError(f"the input has no steps to write: every sequence is empty{cut}")
     longest = int(lengths.max(initial=0))
     window = longest if params.pad_to is None else params.pad_to
     if window < 1:
