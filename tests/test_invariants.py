@@ -26,14 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import Phase, event, given, settings
 from hypothesis import strategies as st
 from test_reference_more import read_h5
 
 from tbptt_cli.cli import run_main
 
 CODE = 1000  # feature a = CODE * sequence + step
-SETTINGS = settings(max_examples=int(__import__("os").environ.get("INV_EXAMPLES", 40)), deadline=None)
+SETTINGS = settings(
+    max_examples=int(__import__("os").environ.get("INV_EXAMPLES", 40)),
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+)
 pytestmark = pytest.mark.usefixtures("one_batch_per_chunk_and_slab")
 
 
@@ -177,22 +181,22 @@ class Written:
 # The checks -----------------------------------------------------------------------------------
 
 
-def check_rows(w: Written, lead: Callable[[int, int, int], bool]) -> None:
+def check_rows(w: Written, lead: Callable[[int, int, int, int], bool]) -> None:
     """Each row holds one run of consecutive steps of one sequence, which ``sequence``,
-    ``offset`` and ``length`` name; ``lead(first, last, offset)`` says whether the run sits
-    where the layout puts it. Filler rows hold nothing."""
+    ``offset`` and ``length`` name; ``lead(first, last, offset, steps)`` says whether the
+    run sits where the layout puts it (``steps``: of the part). Filler rows hold nothing."""
     f = w.f
     assert (f["length"] == w.mask.sum(axis=1)).all()
     for n in range(len(w.mask)):
         t = np.flatnonzero(w.mask[n])
-        if f["sequence"][n] == -1:
-            assert not len(t), n
+        if f["sequence"][n] == -1 or not len(t):  # filler, or (asis) an empty sequence
+            assert f["sequence"][n] == -1 or w.part[w.ids[f["sequence"][n]]][1] == 0, n
             continue
         assert len(t) and (np.diff(t) == 1).all(), n
         assert (w.seq[n, t] == w.ids[f["sequence"][n]]).all(), n
         assert (np.diff(w.step[n, t]) == 1).all(), n
         assert f["offset"][n] == w.rel[n, t[0]], n
-        assert lead(t[0], t[-1], f["offset"][n]), n
+        assert lead(t[0], t[-1], f["offset"][n], w.part[w.seq[n, t[0]]][1]), n
 
 
 def check_stream_rows(w: Written) -> None:
@@ -247,13 +251,17 @@ def check_state(w: Written, starts: dict[int, set[int]]) -> None:
             assert resets == list(range(0, batches, every))
 
 
-def check_coverage(w: Written, kept: Callable[[int], int], steps: np.ndarray | None = None) -> None:
-    """Every kept step of the part (``kept(steps)`` of them from its start) once, and
-    nothing else; ``steps``: where to count (default the mask)."""
-    steps = w.mask if steps is None else steps
-    found = Counter(zip(w.seq[steps].tolist(), w.step[steps].tolist(), strict=True))
+def prefixes(w: Written, kept: Callable[[int], int]) -> set[tuple[int, int]]:
+    """(sequence, step) of the first ``kept(steps)`` steps of every part the file holds."""
+    return {(i, b + t) for i, (b, n) in w.part.items() for t in range(kept(n))}
+
+
+def check_coverage(w: Written, expected: set, where: np.ndarray | None = None) -> None:
+    """Every ``expected`` (sequence, step) once, nothing else (counted in ``where``, by
+    default the mask)."""
+    where = w.mask if where is None else where
+    found = Counter(zip(w.seq[where].tolist(), w.step[where].tolist(), strict=True))
     assert max(found.values(), default=1) == 1, "a step written twice"
-    expected = {(i, b + t) for i, (b, n) in w.part.items() for t in range(kept(n))}
     assert set(found) == expected
 
 
@@ -279,7 +287,8 @@ def check_manifest(w: Written, stateful: bool) -> None:
     assert layout["filler_rows"] == filler and layout["filler_share"] == round(filler / rows, 6)
     assert layout["padded_share"] == round(1 - mask.sum() / mask.size, 6)
     for key in ("window", "stateful", "streams", "packing", "order"):
-        assert attrs[key] == layout[key], key
+        value = bool(attrs[key]) if key == "stateful" else attrs[key] or None  # null: ""
+        assert value == layout[key], key
     hints = {"recommended": size} | ({"required": size} if stateful else {"valid": divisors(rows)})
     assert doc["batch_size_hints"] == hints
     if not stateful:
@@ -334,15 +343,16 @@ def check_split(case: Case, main: Written, val: Written) -> None:
 
 
 def check_refusal(
-    case: Case, code: int, stderr: str, folder: Path, remainder: str, kept: Callable, acf: bool
+    case: Case, code: int, stderr: str, folder: Path, args: list, kept: Callable, command: str
 ) -> None:
     """A run may refuse only for a documented reason that holds for its input, and
     then writes nothing."""
     message = stderr.splitlines()[-1]
+    remainder = args[args.index("--remainder") + 1] if "--remainder" in args else "pad"
     event(f"refused {code}: {re.sub(r'[0-9]+', 'N', message)[:60]}")
     assert not list(folder.glob("o*")), "a refused run left files"
     lengths = {n for part in (parts(case), parts(case, val=True)) for _, n in part.values()}
-    if m := re.search(r"has (\d+) steps, not a multiple of the chunk length (\d+)", message):
+    if m := re.search(r"has (\d+) steps, not a multiple of the (?:chunk length|stride) (\d+)", message):
         steps, chunk = int(m[1]), int(m[2])
         assert code == 65 and remainder == "error" and steps % chunk and steps in lengths
     elif m := re.search(r"--ranks (\d+) needs at least \1 sequences .*, not (\d+);", message):
@@ -353,8 +363,12 @@ def check_refusal(
     elif m := re.search(r"no sample for (o|o\.val)\.h5", message):
         held = parts(case, val=m[1] == "o.val") if case.val_by != "sequence" else {}
         assert code == 65 and all(kept(n) == 0 for _, n in held.values())
+    elif m := re.search(r"has (\d+) steps, more than --pad-to (\d+); pass --truncate", message):
+        assert code == 65 and "--truncate" not in args and int(m[1]) > int(m[2])
+    elif "the input has no steps" in message:
+        assert code == 65 and not sum(case.usable)
     elif "ACF" in message or "PACF" in message or "domain acf needs" in message:
-        assert code == 65 and acf
+        assert code == 65 and command == "acf"
     else:
         raise AssertionError(f"refused ({code}): {message}")
 
@@ -389,28 +403,50 @@ def outputs(case: Case, folder: Path) -> tuple[Written, Written | None]:
     return main, val
 
 
-def part_starts(w: Written, chunk: int, kept: Callable[[int], int]) -> dict[int, set[int]]:
+def part_starts(w: Written, chunk: int | None, kept: Callable[[int], int]) -> dict:
     """The steps a stateful row resets at: each part's first (0 without --streams). The
-    parts of a sequence are contiguous runs of whole chunks, the last with the tail."""
+    parts of a sequence are contiguous runs of whole chunks (``chunk``; None: lengths
+    drawn per batch), the last with the tail, and the ``part`` rows hold them."""
     starts = {i: {0} for i in w.part}
     table = w.doc.get("parts")
     for i in w.part if table else ():
         mine = [p for p, s in enumerate(table["sequence"]) if w.ids[s] == i]
-        if not mine:
-            assert kept(w.part[i][1]) == 0
-            continue
         offsets, steps = ([table[k][p] for p in mine] for k in ("offset", "steps"))
         assert [table["part"][p] for p in mine] == list(range(len(mine)))
-        assert offsets == [sum(steps[:p]) for p in range(len(mine))] and sum(steps) == kept(w.part[i][1])
-        chunks = [-(-n // chunk) for n in steps]
-        assert all(n % chunk == 0 for n in steps[:-1]) and max(chunks) - min(chunks) <= 1
+        assert offsets == [sum(steps[:p]) for p in range(len(mine))]
+        assert sum(steps) == kept(w.part[i][1])
+        for p in mine:
+            s, part, first, stride = (table[k][p] for k in ("sequence", "part", "first_sample", "stride"))
+            held = np.flatnonzero((w.f["sequence"] == s) & (w.f["part"] == part))
+            assert held.tolist() == [first + j * stride for j in range(table["samples"][p])]
+            inside = w.f["offset"][held] - table["offset"][p]
+            assert ((inside >= 0) & (inside < table["steps"][p])).all()
+        chunks = [-(-n // chunk) for n in steps] if chunk else [0]
+        assert not chunk or all(n % chunk == 0 for n in steps[:-1])
+        assert max(chunks, default=0) - min(chunks, default=0) <= 1
         starts[i] = set(offsets)
     return starts
+
+
+def check_stateful(w: Written, chunk: int, kept: Callable[[int], int], loss_from: int | None):
+    """Every check of a stateful file: rows, state, coverage, manifest, loss mask."""
+    jitter = "batch_length" in w.f
+    assert jitter or w.mask.shape[1] == chunk
+    if "step_reset" in w.f:
+        check_stream_rows(w)
+    else:
+        check_rows(w, lambda first, *_: first == 0)
+    check_state(w, part_starts(w, None if jitter else chunk, kept))
+    check_coverage(w, prefixes(w, kept))
+    check_manifest(w, stateful=True)
+    if loss_from is not None:
+        assert np.array_equal(w.f["loss_mask"], w.mask & (np.arange(chunk) >= loss_from))
 
 
 @SETTINGS
 @given(cases(), st.data())
 def test_stateful_layouts(case, data):
+    """split, stepwise, decoupled without overlap and domain acf over the layout options."""
     draw = data.draw
     command = draw(st.sampled_from(["split", "stepwise", "decoupled", "acf"]))
     packing = draw(st.sampled_from(["block", "lanes", "stream"]))
@@ -422,39 +458,131 @@ def test_stateful_layouts(case, data):
     args += ["--seed", draw(st.integers(0, 3))]
     if batch == "1" and streams == "1" and draw(st.booleans()):
         args += ["--order", "sequential"]
-    chunk = draw(st.integers(1, 6))
-    if command == "acf":  # long enough for a correlogram
-        case.lengths = [n + 12 for n in case.lengths]
+    chunk = 1 if command == "stepwise" else draw(st.integers(1, 6))
     if command == "split" and remainder == "pad" and draw(st.booleans()):
         chunk = draw(st.integers(5, 9))
         args += ["--jitter", draw(st.sampled_from([0.5, 2.0])), "--p-half", 0.2]
     k2 = draw(st.integers(1, chunk))
+    feature = "b" if case.fmt == "csv" else "x1"
+    if command == "acf":  # long enough for a correlogram; the length is read from the manifest
+        case.lengths = [n + 12 for n in case.lengths]
     command_args = {
         "split": ["split", "--length", chunk],
         "stepwise": ["stepwise"],
         "decoupled": ["decoupled", "--k1", chunk, "--k2", k2],
-        "acf": ["domain", "acf", "--feature", "b" if case.fmt == "csv" else "x1", "--rule", "acf"],
+        "acf": ["domain", "acf", "--feature", feature, "--rule", "acf", "--difference", "0"],
     }[command]
-    with tempfile.TemporaryDirectory() as folder:
-        code, stderr = run(case, Path(folder), command_args, *args, "-o", Path(folder) / "o.h5")
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        code, stderr = run(case, folder, command_args, *args, "-o", folder / "o.h5")
+        kept = (lambda n: n) if remainder == "pad" else (lambda n: n // chunk * chunk)
         if code:
-            kept = (lambda n: n) if remainder == "pad" else (lambda n: n // chunk * chunk)
-            check_refusal(case, code, stderr, Path(folder), remainder, kept, command == "acf")
+            check_refusal(case, code, stderr, folder, args, kept, command)
             return
-        main, val = outputs(case, Path(folder))
-        chunk = {"stepwise": 1, "acf": main.doc.get("analysis", {}).get("length")}.get(command, chunk)
+        main, val = outputs(case, folder)
+        if command == "acf":
+            analysis = main.doc["analysis"]
+            chunk = analysis["length"]
+            assert main.attrs["chosen_lag"] == analysis["lag"]
+            assert analysis["n"] == sum(n for _, n in main.part.values())  # the training part
+        loss_from = chunk - k2 if command == "decoupled" else None
         for w in (main, val) if val else (main,):
-            jitter = "batch_length" in w.f
-            kept = (lambda n: n) if remainder == "pad" else (lambda n: n // chunk * chunk)
-            assert jitter or w.mask.shape[1] == chunk
-            if packing == "stream":
-                check_stream_rows(w)
-            else:
-                check_rows(w, lambda first, last, offset: first == 0)
-            check_state(w, part_starts(w, chunk, kept) if not jitter else {i: {0} for i in w.part})
-            check_coverage(w, kept)
-            check_manifest(w, stateful=True)
-            if command == "decoupled":
-                t = np.arange(chunk)
-                assert np.array_equal(w.f["loss_mask"], w.mask & (t >= chunk - k2))
+            check_stateful(w, chunk, kept, loss_from)
         check_fit(main)
+
+
+def segments_of(case: Case) -> list[tuple[int, int, int]]:
+    """(sequence, first step, steps) of every segment: each ends where eos is 1 or at the
+    sequence's last (usable) step."""
+    found = []
+    for i, n in enumerate(case.usable):
+        ends = [t for t in range(n) if case.boundaries[i][t] or t == n - 1]
+        found += [(i, a, b - a) for a, b in zip([0] + [e + 1 for e in ends], [e + 1 for e in ends])]
+    return found
+
+
+def pad_to(text: str, lengths: np.ndarray) -> int:
+    statistic = {"max": np.max, "mean": np.mean, "median": np.median}.get(text)
+    if statistic is None and text.startswith("p"):
+        return math.ceil(np.percentile(lengths, int(text[1:])))
+    return int(text) if statistic is None else math.ceil(round(float(statistic(lengths)), 9))
+
+
+def segment_rows(case: Case, window: int, overflow: str) -> Counter:
+    """(sequence, offset, steps) of every row of domain segments."""
+    rows = Counter()
+    for i, first, n in segments_of(case):
+        if overflow == "split":
+            rows.update((i, a, min(window, first + n - a)) for a in range(first, first + n, window))
+        elif overflow == "truncate" or n <= window:
+            rows[(i, first, min(n, window))] += 1
+    return rows
+
+
+@SETTINGS
+@given(cases(val=False), st.data())
+def test_stateless_layouts(case, data):
+    """asis, decoupled with overlap and domain segments: one independent row each."""
+    draw = data.draw
+    command = draw(st.sampled_from(["asis", "decoupled", "segments"]))
+    args: list[object] = ["--batch-size", draw(st.sampled_from(["auto", "1", "3", "4"]))]
+    side = draw(st.sampled_from(["post", "pre"]))
+    remainder = draw(st.sampled_from(["pad", "drop", "error"]))
+    loss_from, kept = None, (lambda n: n)
+    if command == "asis":
+        window = draw(st.none() | st.integers(1, 32))
+        args += ["--pad-side", side, *(["--pad-to", window] if window else [])]
+        args += ["--truncate"] if draw(st.booleans()) else []
+        window = window or max(case.usable)
+        command_args, kept = ["asis"], (lambda n: min(n, window))
+    elif command == "decoupled":
+        window = draw(st.integers(2, 8))
+        stride = draw(st.integers(1, window - 1))
+        k2 = draw(st.integers(stride, window))
+        command_args = ["decoupled", "--k1", window, "--k2", k2, "--stride", stride]
+        args += ["--remainder", remainder, "--ranks", draw(st.integers(1, 2))]
+        kept = (lambda n: n) if remainder == "pad" else (lambda n: n // stride * stride)
+        loss_from, side = window - stride, "window"
+    else:
+        case.fmt = "csv"
+        rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+        case.boundaries = [(rng.random(n) < 0.3).astype(int).tolist() for n in case.lengths]
+        segments = np.array([n for *_, n in segments_of(case)])
+        text = draw(st.sampled_from(["max", "mean", "median", "p75", "3", "6"]))
+        overflow = draw(st.sampled_from(["split", "truncate", "drop"]))
+        window = pad_to(text, segments) if len(segments) else 1
+        command_args = ["domain", "segments", "--boundary-col", "eos", "--pad-to", text]
+        args += ["--overflow", overflow, "--pad-side", side]
+        rows = segment_rows(case, window, overflow)
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        code, stderr = run(case, folder, command_args, *args, "-o", folder / "o.h5")
+        if code:
+            check_refusal(case, code, stderr, folder, args, kept, command)
+            return
+        w = Written(folder / "o.h5", case, parts(case))
+        assert w.mask.shape[1] == window
+        leads = {
+            "post": lambda first, *_: first == 0,
+            "pre": lambda first, last, *_: last == window - 1,
+            # windows end at stride, 2 stride, ...: padded before step 0 or after the last
+            "window": lambda first, last, offset, n: (offset - first + window) % stride == 0
+            and (first == 0 or offset == 0)
+            and (last == window - 1 or offset + last - first + 1 == n),
+        }
+        check_rows(w, leads[side])
+        check_manifest(w, stateful=False)
+        if command == "segments":
+            real = w.f["sequence"] >= 0
+            found = zip(np.array(w.ids)[w.f["sequence"][real]], w.f["offset"][real], w.f["length"][real])
+            assert Counter(map(tuple, np.array(list(found)).tolist())) == rows
+            expected = {(i, a + t) for (i, a, n) in rows for t in range(n)}
+            check_coverage(w, expected)
+            report = w.doc["segments"]
+            assert (report["count"], report["rows"], report["window"]) == (len(segments), real.sum(), window)
+        elif loss_from is not None:
+            assert np.array_equal(w.f["loss_mask"], w.mask & (np.arange(window) >= loss_from))
+            check_coverage(w, prefixes(w, kept), w.f["loss_mask"].astype(bool))
+        else:
+            check_coverage(w, prefixes(w, kept))
+        check_fit(w)
