@@ -60,11 +60,21 @@ def test_lengths_and_factors(params: dict, expected: list[int]) -> None:
         ({"lengths": "5", "min_length": 2}, "bound --factors only"),
         ({"factors": True, "min_length": 7, "max_length": 11}, "no divisor of the sequence length"),
         ({"factors": True, "min_length": 6, "max_length": 3}, "1 <= min <= max"),
+        ({"factors": True, "min_length": 0}, "--min-length must be at least 1, not 0"),
     ],
 )
 def test_bad_grid_options_are_usage_errors(params: dict, phrase: str) -> None:
     with pytest.raises(UsageError, match=phrase.replace("-", r"\-")):
         grid_lengths(ragged([12, 12]), GridParams(**params))
+
+
+def test_factors_of_one_step_sequences_name_no_option_left_at_its_default() -> None:
+    with pytest.raises(UsageError) as error:
+        grid_lengths(ragged([1, 1]), GridParams(factors=True))
+    assert str(error.value) == (
+        "no divisor of the sequence length 1 lies in [2, 1]; widen --min-length/--max-length "
+        "or pass --lengths"
+    )
 
 
 def test_factors_need_equal_lengths() -> None:

@@ -82,10 +82,13 @@ def factor_lengths(data: SequenceSet, low: int | None, high: int | None) -> list
             f"to {int(lengths.max())}; use --lengths K1,K2,... instead"
         )
     total = int(lengths[0])
+    if low is not None and high is not None and not 1 <= low <= high:
+        raise UsageError(f"--min-length {low} and --max-length {high} must satisfy 1 <= min <= max")
+    if low is not None and low < 1:
+        raise UsageError(f"--min-length must be at least 1, not {low}")
+    # A default bound is no contradiction: sequences shorter than 2 steps find no divisor.
     low = DEFAULT_MIN_FACTOR if low is None else low
     high = total if high is None else high
-    if low < 1 or high < low:
-        raise UsageError(f"--min-length {low} and --max-length {high} must satisfy 1 <= min <= max")
     candidates = np.arange(low, min(high, total) + 1)
     found = candidates[total % candidates == 0]
     if len(found) == 0:
