@@ -360,13 +360,15 @@ def check_refusal(
     elif "leaves none for training" in message:
         n = len(case.lengths)
         assert code == 2 and case.val_by == "sequence" and math.ceil(case.val_fraction * n) >= n
-    elif m := re.search(r"no sample for (o|o\.val)\.h5", message):
+    elif m := re.search(r"no sample for (o|o\.val|len_\d+)\.h5", message):
         held = parts(case, val=m[1] == "o.val") if case.val_by != "sequence" else {}
         assert code == 65 and all(kept(n) == 0 for _, n in held.values())
     elif m := re.search(r"has (\d+) steps, more than --pad-to (\d+); pass --truncate", message):
         assert code == 65 and "--truncate" not in args and int(m[1]) > int(m[2])
     elif "the input has no steps" in message:
         assert code == 65 and not sum(case.usable)
+    elif "no divisor of the sequence length" in message:
+        assert code == 2 and "--factors" in args and case.usable[0] < 2
     elif "ACF" in message or "PACF" in message or "domain acf needs" in message:
         assert code == 65 and command == "acf"
     else:
@@ -586,3 +588,42 @@ def test_stateless_layouts(case, data):
         else:
             check_coverage(w, prefixes(w, kept))
         check_fit(w)
+
+
+@SETTINGS
+@given(cases(val=False), st.data())
+def test_grid(case, data):
+    """grid: every length exactly split --remainder pad, and grid.json the files' summary."""
+    draw = data.draw
+    if draw(st.booleans()):  # --factors: every divisor from 2 of one (equal) length
+        case.lengths = [case.lengths[0]] * len(case.lengths)
+        lengths = [k for k in divisors(case.usable[0]) if k >= 2]
+        args: list[object] = ["--factors"]
+    else:
+        lengths = sorted(set(draw(st.lists(st.integers(1, 6), min_size=1, max_size=3))))
+        args = ["--lengths", ",".join(map(str, lengths))]
+    packing = draw(st.sampled_from(["block", "lanes", "stream"]))
+    streams = "1" if packing == "stream" else draw(st.sampled_from(["1", "2", "auto"]))
+    args += ["--packing", packing, "--streams", streams]
+    args += ["--batch-size", draw(st.sampled_from(["auto", "1", "2", "3"]))]
+    args += ["--ranks", draw(st.integers(1, min(2, len(case.lengths))))]
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        code, stderr = run(case, folder, ["grid"], *args, "-o", folder / "o")
+        if code:
+            check_refusal(case, code, stderr, folder, args, lambda n: n, "grid")
+            return
+        index = json.loads((folder / "o" / "grid.json").read_text())
+        assert [entry["length"] for entry in index["grid"]] == lengths
+        for entry in index["grid"]:
+            w = Written(folder / "o" / entry["file"], case, parts(case))
+            check_stateful(w, entry["length"], lambda n: n, None)
+            check_fit(w)
+            layout = w.doc["layout"]
+            for key in ("samples", "batches", "batch_size"):
+                assert entry[key] == layout[key], key
+            divides = all(n % entry["length"] == 0 for n in case.usable)
+            padded = pytest.approx(layout["padded_share"], abs=1e-6)
+            summary = {"padded_fraction": padded, "divides": divides}
+            assert {k: entry[k] for k in summary} == summary
+            assert w.doc["grid"] == summary | {"length": entry["length"], "index": "grid.json"}
