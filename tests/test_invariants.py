@@ -42,9 +42,11 @@ pytestmark = pytest.mark.usefixtures("one_batch_per_chunk_and_slab")
 
 
 def steps_of(i: int, length: int) -> np.ndarray:
-    """Sequence i of the input, ``[length, 2]``: features a and b, exact in float32."""
+    """Sequence i of the input, ``[length, 3]``, exact in float32: features a and b, and
+    c, a column that can be the target."""
     t = np.arange(length, dtype=np.float64)
-    return np.stack([CODE * i + t, (7 * i + 3 * t) % 11 - 5 + t / 1024], axis=1)
+    a = CODE * i + t
+    return np.stack([a, (7 * i + 3 * t) % 11 - 5 + t / 1024, -a - 0.5], axis=1)
 
 
 @dataclass
@@ -53,8 +55,10 @@ class Case:
 
     lengths: list[int]
     fmt: str = "npz"
-    horizon: int = 0  # --target next:COLS --horizon H; 0: no target
-    target_cols: list[int] = field(default_factory=list)
+    features: list[int] = field(default_factory=lambda: [0, 1])  # columns of X (CSV: any order)
+    target: str = "none"  # none | next (--target next:COLS --horizon H) | column (--target c)
+    horizon: int = 0
+    target_cols: list[int] = field(default_factory=list)  # the columns y holds
     val_by: str | None = None
     val_fraction: float = 0.0
     scale: str = "none"
@@ -65,45 +69,55 @@ class Case:
     def usable(self) -> list[int]:
         return [max(n - self.horizon, 0) for n in self.lengths]
 
-    def write(self, folder: Path) -> tuple[Path, list[str]]:
-        """The input file and the reading options it needs."""
+    def write(self, folder: Path) -> Path:
         data = [steps_of(i, n) for i, n in enumerate(self.lengths)]
         if self.fmt == "npz":
             path = folder / "in.npz"
-            ids = np.arange(len(data)) + 100
-            np.savez(path, values=np.concatenate(data), lengths=self.lengths, ids=ids)
-            return path, []
+            values = np.concatenate(data)[:, :2]
+            np.savez(path, values=values, lengths=self.lengths, ids=np.arange(len(data)) + 100)
+            return path
         eos = self.boundaries or [[0] * n for n in self.lengths]
         rows = [
-            f"s{i},{t},{float(x[t, 0])!r},{float(x[t, 1])!r},{eos[i][t]}\n"
+            ",".join([f"s{i}", str(t), *map(repr, x[t].tolist()), str(eos[i][t])]) + "\n"
             for i, x in enumerate(data)
             for t in range(len(x))
         ]
         order = np.random.default_rng(len(rows)).permutation(len(rows))  # --time-col sorts
         path = folder / "in.csv"
-        path.write_text("seq,t,a,b,eos\n" + "".join(rows[k] for k in order))
-        return path, ["--id-col", "seq", "--time-col", "t", "--features", "a,b"]
+        path.write_text("seq,t,a,b,c,eos\n" + "".join(rows[k] for k in order))
+        return path
 
     def input_index(self, ident: str) -> int:
         return int(ident[1:]) if self.fmt == "csv" else int(ident) - 100
 
     def argv(self, source: Path) -> list[str]:
-        names = ("a", "b") if self.fmt == "csv" else ("x0", "x1")
-        args = ["--scale", self.scale, "--dtype", self.dtype, "-q"]
-        if self.horizon:
+        args = [str(source), "--scale", self.scale, "--dtype", self.dtype, "-q", "--json"]
+        names = "abc" if self.fmt == "csv" else ["x0", "x1"]
+        if self.fmt == "csv":
+            features = ",".join(names[j] for j in self.features)
+            args += ["--id-col", "seq", "--time-col", "t", "--features", features]
+        if self.target == "next":
             cols = ",".join(names[j] for j in self.target_cols)
             args += ["--target", f"next:{cols}", "--horizon", str(self.horizon)]
+        elif self.target == "column":
+            args += ["--target", "c"]
         if self.val_by:
             args += ["--val-by", self.val_by, "--val-fraction", str(self.val_fraction)]
-        return [str(source), *args]
+        return args
 
 
-def run(case: Case, folder: Path, command: list[str], *args: object) -> tuple[int, str]:
-    source, reading = case.write(folder)
-    argv = [*command, *case.argv(source), *reading, *map(str, args)]
-    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+def run(case: Case, folder: Path, command: list[str], *args: object) -> tuple[int, str, dict]:
+    """Exit code, stderr and the --json summary of one run in-process."""
+    argv = [*command, *case.argv(case.write(folder)), *map(str, args)]
+    with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()) as out:
         code = run_main(argv)
-    return code, stderr.getvalue()
+    return code, err.getvalue(), json.loads(out.getvalue())
+
+
+def validates(path: Path, case: Case, folder: Path) -> bool:
+    """``tbptt validate --against`` the input agrees that the file is whole."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return run_main(["validate", str(path), "--against", str(case.write(folder))]) == 0
 
 
 def parts(case: Case, val_ids: set[int] | None = None, val: bool = False) -> dict:
@@ -127,7 +141,7 @@ class Written:
     (``seq``, ``step``: -1 on padding) once X and y are known to hold exactly its values."""
 
     def __init__(self, path: Path, case: Case, part: dict[int, tuple[int, int]]) -> None:
-        self.case, self.part = case, part
+        self.path, self.case, self.part = path, case, part
         self.f = read_h5(path)  # which checks that the manifest's sha256 is the file's
         self.doc = json.loads(path.with_name(path.stem + ".manifest.json").read_text())
         self.attrs = self.f["attrs"]
@@ -149,7 +163,8 @@ class Written:
     def decode(self) -> tuple[np.ndarray, np.ndarray]:
         case, mask, X = self.case, self.mask, self.f["X"]
         center, scale, target_center, target_scale = self.scaling()
-        code = np.where(mask, np.rint(X[..., 0] * scale[0] + center[0]), -1).astype(int)
+        a = case.features.index(0)
+        code = np.where(mask, np.rint(X[..., a] * scale[a] + center[a]), -1).astype(int)
         seq, step = np.where(mask, code // CODE, -1), np.where(mask, code % CODE, -1)
         assert set(seq[mask].tolist()) <= set(self.part), "a step of a sequence not in this part"
         assert (step[mask] < np.array(case.lengths)[seq[mask]]).all()
@@ -164,13 +179,12 @@ class Written:
             scaled = np.where(mask[..., None], (values - center) / scale, 0)
             return scaled.astype(case.dtype)
 
-        assert np.array_equal(X, expect(0, [0, 1], center, scale))
-        if case.horizon:
-            cols = case.target_cols
-            y = expect(case.horizon, cols, target_center, target_scale)
-            assert np.array_equal(self.f["y"], y)
-        else:
+        assert np.array_equal(X, expect(0, case.features, center, scale))
+        if case.target == "none":
             assert "y" not in self.f
+        else:
+            y = expect(case.horizon, case.target_cols, target_center, target_scale)
+            assert np.array_equal(self.f["y"], y)
         return seq, step
 
     def file_index(self, seq: np.ndarray) -> np.ndarray:
@@ -309,12 +323,25 @@ def check_manifest(w: Written, stateful: bool) -> None:
             assert held.tolist() == [first + j * stride for j in range(samples)], i
 
 
+def check_summary(summary: dict, main: Written, max_filler: float | None) -> None:
+    """The --json summary of the run is the main file's; with --batch-size auto the
+    filler share stays within --max-filler unless the batch is 1."""
+    f, layout = main.f, main.doc["layout"]
+    keys = ("samples", "window", "batch_size", "batches", "filler_share", "ranks", "streams")
+    assert {k: summary[k] for k in keys} == {k: layout[k] for k in keys}
+    assert summary["resets"] == f["reset"].sum() and summary["stateful"] == layout["stateful"]
+    assert summary["features"] == 2 and summary["dtype"] == main.case.dtype
+    if max_filler is not None:
+        assert layout["batch_size"] == 1 or layout["filler_share"] <= max_filler + 1e-9
+
+
 def check_fit(main: Written) -> None:
-    """--scale: the parameters are those of the training part's steps, all of them."""
+    """--scale: the parameters are those of the training part's steps, all of them; a
+    target that repeats a feature has its parameters, a target column none."""
     case = main.case
     if case.scale == "none":
         return
-    train = np.concatenate([steps_of(i, b + n)[b:] for i, (b, n) in main.part.items()])
+    train = np.concatenate([steps_of(i, b + n)[b:, case.features] for i, (b, n) in main.part.items()])
     if case.scale == "standard":
         center, spread = train.mean(axis=0), train.std(axis=0)
     else:
@@ -323,7 +350,12 @@ def check_fit(main: Written) -> None:
     np.testing.assert_allclose(doc["center"], center, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(doc["scale"], np.where(spread > 0, spread, 1), rtol=1e-12)
     assert doc["fitted_on"] == {"sequences": len(main.part), "steps": len(train)}
-    assert doc["target_center"] == [doc["center"][j] for j in case.target_cols]
+    repeats = [case.features.index(c) for c in case.target_cols if c in case.features]
+    if case.target == "column":
+        assert (doc["target_center"], doc["target_scale"]) == ([0.0], [1.0])
+    else:
+        assert doc["target_center"] == [doc["center"][j] for j in repeats]
+        assert doc["target_scale"] == [doc["scale"][j] for j in repeats]
 
 
 def check_split(case: Case, main: Written, val: Written) -> None:
@@ -379,12 +411,17 @@ def check_refusal(
 
 
 @st.composite
-def cases(draw: st.DrawFn, val: bool = True, fmt: str | None = None) -> Case:
+def cases(draw: st.DrawFn, val: bool = True) -> Case:
     lengths = draw(st.lists(st.integers(1, 30), min_size=1, max_size=6))
-    case = Case(lengths, fmt or draw(st.sampled_from(["npz", "csv"])))
-    if draw(st.booleans()):
+    case = Case(lengths, draw(st.sampled_from(["npz", "csv"])))
+    if case.fmt == "csv":
+        case.features = draw(st.permutations([0, 1]))
+    case.target = draw(st.sampled_from(["none", "next", "column"][: 3 if case.fmt == "csv" else 2]))
+    if case.target == "next":
         case.horizon = draw(st.integers(1, 3))
-        case.target_cols = draw(st.sampled_from([[0], [1], [0, 1]]))
+        case.target_cols = draw(st.sampled_from([[0], [1], [0, 1], [1, 0]]))
+    elif case.target == "column":
+        case.target_cols = [2]
     if val and draw(st.booleans()):
         case.val_by = draw(st.sampled_from(["sequence", "time"]))
         case.val_fraction = draw(st.sampled_from([0.2, 0.34, 0.5]))
@@ -405,7 +442,7 @@ def outputs(case: Case, folder: Path) -> tuple[Written, Written | None]:
     return main, val
 
 
-def part_starts(w: Written, chunk: int | None, kept: Callable[[int], int]) -> dict:
+def part_starts(w: Written, chunk: int | None, kept: dict[int, int]) -> dict[int, set[int]]:
     """The steps a stateful row resets at: each part's first (0 without --streams). The
     parts of a sequence are contiguous runs of whole chunks (``chunk``; None: lengths
     drawn per batch), the last with the tail, and the ``part`` rows hold them."""
@@ -415,8 +452,7 @@ def part_starts(w: Written, chunk: int | None, kept: Callable[[int], int]) -> di
         mine = [p for p, s in enumerate(table["sequence"]) if w.ids[s] == i]
         offsets, steps = ([table[k][p] for p in mine] for k in ("offset", "steps"))
         assert [table["part"][p] for p in mine] == list(range(len(mine)))
-        assert offsets == [sum(steps[:p]) for p in range(len(mine))]
-        assert sum(steps) == kept(w.part[i][1])
+        assert offsets == [sum(steps[:p]) for p in range(len(mine))] and sum(steps) == kept[i]
         for p in mine:
             s, part, first, stride = (table[k][p] for k in ("sequence", "part", "first_sample", "stride"))
             held = np.flatnonzero((w.f["sequence"] == s) & (w.f["part"] == part))
@@ -430,19 +466,36 @@ def part_starts(w: Written, chunk: int | None, kept: Callable[[int], int]) -> di
     return starts
 
 
-def check_stateful(w: Written, chunk: int, kept: Callable[[int], int], loss_from: int | None):
-    """Every check of a stateful file: rows, state, coverage, manifest, loss mask."""
+def check_stateful(w: Written, chunk: int, kept: Callable[[int], int] | None, loss_from: int | None):
+    """Every check of a stateful file: rows, state, coverage, manifest, loss mask.
+    ``kept(steps)``: the steps of a part written (None: some prefix, the tail dropped
+    shorter than a chunk, as --jitter draws them)."""
     jitter = "batch_length" in w.f
     assert jitter or w.mask.shape[1] == chunk
     if "step_reset" in w.f:
         check_stream_rows(w)
     else:
         check_rows(w, lambda first, *_: first == 0)
-    check_state(w, part_starts(w, None if jitter else chunk, kept))
-    check_coverage(w, prefixes(w, kept))
+    if kept is None:
+        found = Counter(w.seq[w.mask].tolist())
+        kept_steps = {i: found[i] for i in w.part}
+        assert all(0 <= n - kept_steps[i] < w.mask.shape[1] for i, (_, n) in w.part.items())
+    else:
+        kept_steps = {i: kept(n) for i, (_, n) in w.part.items()}
+    check_state(w, part_starts(w, None if jitter else chunk, kept_steps))
+    check_coverage(w, {(i, b + t) for i, (b, _) in w.part.items() for t in range(kept_steps[i])})
     check_manifest(w, stateful=True)
     if loss_from is not None:
         assert np.array_equal(w.f["loss_mask"], w.mask & (np.arange(chunk) >= loss_from))
+
+
+def finish(case: Case, folder: Path, summary: dict, files: list[Written], max_filler) -> None:
+    """What every run's files share: the --json summary of the first, the --scale fit,
+    and ``tbptt validate --against`` the input agreeing with every check above."""
+    check_summary(summary, files[0], max_filler)
+    check_fit(files[0])
+    for w in files:
+        assert validates(w.path, case, folder)
 
 
 @SETTINGS
@@ -458,10 +511,13 @@ def test_stateful_layouts(case, data):
     args = ["--packing", packing, "--batch-size", batch, "--remainder", remainder]
     args += ["--streams", streams, "--ranks", draw(st.integers(1, min(3, len(case.lengths))))]
     args += ["--seed", draw(st.integers(0, 3))]
+    max_filler = draw(st.sampled_from([None, 0.0, 0.3])) if batch == "auto" else None
+    args += ["--max-filler", max_filler] if max_filler is not None else []
     if batch == "1" and streams == "1" and draw(st.booleans()):
         args += ["--order", "sequential"]
     chunk = 1 if command == "stepwise" else draw(st.integers(1, 6))
-    if command == "split" and remainder == "pad" and draw(st.booleans()):
+    jitter = command in ("split", "acf") and remainder != "error" and draw(st.booleans())
+    if jitter:
         chunk = draw(st.integers(5, 9))
         args += ["--jitter", draw(st.sampled_from([0.5, 2.0])), "--p-half", 0.2]
     k2 = draw(st.integers(1, chunk))
@@ -476,9 +532,9 @@ def test_stateful_layouts(case, data):
     }[command]
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        code, stderr = run(case, folder, command_args, *args, "-o", folder / "o.h5")
-        kept = (lambda n: n) if remainder == "pad" else (lambda n: n // chunk * chunk)
+        code, stderr, summary = run(case, folder, command_args, *args, "-o", folder / "o.h5")
         if code:
+            kept = (lambda n: n) if remainder == "pad" else (lambda n: n // chunk * chunk)
             check_refusal(case, code, stderr, folder, args, kept, command)
             return
         main, val = outputs(case, folder)
@@ -487,10 +543,12 @@ def test_stateful_layouts(case, data):
             chunk = analysis["length"]
             assert main.attrs["chosen_lag"] == analysis["lag"]
             assert analysis["n"] == sum(n for _, n in main.part.values())  # the training part
+        kept = (lambda n: n) if remainder == "pad" else (lambda n: n // chunk * chunk)
         loss_from = chunk - k2 if command == "decoupled" else None
-        for w in (main, val) if val else (main,):
-            check_stateful(w, chunk, kept, loss_from)
-        check_fit(main)
+        files = [main, val] if val else [main]
+        for w in files:
+            check_stateful(w, chunk, None if jitter and remainder == "drop" else kept, loss_from)
+        finish(case, folder, summary, files, max_filler or (0.1 if batch == "auto" else None))
 
 
 def segments_of(case: Case) -> list[tuple[int, int, int]]:
@@ -527,7 +585,8 @@ def test_stateless_layouts(case, data):
     """asis, decoupled with overlap and domain segments: one independent row each."""
     draw = data.draw
     command = draw(st.sampled_from(["asis", "decoupled", "segments"]))
-    args: list[object] = ["--batch-size", draw(st.sampled_from(["auto", "1", "3", "4"]))]
+    batch = draw(st.sampled_from(["auto", "1", "3", "4"]))
+    args: list[object] = ["--batch-size", batch]
     side = draw(st.sampled_from(["post", "pre"]))
     remainder = draw(st.sampled_from(["pad", "drop", "error"]))
     loss_from, kept = None, (lambda n: n)
@@ -558,7 +617,7 @@ def test_stateless_layouts(case, data):
         rows = segment_rows(case, window, overflow)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        code, stderr = run(case, folder, command_args, *args, "-o", folder / "o.h5")
+        code, stderr, summary = run(case, folder, command_args, *args, "-o", folder / "o.h5")
         if code:
             check_refusal(case, code, stderr, folder, args, kept, command)
             return
@@ -587,7 +646,7 @@ def test_stateless_layouts(case, data):
             check_coverage(w, prefixes(w, kept), w.f["loss_mask"].astype(bool))
         else:
             check_coverage(w, prefixes(w, kept))
-        check_fit(w)
+        finish(case, folder, summary, [w], max_filler=0.1 if batch == "auto" else None)
 
 
 @SETTINGS
@@ -609,7 +668,7 @@ def test_grid(case, data):
     args += ["--ranks", draw(st.integers(1, min(2, len(case.lengths))))]
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        code, stderr = run(case, folder, ["grid"], *args, "-o", folder / "o")
+        code, stderr, summary = run(case, folder, ["grid"], *args, "-o", folder / "o")
         if code:
             check_refusal(case, code, stderr, folder, args, lambda n: n, "grid")
             return
@@ -619,6 +678,7 @@ def test_grid(case, data):
             w = Written(folder / "o" / entry["file"], case, parts(case))
             check_stateful(w, entry["length"], lambda n: n, None)
             check_fit(w)
+            assert validates(w.path, case, folder)
             layout = w.doc["layout"]
             for key in ("samples", "batches", "batch_size"):
                 assert entry[key] == layout[key], key
