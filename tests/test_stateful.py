@@ -225,3 +225,15 @@ def test_jitter_is_seeded_and_continuous(packing):
             assert o == covered[s]
             covered[s] += n
     assert covered.tolist() == [300, 180, 240, 90]
+
+
+@pytest.mark.parametrize("packing", ["block", "lanes"])
+def test_auto_batch_keeps_max_filler_with_drawn_lengths(packing):
+    """auto judges the filler at the nominal length; with --jitter the drawn lengths change
+    the chunks of each part (7 steps at 6: parts of 6 and 1 steps, but the first batch draws
+    5), so the laid-out plan must be within --max-filler too."""
+    params = StatefulParams(batch_size="auto", packing=packing, streams="2")
+    plan = stateful_plan(np.array([7]), ["a"], Chunking(6, 0.5, 0.2, 0), params)
+    assert plan.batch_length.tolist()[:2] == [5, 6]
+    assert plan.filler_rows <= 0.1 * plan.samples
+    assert plan.batch_size == 1 and plan.sequence.tolist() == [0, 0, 0]

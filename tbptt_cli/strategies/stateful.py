@@ -28,6 +28,7 @@ from tbptt_cli.plan import (
     padding_warning,
     parse_batch_size,
     ragged_arange,
+    within,
 )
 from tbptt_cli.strategies.packing import (
     MIN_STREAM_CHUNKS,
@@ -163,18 +164,29 @@ def stateful_plan(
             f"or fewer ranks"
         )
     dealt = Dealt.of(pieces, choice.ranks, packing)
-    size = choice.size or auto_batch(dealt, packing, length, choice.max_filler)
-    warnings = layout_warnings(units, pieces, params, choice, size, requested)
     batch_lengths = BatchLengths(chunking)
-    if packing == "stream":
-        rows, position = _schedule(dealt, size, params, batch_lengths)[1:]
-        plan = _emit_stream(dealt, rows, position, size, batch_lengths)
-    else:
-        counts, rows, first = _schedule(dealt, size, params, batch_lengths)
-        plan = _emit_chunks(dealt, counts, rows, first, size, batch_lengths, packing)
+    size = choice.size or auto_batch(dealt, packing, length, choice.max_filler)
+    plan = _lay_out(dealt, size, params, batch_lengths)
+    # auto judged the filler at the nominal length; drawn lengths change how many batches
+    # each piece takes, so the laid-out plan is checked, and the batch made smaller if need be.
+    while choice.size is None and size > 1 and not within(
+        plan.filler_rows, plan.samples, choice.max_filler
+    ):
+        size -= 1
+        plan = _lay_out(dealt, size, params, batch_lengths)
+    warnings = layout_warnings(units, pieces, params, choice, size, requested)
     plan = replace(plan, order=params.order, streams=streams)
     padded = padding_warning(plan, chunking.shorter)
     return replace(plan, warnings=tuple(warnings + ([padded] if padded else [])))
+
+
+def _lay_out(dealt: Dealt, size: int, params: StatefulParams, batch_lengths: BatchLengths) -> Plan:
+    """The plan of ``dealt`` laid out in batches of ``size`` rows."""
+    if params.packing == "stream":
+        rows, position = _schedule(dealt, size, params, batch_lengths)[1:]
+        return _emit_stream(dealt, rows, position, size, batch_lengths)
+    counts, rows, first = _schedule(dealt, size, params, batch_lengths)
+    return _emit_chunks(dealt, counts, rows, first, size, batch_lengths, params.packing)
 
 
 def layout_warnings(
