@@ -399,6 +399,8 @@ def check_refusal(
         assert code == 65 and "--truncate" not in args and int(m[1]) > int(m[2])
     elif "the input has no steps" in message:
         assert code == 65 and not sum(case.usable)
+    elif "every segment is longer than the window" in message:
+        assert code == 2 and "drop" in args
     elif "no divisor of the sequence length" in message:
         assert code == 2 and "--factors" in args and case.usable[0] < 2
     elif "ACF" in message or "PACF" in message or "domain acf needs" in message:
@@ -468,8 +470,8 @@ def part_starts(w: Written, chunk: int | None, kept: dict[int, int]) -> dict[int
 
 def check_stateful(w: Written, chunk: int, kept: Callable[[int], int] | None, loss_from: int | None):
     """Every check of a stateful file: rows, state, coverage, manifest, loss mask.
-    ``kept(steps)``: the steps of a part written (None: some prefix, the tail dropped
-    shorter than a chunk, as --jitter draws them)."""
+    ``kept(steps)``: the steps of a part written (None: some prefix, as --remainder drop
+    leaves with the lengths --jitter draws)."""
     jitter = "batch_length" in w.f
     assert jitter or w.mask.shape[1] == chunk
     if "step_reset" in w.f:
@@ -479,7 +481,7 @@ def check_stateful(w: Written, chunk: int, kept: Callable[[int], int] | None, lo
     if kept is None:
         found = Counter(w.seq[w.mask].tolist())
         kept_steps = {i: found[i] for i in w.part}
-        assert all(0 <= n - kept_steps[i] < w.mask.shape[1] for i, (_, n) in w.part.items())
+        assert all(kept_steps[i] <= n for i, (_, n) in w.part.items())
     else:
         kept_steps = {i: kept(n) for i, (_, n) in w.part.items()}
     check_state(w, part_starts(w, None if jitter else chunk, kept_steps))
