@@ -279,6 +279,11 @@ def check_coverage(w: Written, expected: set, where: np.ndarray | None = None) -
     assert set(found) == expected
 
 
+DTYPES = {"mask": "uint8", "sequence": "int64", "offset": "int64", "length": "int32"}
+DTYPES |= {"reset": "uint8", "loss_mask": "uint8", "batch_length": "int32", "part": "int32"}
+DTYPES |= {"step_reset": "uint8", "step_sequence": "int64"}
+
+
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -307,6 +312,12 @@ def check_manifest(w: Written, stateful: bool) -> None:
     assert doc["batch_size_hints"] == hints
     if not stateful:
         assert (f["reset"] == 1).all()
+    listed = doc["output"]["datasets"]
+    assert set(listed) == set(f) - {"attrs"}
+    for name, entry in listed.items():
+        assert (entry["shape"], entry["dtype"]) == (list(f[name].shape), str(f[name].dtype))
+        assert entry["chunks"] is None or entry["chunks"][0] % size == 0, "a chunk splits a batch"
+        assert entry["dtype"] == DTYPES.get(name, w.case.dtype), name
     table = doc["sequences"]
     assert sorted(w.ids) == sorted(w.part)
     assert table["length"] == [w.part[i][1] for i in w.ids]
@@ -414,8 +425,9 @@ def check_refusal(
 
 @st.composite
 def cases(draw: st.DrawFn, val: bool = True) -> Case:
-    lengths = draw(st.lists(st.integers(1, 30), min_size=1, max_size=6))
-    case = Case(lengths, draw(st.sampled_from(["npz", "csv"])))
+    fmt = draw(st.sampled_from(["npz", "csv"]))
+    shortest = 0 if fmt == "npz" else 1  # a CSV has no empty sequence
+    case = Case(draw(st.lists(st.integers(shortest, 30), min_size=1, max_size=7)), fmt)
     if case.fmt == "csv":
         case.features = draw(st.permutations([0, 1]))
     case.target = draw(st.sampled_from(["none", "next", "column"][: 3 if case.fmt == "csv" else 2]))
@@ -488,7 +500,17 @@ def check_stateful(w: Written, chunk: int, kept: Callable[[int], int] | None, lo
     check_coverage(w, {(i, b + t) for i, (b, _) in w.part.items() for t in range(kept_steps[i])})
     check_manifest(w, stateful=True)
     if loss_from is not None:
-        assert np.array_equal(w.f["loss_mask"], w.mask & (np.arange(chunk) >= loss_from))
+        check_loss_mask(w, loss_from)
+
+
+def check_loss_mask(w: Written, loss_from: int) -> None:
+    """decoupled: the loss mask trains from ``loss_from`` on, as attributes and manifest say."""
+    k1, k2, stride = (int(w.attrs[k]) for k in ("k1", "k2", "stride"))
+    assert w.attrs["grad_start"] == k1 - k2 and w.mask.shape[1] == k1
+    decoupled = {"k1": k1, "k2": k2, "stride": stride, "grad_start": k1 - k2}
+    overlap = {"loss_from": loss_from, "overlap": stride < k1}
+    assert w.doc["decoupled"] == decoupled | overlap
+    assert np.array_equal(w.f["loss_mask"], w.mask & (np.arange(k1) >= loss_from))
 
 
 def finish(case: Case, folder: Path, summary: dict, files: list[Written], max_filler) -> None:
@@ -644,7 +666,7 @@ def test_stateless_layouts(case, data):
             report = w.doc["segments"]
             assert (report["count"], report["rows"], report["window"]) == (len(segments), real.sum(), window)
         elif loss_from is not None:
-            assert np.array_equal(w.f["loss_mask"], w.mask & (np.arange(window) >= loss_from))
+            check_loss_mask(w, loss_from)
             check_coverage(w, prefixes(w, kept), w.f["loss_mask"].astype(bool))
         else:
             check_coverage(w, prefixes(w, kept))
