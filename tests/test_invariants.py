@@ -34,19 +34,22 @@ from tbptt_cli.cli import run_main
 
 CODE = 1000  # feature a = CODE * sequence + step
 SETTINGS = settings(
-    max_examples=int(__import__("os").environ.get("INV_EXAMPLES", 40)),
+    max_examples=int(__import__("os").environ.get("INV_EXAMPLES", 120)),
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
 )
 pytestmark = pytest.mark.usefixtures("one_batch_per_chunk_and_slab")
 
 
+def value(i: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Step t of sequence i, ``[..., 3]``, exact in float32: features a and b, and c, a
+    column that can be the target."""
+    a = CODE * np.asarray(i, dtype=np.float64) + t
+    return np.stack([a, (7 * i + 3 * t) % 11 - 5 + t / 1024, -a - 0.5], axis=-1)
+
+
 def steps_of(i: int, length: int) -> np.ndarray:
-    """Sequence i of the input, ``[length, 3]``, exact in float32: features a and b, and
-    c, a column that can be the target."""
-    t = np.arange(length, dtype=np.float64)
-    a = CODE * i + t
-    return np.stack([a, (7 * i + 3 * t) % 11 - 5 + t / 1024, -a - 0.5], axis=1)
+    return value(np.full(length, i), np.arange(length))
 
 
 @dataclass
@@ -109,7 +112,10 @@ class Case:
 def run(case: Case, folder: Path, command: list[str], *args: object) -> tuple[int, str, dict]:
     """Exit code, stderr and the --json summary of one run in-process."""
     argv = [*command, *case.argv(case.write(folder)), *map(str, args)]
-    with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()) as out:
+    with (
+        contextlib.redirect_stderr(io.StringIO()) as err,
+        contextlib.redirect_stdout(io.StringIO()) as out,
+    ):
         code = run_main(argv)
     return code, err.getvalue(), json.loads(out.getvalue())
 
@@ -171,13 +177,9 @@ class Written:
         assert X.dtype == np.dtype(case.dtype) and X.shape[2] == 2
 
         def expect(shift: int, cols: list[int], center: np.ndarray, scale: np.ndarray):
-            values = np.zeros((*mask.shape, len(cols)))
-            for (n, t), s in np.ndenumerate(seq):
-                if s >= 0:
-                    assert step[n, t] + shift < case.lengths[s], "a target beyond the end"
-                    values[n, t] = steps_of(s, step[n, t] + shift + 1)[-1, cols]
-            scaled = np.where(mask[..., None], (values - center) / scale, 0)
-            return scaled.astype(case.dtype)
+            assert (step[mask] + shift < np.array(case.lengths)[seq[mask]]).all(), "beyond the end"
+            scaled = (value(seq, step + shift)[..., cols] - center) / scale
+            return np.where(mask[..., None], scaled, 0).astype(case.dtype)
 
         assert np.array_equal(X, expect(0, case.features, center, scale))
         if case.target == "none":
@@ -352,7 +354,9 @@ def check_fit(main: Written) -> None:
     case = main.case
     if case.scale == "none":
         return
-    train = np.concatenate([steps_of(i, b + n)[b:, case.features] for i, (b, n) in main.part.items()])
+    train = np.concatenate(
+        [steps_of(i, b + n)[b:, case.features] for i, (b, n) in main.part.items()]
+    )
     if case.scale == "standard":
         center, spread = train.mean(axis=0), train.std(axis=0)
     else:
@@ -378,7 +382,9 @@ def check_split(case: Case, main: Written, val: Written) -> None:
         assert len(val.part) == math.ceil(case.val_fraction * n)
     seen = set(zip(main.seq[main.mask].tolist(), main.step[main.mask].tolist(), strict=True))
     seen |= {(s, t + case.horizon) for s, t in seen}
-    ahead = zip(val.seq[val.mask].tolist(), (val.step[val.mask] + case.horizon).tolist())
+    ahead = zip(
+        val.seq[val.mask].tolist(), (val.step[val.mask] + case.horizon).tolist(), strict=True
+    )
     assert not seen & set(ahead), "a validation target the training part holds"
     summary = main.doc["val"]
     assert summary["samples"] == len(val.mask) and summary["sequences"] == len(val.part)
@@ -395,7 +401,9 @@ def check_refusal(
     event(f"refused {code}: {re.sub(r'[0-9]+', 'N', message)[:60]}")
     assert not list(folder.glob("o*")), "a refused run left files"
     lengths = {n for part in (parts(case), parts(case, val=True)) for _, n in part.values()}
-    if m := re.search(r"has (\d+) steps, not a multiple of the (?:chunk length|stride) (\d+)", message):
+    if m := re.search(
+        r"has (\d+) steps, not a multiple of the (?:chunk length|stride) (\d+)", message
+    ):
         steps, chunk = int(m[1]), int(m[2])
         assert code == 65 and remainder == "error" and steps % chunk and steps in lengths
     elif m := re.search(r"--ranks (\d+) needs at least \1 sequences .*, not (\d+);", message):
@@ -408,7 +416,7 @@ def check_refusal(
         assert code == 65 and all(kept(n) == 0 for _, n in held.values())
     elif m := re.search(r"has (\d+) steps, more than --pad-to (\d+); pass --truncate", message):
         assert code == 65 and "--truncate" not in args and int(m[1]) > int(m[2])
-    elif "the input has no steps" in message:
+    elif "the input has no steps" in message or "must be a non-empty" in message:
         assert code == 65 and not sum(case.usable)
     elif "every segment is longer than the window" in message:
         assert code == 2 and "drop" in args
@@ -468,7 +476,9 @@ def part_starts(w: Written, chunk: int | None, kept: dict[int, int]) -> dict[int
         assert [table["part"][p] for p in mine] == list(range(len(mine)))
         assert offsets == [sum(steps[:p]) for p in range(len(mine))] and sum(steps) == kept[i]
         for p in mine:
-            s, part, first, stride = (table[k][p] for k in ("sequence", "part", "first_sample", "stride"))
+            s, part, first, stride = (
+                table[k][p] for k in ("sequence", "part", "first_sample", "stride")
+            )
             held = np.flatnonzero((w.f["sequence"] == s) & (w.f["part"] == part))
             assert held.tolist() == [first + j * stride for j in range(table["samples"][p])]
             inside = w.f["offset"][held] - table["offset"][p]
@@ -480,7 +490,9 @@ def part_starts(w: Written, chunk: int | None, kept: dict[int, int]) -> dict[int
     return starts
 
 
-def check_stateful(w: Written, chunk: int, kept: Callable[[int], int] | None, loss_from: int | None):
+def check_stateful(
+    w: Written, chunk: int, kept: Callable[[int], int] | None, loss_from: int | None
+):
     """Every check of a stateful file: rows, state, coverage, manifest, loss mask.
     ``kept(steps)``: the steps of a part written (None: some prefix, as --remainder drop
     leaves with the lengths --jitter draws)."""
@@ -581,7 +593,8 @@ def segments_of(case: Case) -> list[tuple[int, int, int]]:
     found = []
     for i, n in enumerate(case.usable):
         ends = [t for t in range(n) if case.boundaries[i][t] or t == n - 1]
-        found += [(i, a, b - a) for a, b in zip([0] + [e + 1 for e in ends], [e + 1 for e in ends])]
+        starts = [0, *(e + 1 for e in ends)][: len(ends)]
+        found += [(i, a, e + 1 - a) for a, e in zip(starts, ends, strict=True)]
     return found
 
 
@@ -629,7 +642,7 @@ def test_stateless_layouts(case, data):
         kept = (lambda n: n) if remainder == "pad" else (lambda n: n // stride * stride)
         loss_from, side = window - stride, "window"
     else:
-        case.fmt = "csv"
+        case.fmt, case.lengths = "csv", [max(n, 1) for n in case.lengths]  # no empty rows
         rng = np.random.default_rng(draw(st.integers(0, 2**16)))
         case.boundaries = [(rng.random(n) < 0.3).astype(int).tolist() for n in case.lengths]
         segments = np.array([n for *_, n in segments_of(case)])
@@ -651,20 +664,29 @@ def test_stateless_layouts(case, data):
             "post": lambda first, *_: first == 0,
             "pre": lambda first, last, *_: last == window - 1,
             # windows end at stride, 2 stride, ...: padded before step 0 or after the last
-            "window": lambda first, last, offset, n: (offset - first + window) % stride == 0
-            and (first == 0 or offset == 0)
-            and (last == window - 1 or offset + last - first + 1 == n),
+            "window": lambda first, last, offset, n: (
+                (offset - first + window) % stride == 0
+                and (first == 0 or offset == 0)
+                and (last == window - 1 or offset + last - first + 1 == n)
+            ),
         }
         check_rows(w, leads[side])
         check_manifest(w, stateful=False)
         if command == "segments":
             real = w.f["sequence"] >= 0
-            found = zip(np.array(w.ids)[w.f["sequence"][real]], w.f["offset"][real], w.f["length"][real])
-            assert Counter(map(tuple, np.array(list(found)).tolist())) == rows
+            ids = np.array(w.ids)[w.f["sequence"][real]]
+            found = zip(
+                ids.tolist(), *(w.f[k][real].tolist() for k in ("offset", "length")), strict=True
+            )
+            assert Counter(found) == rows
             expected = {(i, a + t) for (i, a, n) in rows for t in range(n)}
             check_coverage(w, expected)
             report = w.doc["segments"]
-            assert (report["count"], report["rows"], report["window"]) == (len(segments), real.sum(), window)
+            assert (report["count"], report["rows"], report["window"]) == (
+                len(segments),
+                real.sum(),
+                window,
+            )
         elif loss_from is not None:
             check_loss_mask(w, loss_from)
             check_coverage(w, prefixes(w, kept), w.f["loss_mask"].astype(bool))
