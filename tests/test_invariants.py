@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import re
 import tempfile
 from collections import Counter
@@ -34,7 +35,7 @@ from tbptt_cli.cli import run_main
 
 CODE = 1000  # feature a = CODE * sequence + step
 SETTINGS = settings(
-    max_examples=int(__import__("os").environ.get("INV_EXAMPLES", 120)),
+    max_examples=int(os.environ.get("TBPTT_INVARIANT_EXAMPLES", 120)),  # more to hunt
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
 )
