@@ -248,6 +248,8 @@ def plan_targets(
         "samples": val_target.plan.samples,
     }
     val_target.extra["val"] = {"of": str(output), "by": params.val_by, "fraction": fraction}
+    if params.val_by == "time":  # the file's offsets count from the held-out part's start
+        val_target.extra["val"]["first_step"] = train.lengths.tolist()
     return [train_target, val_target]
 
 

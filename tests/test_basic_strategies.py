@@ -177,6 +177,13 @@ def test_validation_split(tmp_path, tbptt, by):
             assert not set(manifest["sequences"]["id"]) & set(val["sequences"]["id"])
         else:
             assert val_steps == 200 and g["offset"][:].min() == 0
+            # Each row's steps in its input sequence: first_step[sequence] + offset.
+            assert val["val"]["first_step"] == [80] * 10
+            sequence, offset = g["sequence"][:], g["offset"][:]
+            rows = sequence >= 0
+            first = np.array(val["val"]["first_step"])[sequence[rows]] + offset[rows]
+            expected = sequence[rows] * 100 + first  # in.npy's value at (sequence, step)
+            assert (g["X"][:, 0, 0][rows] == expected).all()
             train_x = f["X"][:, :, 0][f["mask"][:] == 1]
             val_x = g["X"][:, :, 0][g["mask"][:] == 1]
             assert (train_x % 100 < 80).all() and (val_x % 100 >= 80).all()
