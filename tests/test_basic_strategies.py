@@ -52,6 +52,19 @@ def test_asis_of_empty_sequences_is_refused_as_data(tmp_path, tbptt, pad_to):
     )
 
 
+def test_asis_says_which_rows_are_padding_alone(tmp_path, tbptt):
+    """A sequence left with no step (here by --target next) keeps its row, so that sample
+    i is sequence i, and the run says that row holds nothing."""
+    np.savez(tmp_path / "in.npz", values=np.arange(6.0)[:, None], lengths=[3, 1, 2])
+    result = tbptt("asis", tmp_path / "in.npz", "--target", "next", "-o", tmp_path / "o.h5")
+    assert result.code == 0, result.stderr
+    assert "warning: 1 sequence(s) have no steps once --target next takes 1 off each: each " \
+        "is a row of padding alone (mask 0)" in result.stderr
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert f["mask"][:].sum(axis=1).tolist() == [2, 0, 1]
+        assert f["sequence"][:].tolist() == [0, 1, 2]
+
+
 def test_asis_warns_beyond_400_steps():
     plan = plan_asis(ragged([401]), AsisParams())
     assert "longer than 400 steps" in plan.warnings[0] and "tbptt split" in plan.warnings[0]

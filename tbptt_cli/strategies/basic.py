@@ -17,8 +17,8 @@ PRACTICAL_WINDOW = 400
 def plan_asis(data: SequenceSet, params: AsisParams) -> Plan:
     """One sample per sequence, padded and masked to one window."""
     lengths = data.lengths
+    cut = f" once --target next takes {data.target_shift} off each" if data.target_shift else ""
     if data.steps == 0:  # rows of padding alone would say nothing about the input
-        cut = f" once --target next takes {data.target_shift} off each" if data.target_shift else ""
         raise InputDataError(f"the input has no steps to write: every sequence is empty{cut}")
     longest = int(lengths.max(initial=0))
     window = longest if params.pad_to is None else params.pad_to
@@ -34,6 +34,12 @@ def plan_asis(data: SequenceSet, params: AsisParams) -> Plan:
     kept = np.minimum(lengths, window)
     lead = (window - kept) if params.pad_side == "pre" else np.zeros_like(kept)
     warnings = []
+    empty = int(np.count_nonzero(lengths == 0))
+    if empty:  # kept, so that sample i stays sequence i, but a row of padding says nothing
+        warnings.append(
+            f"{empty} sequence(s) have no steps{cut}: each is a row of padding alone "
+            "(mask 0)"
+        )
     if window > PRACTICAL_WINDOW:
         warnings.append(
             f"window {window} is longer than {PRACTICAL_WINDOW} steps, beyond which TBPTT "
