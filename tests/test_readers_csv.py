@@ -368,3 +368,16 @@ def test_empty_header_cells_are_named_by_their_place(tmp_path: Path, layout: str
     )
     data = read(tmp_path, "a;;;d\n1;;5;2\n3;;6;4\n", delimiter=";", features=features)
     assert data.values.tolist() == [[1, 5], [3, 6]]
+
+
+@pytest.mark.parametrize("rows", [2, 40_000])  # the bad cell inside the sample, and past it
+def test_a_bad_cell_in_a_true_false_column_is_named(tmp_path: Path, rows: int) -> None:
+    # R writes logicals as TRUE/FALSE; a column of them named in --features reads as 1 and
+    # 0, and a cell that is neither was reported as the first TRUE "is not a number".
+    cells = "".join(f"{i},{'TRUE' if i % 2 else 'FALSE'}\n" for i in range(rows))
+    text = "a,flag\n" + cells + f"{rows},maybe\n"
+    assert fails(tmp_path, text, features=("a", "flag")) == (
+        f"data.csv:{rows + 2}:2: 'maybe' is not true or false (column 'flag', read as 1 and 0)"
+    )
+    data = read(tmp_path, "a,flag\n" + cells, features=("a", "flag"))
+    assert data.values[:, 1].tolist() == [i % 2 for i in range(rows)]

@@ -239,13 +239,28 @@ class CsvSource(Source):
 
         return pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True)
 
+    def booleans(self, roles: Roles) -> set[str]:
+        """The value columns that are true/false (R's TRUE/FALSE), read as 0 and 1 by the
+        core: as pyarrow typed the sample, or text that starts with a true/false word (a
+        bad cell among the first rows, found and named by the walker)."""
+        import pyarrow as pa
+
+        def true_false(name: str) -> bool:
+            column = self.sample_table.column(name)
+            if pa.types.is_boolean(column.type):
+                return True
+            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+                return False
+            first = next((v for v in column.slice(0, 100).to_pylist() if v is not None), "")
+            return first in delimited.TRUE_FALSE - {"0", "1"}
+
+        return {name for name in roles.floats if name in self.raw and true_false(name)}
+
     def column_types(self, roles: Roles, time_kind: str | None) -> dict[str, Any]:
         import pyarrow as pa
 
         types: dict[str, Any] = dict.fromkeys(roles.floats, pa.float64())
-        for name in roles.floats:  # true/false (R's TRUE/FALSE): read as 0 and 1 by the core
-            if name in self.raw and pa.types.is_boolean(self.sample_table.column(name).type):
-                types[name] = pa.bool_()
+        types.update(dict.fromkeys(self.booleans(roles), pa.bool_()))
         if roles.id is not None:
             types[roles.id] = pa.dictionary(pa.int32(), pa.string())
         if roles.watch is not None:
@@ -365,7 +380,10 @@ class CsvSource(Source):
         gave is the last resort)."""
         try:
             with self.replay() as text:
-                delimited.scan(text, self.shown, self.delimiter, self.opts, self.roles, self.kind)
+                delimited.scan(
+                    text, self.shown, self.delimiter, self.opts, self.roles, self.kind,
+                    self.booleans(self.roles),
+                )
         except InputDataError as error:
             return error
         return InputDataError(f"{self.shown}: {reason}; check the file's format and --delimiter")

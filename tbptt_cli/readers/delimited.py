@@ -13,7 +13,7 @@ import csv
 import io
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -185,8 +185,10 @@ def scan(
     opts: InputOptions,
     roles: Roles,
     time_kind: str | None,
+    booleans: Collection[str] = (),
 ) -> None:
-    """Raise for the first problem in file order, as pyarrow and the core would see it."""
+    """Raise for the first problem in file order, as pyarrow and the core would see it;
+    ``booleans`` are the value columns read as true/false."""
     walk = Walk(stream, path, delimiter, opts.no_header)
     names = walk.names
     index = {name: i for i, name in enumerate(names)}
@@ -212,6 +214,13 @@ def scan(
                     what = "empty cell" if text == "" else f"non-finite value '{text}'"
                     raise InputDataError(f"{where}: {what} in column '{name}'; {NAN_FIX}")
                 continue
+            if name in booleans:
+                if text not in TRUE_FALSE:
+                    raise InputDataError(
+                        f"{where}: '{text}' is not true or false (column '{name}', read as 1 "
+                        "and 0)"
+                    )
+                continue
             try:
                 value = number(text, opts.decimal)
             except ValueError:
@@ -222,6 +231,10 @@ def scan(
                 raise InputDataError(
                     f"{where}: non-finite value '{text}' in column '{name}'; {NAN_FIX}"
                 )
+
+
+# What pyarrow's CSV reader takes for true and false (its defaults).
+TRUE_FALSE = frozenset({"1", "True", "TRUE", "true", "0", "False", "FALSE", "false"})
 
 
 def number(text: str, decimal: str = ".") -> float:
