@@ -91,25 +91,30 @@ def test_ragged_walks_get_a_batch_larger_than_one_in_blocks():
     assert 1 - (-(-lengths // 50)).sum() / (7 * spans.sum()) > 0.3
 
 
+SHORT = ("one sequence of 10 chunks fills one row, too few for --streams auto (8 or more chunks "
+         "per stream); pass --streams S (up to 10) or a shorter --length")
+
+
 @pytest.mark.parametrize(
-    ("streams", "cure"),
+    ("steps", "streams", "cure"),
     [
-        ("auto", "one sequence of 10 chunks fills one row, and --streams auto keeps 8 or more "
-                 "chunks per stream; pass --streams S (up to 10) or a shorter --length"),
-        ("1", "one sequence fills one row; --streams auto cuts it into parallel streams"),
+        (100, "auto", SHORT),
+        (100, "1", SHORT),
+        (400, "1", "one sequence fills one row; --streams auto cuts it into parallel streams"),
     ],
 )
-def test_one_short_series_is_told_how_to_get_a_batch(streams, cure):
+def test_one_series_is_told_how_to_get_a_batch(steps, streams, cure):
     # 10 chunks: --streams auto will not make streams of fewer than 8, so it keeps one;
-    # telling that user to pass --streams auto again (or "more --streams") leads nowhere.
-    chosen = plan(np.array([100]), 10, "auto", streams=streams)
+    # telling that user to pass --streams auto (again, or "more --streams") leads nowhere.
+    chosen = plan(np.array([steps]), 10, "auto", streams=streams)
     assert chosen.batch_size == 1 and chosen.streams == 1
     assert chosen.warnings == (
         "--batch-size auto chose 1: every larger batch needs more than 10% filler rows "
         f"(--max-filler); {cure}",
     )
-    # The cure it names works: two streams of 5 chunks make a batch of 2.
-    assert plan(np.array([100]), 10, "auto", streams=2).batch_size == 2
+    # The cure it names works: streams of the series make a batch larger than 1.
+    cured = {"streams": "2"} if cure == SHORT else {"streams": "auto"}
+    assert plan(np.array([steps]), 10, "auto", **cured).batch_size > 1
 
 
 def write(tmp_path: Path, lengths: np.ndarray, *options: object) -> tuple[Path, Path]:

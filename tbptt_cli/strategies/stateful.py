@@ -224,14 +224,16 @@ def batch_cures(
     sequence's)."""
     streams = requested == 1 and params.order == "interleaved"
     if len(pieces) <= choice.ranks:  # one piece per rank: only parallel streams help
-        if streams:
-            return "one sequence fills one row; --streams auto cuts it into parallel streams"
-        if requested is None:  # auto found the sequence too short to share out
+        # --streams auto keeps MIN_STREAM_CHUNKS chunks per stream: too short for it, or
+        # it was given and found none, only a --streams S of the user's makes a batch.
+        if requested is None or (streams and chunks < 2 * MIN_STREAM_CHUNKS):
             return (
-                f"one sequence of {chunks} chunks fills one row, and --streams auto keeps "
-                f"{MIN_STREAM_CHUNKS} or more chunks per stream; pass --streams S (up to "
+                f"one sequence of {chunks} chunks fills one row, too few for --streams auto "
+                f"({MIN_STREAM_CHUNKS} or more chunks per stream); pass --streams S (up to "
                 f"{chunks}) or a shorter --length"
             )
+        if streams:
+            return "one sequence fills one row; --streams auto cuts it into parallel streams"
         return "one sequence fills one row; pass more --streams"
     cures = ["pass --batch-size B", "a larger --max-filler"]
     if params.packing == "block":
