@@ -53,6 +53,7 @@ class Correlogram:
     analysis: acf.Analysis | None
     choices: tuple[RuleChoice, ...]
     problem: str = ""  # why there is no correlogram (a constant feature, NaN ...)
+    warnings: tuple[str, ...] = ()  # what the analyses said (a trend: first differences)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def correlogram(
     further), so a rule may need an analysis of its own. ``known`` is the analysis a run
     already made for its rule (``params.rule``), not redone. A failed analysis becomes text."""
     analyses: dict[int, acf.Analysis] = {}  # by the lags asked for
+    said: dict[str, None] = {}  # the analyses' warnings, each once, in order
     if known is not None:
         analyses[acf.resolve_max_lag(params.max_lag, data.lengths, params.rule)[0]] = known
     choices = []
@@ -101,12 +103,13 @@ def correlogram(
         wanted = acf.resolve_max_lag(params.max_lag, data.lengths, rule)[0]
         if wanted not in analyses:
             try:
-                analyses[wanted], _ = acf.analyse(data, replace(params, rule=rule))
+                analyses[wanted], warnings = acf.analyse(data, replace(params, rule=rule))
             except InputDataError as e:
                 return Correlogram(None, (), str(e))
+            said |= dict.fromkeys(warnings)
         choices.append(rule_choice(rule, analyses[wanted], params))
     widest = max(analyses.values(), key=lambda a: a.max_lag)
-    return Correlogram(widest, tuple(choices))
+    return Correlogram(widest, tuple(choices), warnings=tuple(said))
 
 
 def analysis_of(section: dict[str, object]) -> acf.Analysis:
