@@ -219,6 +219,9 @@ def commands(
             i for i, k in enumerate(padding.lengths) if GRID_FALLBACK[0] <= k <= GRID_FALLBACK[1]
         ]
         rows = rows or list(range(len(padding.lengths)))
+    if len(rows) == 1 and len(padding.lengths) > 1:  # grid compare needs two lengths:
+        one = rows[0]  # add the next candidate, longer if there is one
+        rows = sorted([one, one + 1 if one + 1 < len(padding.lengths) else one - 1])
     lengths = ",".join(str(padding.lengths[i]) for i in rows)
     words = ["tbptt", "grid", *reading, "--lengths", lengths, *layout_flags(padding.best(rows))]
     found.append(

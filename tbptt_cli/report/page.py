@@ -202,10 +202,7 @@ def build(
     if run is not None:
         body += run_section(run)
     marks = [(f"chunk {m.length}", m.length) for m in (run.marked if run else [])][:4]
-    body += [
-        "<h2>Sequence lengths</h2>",
-        figure("lengths", plots.lengths_histogram(data.lengths, marks)),
-    ]
+    body += lengths_section(data, marks)
     body += correlogram_section(gram, run.chosen if run else None)
     body += padding_section(padding, best, run.marked if run else [])
     found = facts.commands(options, params, gram, padding)
@@ -246,6 +243,21 @@ def describe(data: SequenceSet) -> str:
         f"{data.count} sequence(s), {stats['total']} steps (min {stats['min']}, median "
         f"{stats['median']}, max {stats['max']}); features {', '.join(data.feature_names)}"
     )
+
+
+def lengths_section(data: SequenceSet, marks: list[tuple[str, int]]) -> list[str]:
+    """A histogram of the lengths, or a sentence when they are all one length (a histogram
+    of one bar says less than its number)."""
+    heading = "<h2>Sequence lengths</h2>"
+    if data.count and data.lengths.min() == data.lengths.max():
+        length = int(data.lengths[0])
+        what = (
+            f"One sequence of {length} steps."
+            if data.count == 1
+            else f"All {data.count} sequences have {length} steps."
+        )
+        return [heading, f'<p class="lengths">{what}</p>']
+    return [heading, figure("lengths", plots.lengths_histogram(data.lengths, marks))]
 
 
 def correlogram_section(gram: facts.Correlogram, chosen: facts.RuleChoice | None) -> list[str]:
