@@ -132,25 +132,31 @@ def rule_choice(rule: str, a: acf.Analysis, params: DomainAcfParams) -> RuleChoi
         lag = acf.choose_lag(rule, a)
     except InputDataError as e:
         return RuleChoice(rule, None, None, str(e), a.max_lag)
-    return RuleChoice(rule, lag, acf.chunk_length(lag, params), why(rule, a, lag), a.max_lag)
+    return RuleChoice(rule, lag, acf.chunk_length(lag, params), why(rule, a, lag, params.alpha), a.max_lag)
 
 
-def why(rule: str, a: acf.Analysis, lag: int) -> str:
+def why(rule: str, a: acf.Analysis, lag: int, alpha: float) -> str:
     """The rule's reason for its lag, in the numbers of this correlogram."""
     band = f"the band +-{a.band:.4f}"
     if rule == "pacf":
+        # White noise puts a share alpha of the lags outside the band: the count says
+        # whether the lag stands out or is one of those (random walks' differences).
         outside = int(np.count_nonzero(np.abs(a.pacf[1:]) > a.band))
         return (
             f"the largest lag up to {a.max_lag} whose PACF ({a.pacf[lag]:+.3f}) is outside "
-            f"{band}; {outside} of the {a.max_lag} lags are"
+            f"{band}; {outside} of the {a.max_lag} lags are (white noise: about "
+            f"{alpha * a.max_lag:.1f})"
         )
     if rule == "acf":
         earlier = f"lags 1 to {lag - 1} are all outside it" if lag > 1 else "already at lag 1"
         return f"the first lag whose ACF ({a.acf[lag]:+.3f}) falls inside {band}; {earlier}"
     crossing = int(acf.zero_crossings(a.acf, bool(a.difference))[0])
+    # The rule ranks peaks of the smoothed ACF: say that value, since the raw one at the lag
+    # may be lower than its neighbours' (weekly CO2: +0.262 at 52, +0.319 at 53).
     return (
-        f"the highest significant ACF peak ({a.acf[lag]:+.3f}) after the ACF first "
-        f"crosses zero at lag {crossing}"
+        f"the highest significant ACF peak after the ACF first crosses zero at lag "
+        f"{crossing}: {acf.smoothed(a.acf)[lag]:+.3f} on the ACF averaged over lags "
+        f"k +- k/{acf.SMOOTH} ({a.acf[lag]:+.3f} at lag {lag} alone)"
     )
 
 

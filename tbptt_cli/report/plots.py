@@ -112,7 +112,7 @@ def correlogram(a: Analysis, choices: Sequence[RuleChoice], chosen: int | None) 
             ax.vlines(lags, 0, values[1:], colors=colours, linewidth=1.5)
             ax.scatter(lags, values[1:], c=colours, s=10, zorder=3)
             ax.set_ylabel(name)
-            ax.set_ylim(min(-0.25, float(values[1:].min(initial=0)) - 0.05), 1.05)
+            ax.set_ylim(*value_range(values[1:], a.band))
             for choice in choices:
                 if choice.lag is not None:
                     colour = RULE_COLOURS[choice.rule]
@@ -148,6 +148,15 @@ def correlogram(a: Analysis, choices: Sequence[RuleChoice], chosen: int | None) 
         )
         axes[1, 0].set_xlabel("lag (steps)")
         return svg(fig)
+
+
+def value_range(values: np.ndarray, band: float) -> tuple[float, float]:
+    """The values and the band, with room above for the lag labels, up to 1: a fixed
+    -0.25..1 squashed a white-noise correlogram (all within +-0.03) into a flat line."""
+    low = min(float(values.min(initial=0)), -band)
+    high = max(float(values.max(initial=0)), band)
+    span = high - low
+    return low - 0.08 * span, min(high + 0.3 * span, 1.05)
 
 
 def padding_heatmap(
