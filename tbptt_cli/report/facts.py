@@ -132,7 +132,9 @@ def rule_choice(rule: str, a: acf.Analysis, params: DomainAcfParams) -> RuleChoi
         lag = acf.choose_lag(rule, a)
     except InputDataError as e:
         return RuleChoice(rule, None, None, str(e), a.max_lag)
-    return RuleChoice(rule, lag, acf.chunk_length(lag, params), why(rule, a, lag, params.alpha), a.max_lag)
+    return RuleChoice(
+        rule, lag, acf.chunk_length(lag, params), why(rule, a, lag, params.alpha), a.max_lag
+    )
 
 
 def why(rule: str, a: acf.Analysis, lag: int, alpha: float) -> str:
