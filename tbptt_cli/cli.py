@@ -565,6 +565,8 @@ def report_command(
     settings = ReportOptions(**flag_values("report", ReportOptions, options))
     summary = input_report(reading, settings, output_path, no_clobber, wait)
     if not quiet:
+        for warning in summary["warnings"]:
+            click.echo(f"{label('warning')} {warning}", err=True)
         lags = ", ".join(f"{r} {v['lag'] or 'none'}" for r, v in summary["rules"].items())
         click.echo(f"wrote {output_path} (lags by rule: {lags or 'no correlogram'})", err=True)
     if as_json:

@@ -108,7 +108,8 @@ def execute(config: Config, run: RunOptions) -> dict[str, Any]:
                     materialize.check_fits(target.plan, target.data, np.dtype(config.output.dtype))
         else:
             files = [(t.path.name, t.plan) for t in targets]  # the validation file too
-            pages = _report_pages(config, targets[0].data, files)
+            warned = [*source.warnings, *(w for t in targets for w in _plan_warnings(t))]
+            pages = _report_pages(config, targets[0].data, files, warned)
             with _timed(timings, "write"):
                 write_targets(
                     targets,
@@ -410,14 +411,14 @@ def check_run_report(config: Config, outputs: list[Path]) -> None:
 
 
 def _report_pages(
-    config: Config, data: SequenceSet, files: list[tuple[str, Plan]]
+    config: Config, data: SequenceSet, files: list[tuple[str, Plan]], warnings: list[str]
 ) -> list[tuple[Path, str]]:
     """The ``--report`` page, drawn before anything is written (a drawing error aborts)."""
     if config.output.report is None:
         return []
     from tbptt_cli.report.page import run_report
 
-    return [run_report(config, data, files)]
+    return [run_report(config, data, files, warnings)]
 
 
 def _report_key(config: Config) -> dict[str, str]:

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent
 STATSMODELS = Path(__import__("statsmodels").__file__).parent / "datasets"
 RED = np.array([214, 39, 40])  # matplotlib's tab:red, the chosen lag's line
+ORANGE = np.array([255, 127, 14])  # tab:orange, the best length's box
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,9 @@ def test_the_input_report_on_real_sunspots(tmp_path: Path, tbptt) -> None:
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["rules"]["season"]["lag"] in (10, 11)
     shown = render(page, tmp_path / "sunspots.png")
-    assert sorted(shown.plots) == ["plot-acf", "plot-lengths", "plot-padding"]
+    # One sequence: its length is a sentence, not a histogram of one bar.
+    assert sorted(shown.plots) == ["plot-acf", "plot-padding"]
+    assert "One sequence of 309 steps." in shown.text
     for name in shown.plots:
         assert_drawn(shown.plot(name), name)
     assert "domain acf would choose lag" in shown.text
@@ -96,3 +99,9 @@ def test_compare_page(tmp_path: Path, tbptt) -> None:
     assert list(shown.plots) == ["plot-scores"]
     assert_drawn(shown.plot("plot-scores"), "plot-scores")
     assert result.stdout.strip() in shown.text
+    # The best length's box is orange, and its median a dark line across it.
+    scores = shown.plot("plot-scores").astype(int)
+    rows, columns = np.nonzero(np.abs(scores - ORANGE).sum(axis=2) < 40)
+    box = scores[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+    dark_rows = (box.sum(axis=2) < 150).mean(axis=1)
+    assert dark_rows[3:-3].max() > 0.8  # a line across the box, not its outline

@@ -53,6 +53,7 @@ class Correlogram:
     analysis: acf.Analysis | None
     choices: tuple[RuleChoice, ...]
     problem: str = ""  # why there is no correlogram (a constant feature, NaN ...)
+    warnings: tuple[str, ...] = ()  # what the analyses said (a trend: first differences)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def correlogram(
     further), so a rule may need an analysis of its own. ``known`` is the analysis a run
     already made for its rule (``params.rule``), not redone. A failed analysis becomes text."""
     analyses: dict[int, acf.Analysis] = {}  # by the lags asked for
+    said: dict[str, None] = {}  # the analyses' warnings, each once, in order
     if known is not None:
         analyses[acf.resolve_max_lag(params.max_lag, data.lengths, params.rule)[0]] = known
     choices = []
@@ -101,12 +103,13 @@ def correlogram(
         wanted = acf.resolve_max_lag(params.max_lag, data.lengths, rule)[0]
         if wanted not in analyses:
             try:
-                analyses[wanted], _ = acf.analyse(data, replace(params, rule=rule))
+                analyses[wanted], warnings = acf.analyse(data, replace(params, rule=rule))
             except InputDataError as e:
                 return Correlogram(None, (), str(e))
+            said |= dict.fromkeys(warnings)
         choices.append(rule_choice(rule, analyses[wanted], params))
     widest = max(analyses.values(), key=lambda a: a.max_lag)
-    return Correlogram(widest, tuple(choices))
+    return Correlogram(widest, tuple(choices), warnings=tuple(said))
 
 
 def analysis_of(section: dict[str, object]) -> acf.Analysis:
@@ -129,25 +132,33 @@ def rule_choice(rule: str, a: acf.Analysis, params: DomainAcfParams) -> RuleChoi
         lag = acf.choose_lag(rule, a)
     except InputDataError as e:
         return RuleChoice(rule, None, None, str(e), a.max_lag)
-    return RuleChoice(rule, lag, acf.chunk_length(lag, params), why(rule, a, lag), a.max_lag)
+    return RuleChoice(
+        rule, lag, acf.chunk_length(lag, params), why(rule, a, lag, params.alpha), a.max_lag
+    )
 
 
-def why(rule: str, a: acf.Analysis, lag: int) -> str:
+def why(rule: str, a: acf.Analysis, lag: int, alpha: float) -> str:
     """The rule's reason for its lag, in the numbers of this correlogram."""
     band = f"the band +-{a.band:.4f}"
     if rule == "pacf":
+        # White noise puts a share alpha of the lags outside the band: the count says
+        # whether the lag stands out or is one of those (random walks' differences).
         outside = int(np.count_nonzero(np.abs(a.pacf[1:]) > a.band))
         return (
             f"the largest lag up to {a.max_lag} whose PACF ({a.pacf[lag]:+.3f}) is outside "
-            f"{band}; {outside} of the {a.max_lag} lags are"
+            f"{band}; {outside} of the {a.max_lag} lags are (white noise: about "
+            f"{alpha * a.max_lag:.1f})"
         )
     if rule == "acf":
         earlier = f"lags 1 to {lag - 1} are all outside it" if lag > 1 else "already at lag 1"
         return f"the first lag whose ACF ({a.acf[lag]:+.3f}) falls inside {band}; {earlier}"
     crossing = int(acf.zero_crossings(a.acf, bool(a.difference))[0])
+    # The rule ranks peaks of the smoothed ACF: say that value, since the raw one at the lag
+    # may be lower than its neighbours' (weekly CO2: +0.262 at 52, +0.319 at 53).
     return (
-        f"the highest significant ACF peak ({a.acf[lag]:+.3f}) after the ACF first "
-        f"crosses zero at lag {crossing}"
+        f"the highest significant ACF peak after the ACF first crosses zero at lag "
+        f"{crossing}: {acf.smoothed(a.acf)[lag]:+.3f} on the ACF averaged over lags "
+        f"k +- k/{acf.SMOOTH} ({a.acf[lag]:+.3f} at lag {lag} alone)"
     )
 
 
@@ -216,6 +227,9 @@ def commands(
             i for i, k in enumerate(padding.lengths) if GRID_FALLBACK[0] <= k <= GRID_FALLBACK[1]
         ]
         rows = rows or list(range(len(padding.lengths)))
+    if len(rows) == 1 and len(padding.lengths) > 1:  # grid compare needs two lengths:
+        one = rows[0]  # add the next candidate, longer if there is one
+        rows = sorted([one, one + 1 if one + 1 < len(padding.lengths) else one - 1])
     lengths = ",".join(str(padding.lengths[i]) for i in rows)
     words = ["tbptt", "grid", *reading, "--lengths", lengths, *layout_flags(padding.best(rows))]
     found.append(

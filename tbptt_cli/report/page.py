@@ -41,6 +41,8 @@ th { background: #f5f5f5; }
 td.text, th.text { text-align: left; }
 pre { background: #f6f8fa; padding: 6px 10px; white-space: pre-wrap; margin: 2px 0 12px; }
 pre.command span { white-space: nowrap; }
+ul.warnings { background: #fff8e1; border-left: 5px solid #f0b400; padding: 6px 12px;
+              list-style: none; }
 footer { color: #888; font-size: 12px; margin-top: 32px; }
 """
 
@@ -178,8 +180,10 @@ def build(
     gram: facts.Correlogram,
     settings: ReportOptions,
     run: RunInfo | None = None,
+    warnings: Sequence[str] = (),
 ) -> tuple[str, dict[str, Any]]:
-    """The page and its facts (what ``--json`` prints)."""
+    """The page and its facts (what ``--json`` prints); ``warnings`` are the reader's (and
+    the run's), shown with the analysis's own under the title as on stderr."""
     rule_lengths = [c.length for c in gram.choices if c.length is not None]
     if run is not None and run.grid:  # one row per length of the grid
         lengths = [plan.window for _, plan in run.files]
@@ -192,14 +196,13 @@ def build(
     padding = facts.padding_map(data, lengths, sizes)
     best = [padding.best_layout(k) for k in padding.lengths]
     title = f"tbptt report: {options.path}"
+    said = list(dict.fromkeys([*warnings, *gram.warnings]))
     body = [f"<h1>{escape(title)}</h1>", f"<p class=meta>{escape(describe(data))}</p>"]
+    body += warning_list(said)
     if run is not None:
         body += run_section(run)
     marks = [(f"chunk {m.length}", m.length) for m in (run.marked if run else [])][:4]
-    body += [
-        "<h2>Sequence lengths</h2>",
-        figure("lengths", plots.lengths_histogram(data.lengths, marks)),
-    ]
+    body += lengths_section(data, marks)
     body += correlogram_section(gram, run.chosen if run else None)
     body += padding_section(padding, best, run.marked if run else [])
     found = facts.commands(options, params, gram, padding)
@@ -219,8 +222,17 @@ def build(
         "batch_sizes": padding.batch_sizes,
         "best": [vars(b) for b in best],
         "commands": [line for _, line in found],
+        "warnings": said,
     }
     return document(title, body), summary
+
+
+def warning_list(warnings: Sequence[str]) -> list[str]:
+    """What reading and analysing the input left out or changed, before any number of it."""
+    if not warnings:
+        return []
+    items = "".join(f"<li><b>warning:</b> {escape(w)}</li>" for w in warnings)
+    return [f'<ul class="warnings">{items}</ul>']
 
 
 def describe(data: SequenceSet) -> str:
@@ -231,6 +243,21 @@ def describe(data: SequenceSet) -> str:
         f"{data.count} sequence(s), {stats['total']} steps (min {stats['min']}, median "
         f"{stats['median']}, max {stats['max']}); features {', '.join(data.feature_names)}"
     )
+
+
+def lengths_section(data: SequenceSet, marks: list[tuple[str, int]]) -> list[str]:
+    """A histogram of the lengths, or a sentence when they are all one length (a histogram
+    of one bar says less than its number)."""
+    heading = "<h2>Sequence lengths</h2>"
+    if data.count and data.lengths.min() == data.lengths.max():
+        length = int(data.lengths[0])
+        what = (
+            f"One sequence of {length} steps."
+            if data.count == 1
+            else f"All {data.count} sequences have {length} steps."
+        )
+        return [heading, f'<p class="lengths">{what}</p>']
+    return [heading, figure("lengths", plots.lengths_histogram(data.lengths, marks))]
 
 
 def correlogram_section(gram: facts.Correlogram, chosen: facts.RuleChoice | None) -> list[str]:
@@ -299,9 +326,9 @@ def input_report(
         feature=settings.feature, max_lag=settings.max_lag, alpha=settings.alpha
     )
     with atomic.signals_raise():
-        data, _ = read_input(options, spill_dir=path.parent)
+        data, source = read_input(options, spill_dir=path.parent)
         gram = facts.correlogram(data, params)
-        page, summary = build(data, options, params, gram, settings)
+        page, summary = build(data, options, params, gram, settings, None, source.warnings)
         write_html(path, page, no_clobber, wait)
     return {"output": output, **summary}
 
@@ -313,15 +340,16 @@ def settings_of(config: Config) -> tuple[DomainAcfParams, ReportOptions]:
 
 
 def run_report(
-    config: Config, data: SequenceSet, files: list[tuple[str, Plan]]
+    config: Config, data: SequenceSet, files: list[tuple[str, Plan]], warnings: Sequence[str]
 ) -> tuple[Path, str]:
-    """``--report PATH.html`` of a run: the input's page with what the run wrote."""
+    """``--report PATH.html`` of a run: the input's page with what the run wrote and the
+    run's ``warnings``."""
     params, settings = settings_of(config)
     first = files[0][1]
     known = first.report.get("analysis")
     gram = facts.correlogram(data, params, facts.analysis_of(known) if known else None)
     run = RunInfo.of(config, files, data.features)
-    page, _ = build(data, config.input, params, gram, settings, run)
+    page, _ = build(data, config.input, params, gram, settings, run, warnings)
     return Path(str(config.output.report)), page
 
 

@@ -73,18 +73,16 @@ def svg(fig: Any) -> str:
 
 
 def lengths_histogram(lengths: np.ndarray, marks: Sequence[tuple[str, int]] = ()) -> str:
-    """How many sequences have how many steps; ``marks`` are chunk lengths drawn as lines."""
+    """How many sequences have how many steps (of more than one length); ``marks`` are
+    chunk lengths drawn as lines."""
     from matplotlib.ticker import MaxNLocator
 
     lengths = np.asarray(lengths)
     with figure(2.6) as (fig, axes):
         ax = axes[0, 0]
         low, high = int(lengths.min(initial=0)), int(lengths.max(initial=0))
-        if low == high:
-            ax.bar([low], [len(lengths)], width=max(1.0, 0.02 * max(low, 1)), color="tab:blue")
-        else:
-            bins = min(50, high - low + 1)
-            ax.hist(lengths, bins=bins, range=(low - 0.5, high + 0.5), color="tab:blue")
+        bins = min(50, high - low + 1)
+        ax.hist(lengths, bins=bins, range=(low - 0.5, high + 0.5), color="tab:blue")
         for row, (label, length) in enumerate(marks):
             ax.axvline(length, color=CHOSEN, linestyle="--", linewidth=1.2)
             ax.annotate(
@@ -114,7 +112,7 @@ def correlogram(a: Analysis, choices: Sequence[RuleChoice], chosen: int | None) 
             ax.vlines(lags, 0, values[1:], colors=colours, linewidth=1.5)
             ax.scatter(lags, values[1:], c=colours, s=10, zorder=3)
             ax.set_ylabel(name)
-            ax.set_ylim(min(-0.25, float(values[1:].min(initial=0)) - 0.05), 1.05)
+            ax.set_ylim(*value_range(values[1:], a.band))
             for choice in choices:
                 if choice.lag is not None:
                     colour = RULE_COLOURS[choice.rule]
@@ -152,11 +150,22 @@ def correlogram(a: Analysis, choices: Sequence[RuleChoice], chosen: int | None) 
         return svg(fig)
 
 
+def value_range(values: np.ndarray, band: float) -> tuple[float, float]:
+    """The values and the band, with room above for the lag labels, up to 1: a fixed
+    -0.25..1 squashed a white-noise correlogram (all within +-0.03) into a flat line."""
+    low = min(float(values.min(initial=0)), -band)
+    high = max(float(values.max(initial=0)), band)
+    span = high - low
+    return low - 0.08 * span, min(high + 0.3 * span, 1.05)
+
+
 def padding_heatmap(
     padding: PaddingMap, best: Sequence[Layout], marked: Sequence[Layout] = ()
 ) -> str:
     """Padded share of X over lengths x batch sizes, one panel per packing; a star on
     each length's best layout, a black box around ``marked`` (this output's layouts)."""
+    from matplotlib.ticker import PercentFormatter
+
     rows, columns = len(padding.lengths), len(padding.batch_sizes)
     height = min(9.0, 1.3 + 0.28 * rows)
     top = max(float(padding.padded.max(initial=0)), 0.05)
@@ -190,7 +199,9 @@ def padding_heatmap(
                     ax.plot(j + 0.32, i - 0.22, marker="*", color="tab:blue", markersize=7)
         axes[0, 0].invert_yaxis()  # the shortest length on top, as in a table
         axes[0, 0].set_ylabel("chunk length")
-        colorbar = fig.colorbar(image, ax=list(axes[0]), shrink=0.9, format="{x:.0%}")
+        # Percent labels with as many decimals as the ticks need: "{x:.0%}" showed the
+        # ticks 0.025 and 0.075 as 2% and 8%.
+        colorbar = fig.colorbar(image, ax=list(axes[0]), shrink=0.9, format=PercentFormatter(1))
         colorbar.set_label("padded share of X")
         return svg(fig)
 
@@ -213,7 +224,12 @@ def score_boxes(
         ax = axes[0, 0]
         positions = np.arange(1, len(lengths) + 1)
         boxes = ax.boxplot(
-            list(scores), positions=positions, widths=0.5, patch_artist=True, showfliers=False
+            list(scores),
+            positions=positions,
+            widths=0.5,
+            patch_artist=True,
+            showfliers=False,
+            medianprops={"color": "black"},  # the default orange vanishes in the best's box
         )
         for length, patch in zip(lengths, boxes["boxes"], strict=True):
             patch.set_facecolor("tab:orange" if length == best else "0.85")
