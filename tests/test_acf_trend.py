@@ -52,7 +52,8 @@ def test_a_trending_weekly_series_finds_its_year():
     assert a["n"] == 521 and len(a["acf"]) == 134
     assert plan.warnings[0] == (
         "the ACF of 'x0' stays above 0 up to lag 52 (a trend), so the lag was chosen on its "
-        "first differences; the data written stays raw (--difference 0 analyses the series "
+        "first differences; only the analysis differences them, the values are not changed "
+        "(--difference 0 analyses the series "
         "as it is)"
     )
     assert plan.text.startswith("ACF/PACF of the first differences of 'x0': 521 steps in 1")

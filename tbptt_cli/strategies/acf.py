@@ -230,8 +230,8 @@ def analyse(data: SequenceSet, params: DomainAcfParams) -> tuple[Analysis, list[
         if params.difference == "auto":
             warnings.append(
                 f"the ACF of {name!r} stays above 0 up to lag {trend_lag} (a trend), so the lag "
-                "was chosen on its first differences; the data written stays raw "
-                "(--difference 0 analyses the series as it is)"
+                "was chosen on its first differences; only the analysis differences them, "
+                "the values are not changed (--difference 0 analyses the series as it is)"
             )
         x, lengths = differenced, shorter
         max_lag = min(max_lag, int(lengths.max()) - 1)
