@@ -254,6 +254,8 @@ class CsvSource(Source):
             first = next((v for v in column.slice(0, 100).to_pylist() if v is not None), "")
             return first in delimited.TRUE_FALSE - {"0", "1"}
 
+        if self.wide:  # a wide row's steps are numbers
+            return set()
         return {name for name in roles.floats if name in self.raw and true_false(name)}
 
     def column_types(self, roles: Roles, time_kind: str | None) -> dict[str, Any]:
