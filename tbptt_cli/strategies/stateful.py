@@ -228,9 +228,9 @@ def batch_cures(
         # it was given and found none, only a --streams S of the user's makes a batch.
         if requested is None or (streams and chunks < 2 * MIN_STREAM_CHUNKS):
             return (
-                f"one sequence of {chunks} chunks fills one row, too few for --streams auto "
-                f"({MIN_STREAM_CHUNKS} or more chunks per stream); pass --streams S (up to "
-                f"{chunks}) or a shorter --length"
+                "one sequence fills one row, too short for --streams auto "
+                f"({MIN_STREAM_CHUNKS} or more chunks per stream); pass --streams S (S <= its "
+                "chunks) or a shorter --length"
             )
         if streams:
             return "one sequence fills one row; --streams auto cuts it into parallel streams"
