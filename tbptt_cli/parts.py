@@ -105,6 +105,7 @@ class PartTask:
     layout: Layout | None  # None: NPY/NPZ
     keep: tuple[str, ...]
     spill: str
+    values_dtype: str  # a table's values, as a local run keeps them (`core.values_dtype`)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,9 @@ def _read_table(
         check_columns(source, layout)
         folder = os.path.dirname(task.spill)
         budget = parse_size(opts.memory_limit)
-        assembler = layout.assembler(opts, budget, folder, source.rows_hint(), spill_to=spill_to)
+        assembler = layout.assembler(
+            opts, budget, folder, source.rows_hint(), dtype=task.values_dtype, spill_to=spill_to
+        )
         try:
             assembler.read(source)
             rows = assembler.rows()
@@ -269,7 +272,7 @@ class Reading:
     parts: list[Part]  # absolute paths (a duplicate time is located by reading them again)
     renames: dict[str, str]  # absolute path -> as given
     spills: list[str]
-    shapes: list[tuple[int, str]]  # each spilled array: columns and dtype of a row
+    shapes: list[list[tuple[int, str]]]  # each part's spilled arrays: columns, dtype of a row
     in_order: bool  # the parts of every id follow each other in time: no sort needed
 
 
@@ -330,14 +333,15 @@ def _reopen(part: Part, opts: InputOptions) -> Source:
 
 
 def _gather(reading: Reading, array: int, pieces: Pieces) -> np.ndarray:
-    """The pieces' rows of one of the parts' spilled arrays, end to end. Read into place:
-    a memory map would take a page fault per 4 KiB, which doubled the time on a VM."""
-    width, dtype = reading.shapes[array]
-    out = np.empty((int(pieces.rows.sum()), width), dtype=dtype)
-    row_bytes = out.itemsize * width
-    if not row_bytes:
+    """The pieces' rows of one of the parts' spilled arrays, end to end, at the widest
+    dtype of the parts' (a part whose values float32 could not hold kept float64, as a
+    local read does from then on). Read into place: a memory map would take a page fault
+    per 4 KiB, which doubled the time on a VM."""
+    width = reading.shapes[0][array][0]
+    dtypes = [np.dtype(shapes[array][1]) for shapes in reading.shapes]
+    out = np.empty((int(pieces.rows.sum()), width), dtype=np.result_type(*dtypes))
+    if not width:
         return out
-    flat = out.reshape(-1).view(np.uint8)
     opened: dict[int, int] = {}
     try:
         at = 0
@@ -345,10 +349,14 @@ def _gather(reading: Reading, array: int, pieces: Pieces) -> np.ndarray:
                            strict=True):  # fmt: skip
             if p not in opened:
                 opened[p] = os.open(f"{reading.spills[p]}.{ARRAYS[array]}", os.O_RDONLY)
-            size = n * row_bytes
-            if os.preadv(opened[p], [flat[at : at + size].data], s * row_bytes) != size:
+            same = dtypes[p] == out.dtype
+            piece = out[at : at + n] if same else np.empty((n, width), dtypes[p])
+            flat = piece.reshape(-1).view(np.uint8)
+            if os.preadv(opened[p], [flat.data], s * width * dtypes[p].itemsize) != flat.size:
                 raise OSError(f"{reading.spills[p]}.{ARRAYS[array]}: shorter than expected")
-            at += size
+            if not same:
+                out[at : at + n] = piece  # exactly: every narrower value fits the wider
+            at += n
     finally:
         for fd in opened.values():
             os.close(fd)
@@ -577,7 +585,8 @@ def join(
     source = SourceInfo.of_files(shown(opts), formats, files, warnings)
     source = replace(source, time_col_hint=hint)
     renames = {part.path: scan.path for part, scan in zip(parts, scans, strict=True)}
-    reading = Reading(opts, layout, parts, renames, spills, scans[0].shapes, not overlap)
+    shapes = [s.shapes for s in scans]
+    reading = Reading(opts, layout, parts, renames, spills, shapes, not overlap)
     repairs = sum((s.repairs for s in scans), Repairs())
     missing = repairs.cells > 0
     # What needs whole sequences before the plan: rows of one id that may be out of time

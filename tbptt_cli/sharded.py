@@ -26,6 +26,7 @@ import numpy as np
 
 from tbptt_cli import atomic, hdf5, materialize, parts, scaling, shards
 from tbptt_cli.config import Config
+from tbptt_cli.core import values_dtype
 from tbptt_cli.errors import OutputError
 from tbptt_cli.params import DomainAcfParams
 from tbptt_cli.plan import Plan
@@ -97,8 +98,9 @@ class ShardedEngine:
         scratch = self._scratch(output.parent if output and output.parent.is_dir() else Path())
         here = [replace(p, path=os.path.abspath(p.path)) for p in found]  # as workers see it
         spills = [str(scratch / f"part-{i:05d}") for i in range(len(found))]
+        dtype = values_dtype(self.config)
         tasks = [
-            parts.PartTask(part, given.path, opts, layout, keep, spill)
+            parts.PartTask(part, given.path, opts, layout, keep, spill, dtype)
             for part, given, spill in zip(here, found, spills, strict=True)
         ]
         sizes = [os.path.getsize(p.path) for p in found]

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from shard_inputs import (
+    FORMATS,
     MIXED,
     InProcess,
     both_engines,
     mixed,
     rows_with,
     same_output,
+    sensor_rows,
     warnings,
 )
 
@@ -79,6 +81,62 @@ def test_the_same_errors_as_a_local_run(tbptt, in_process, change, command, mess
     assert remote.stderr == local.stderr
     left = sorted(p.name for p in (in_process / "dask").iterdir())
     assert left == ["data"] if "-n" in command else [".out.h5.lock", "data"]
+
+
+TOO_LARGE = (
+    "tbptt: error: feature 'temp' holds 1e+39, more than float32 can hold (largest "
+    "3.40282e+38); pass --dtype float64, or --scale standard\n"
+)
+
+
+@pytest.fixture
+def spilled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The dtype of the values pass 1 spilled of each part, in the order they were read."""
+    dtypes = []
+    scan = parts_module.scan_part
+
+    def recorded(task: parts_module.PartTask) -> parts_module.PartScan:
+        found = scan(task)
+        dtypes.append(found.shapes[0][1])
+        return found
+
+    monkeypatch.setattr(parts_module, "scan_part", recorded)
+    return dtypes
+
+
+@pytest.mark.parametrize(
+    ("command", "dtype"),
+    [
+        ("split --length 7 --batch-size 2", "<f4"),  # only written: at the output's dtype
+        ("split --length 7 --batch-size 2 --dtype float16", "<f2"),
+        ("split --length 7 --batch-size 2 --scale standard", "<f8"),  # fitted on them
+    ],
+)
+def test_values_kept_at_the_precision_a_local_run_keeps(tbptt, in_process, spilled, command,
+                                                        dtype) -> None:  # fmt: skip
+    mixed(in_process)
+    local, remote = both_engines(tbptt, in_process, *command.split(), *MIXED)
+    assert local.code == remote.code == 0, remote.stderr
+    assert spilled == [dtype] * len(FORMATS)
+    same_output(in_process)
+
+
+@pytest.mark.parametrize(("remainder", "code"), [("pad", 65), ("drop", 0)])  # drop: not written
+def test_a_part_with_a_value_float32_cannot_hold(tbptt, in_process, spilled, remainder,
+                                                 code) -> None:  # fmt: skip
+    """That part's values are kept as float64 and every load reads the others into
+    float64 too: the writer sees the value and refuses it as a local run's does."""
+    rows = sensor_rows(np.random.default_rng(0))
+    rows += [["short", t, 1e39 if t == 1 else 5.0, 50.0] for t in range(3)]  # not one --length
+    mixed(in_process, rows)
+    command = ("split", "--length", 7, "--batch-size", 2, "--remainder", remainder, *MIXED)
+    local, remote = both_engines(tbptt, in_process, *command)
+    assert local.code == remote.code == code
+    assert sorted(spilled) == ["<f4"] * (len(FORMATS) - 1) + ["<f8"]
+    if code:
+        assert remote.stderr == local.stderr == TOO_LARGE
+    else:
+        same_output(in_process)
 
 
 def test_rows_out_of_order_without_a_time_column(tbptt, in_process) -> None:
