@@ -88,6 +88,27 @@ def test_one_length_is_a_sentence_not_a_histogram(tmp_path: Path, tbptt) -> None
     assert "left out of the steps: YEAR (a calendar name)" in doc["warnings"][0]
 
 
+def test_one_series_is_suggested_in_parallel_streams(tmp_path: Path, tbptt) -> None:
+    """Yearly sunspots are one series: every batch size but 1 is filler, so the commands
+    cut it into streams (as inspect suggests) and each gives a batch larger than 1."""
+    path = dataset("sunspots", tmp_path)
+    doc, page, _ = report(tbptt, path, "-o", tmp_path / "s.html")
+    assert doc["batch_sizes"] == [1]
+    assert "so the commands below cut it into parallel streams" in page
+    lines = commands(page)
+    assert lines and all("--streams auto" in line and "--batch-size" not in line for line in lines)
+    for number, line in enumerate(lines):
+        words = shlex.split(line)[1:]
+        words[words.index("-o") + 1] = str(tmp_path / f"out{number}")  # a file or grid folder
+        result = tbptt(*words, "--json")
+        assert result.code == 0, result.stderr
+        summary = json.loads(result.stdout)
+        sizes = [e["batch_size"] for e in summary["grid"]] if "grid" in summary else [
+            summary["batch_size"]
+        ]
+        assert min(sizes) > 1, line
+
+
 def test_the_suggested_grid_has_two_lengths_and_runs_as_printed(tmp_path: Path, tbptt) -> None:
     """El Nino's years (12 months each): pacf and acf both pick lag 10; grid compare needs
     two lengths, so the grid adds the next candidate, the whole year."""

@@ -199,11 +199,20 @@ def command(words: list[str]) -> str:
 
 
 def commands(
-    options: InputOptions, params: DomainAcfParams, gram: Correlogram, padding: PaddingMap
+    options: InputOptions,
+    params: DomainAcfParams,
+    gram: Correlogram,
+    padding: PaddingMap,
+    one_series: bool = False,
 ) -> list[tuple[str, str]]:
     """(what it gives, command line): each rule's ``domain acf`` laid out with the best
-    layout for its length, then a ``grid`` of those lengths to train and compare."""
+    layout for its length, then a ``grid`` of those lengths to train and compare. One
+    series fills one row of any batch: its commands cut it into parallel streams
+    (``--streams auto``, as inspect suggests) rather than train with batch 1."""
     from tbptt_cli.inspect import changed_flags
+
+    def layout(rows: list[int]) -> list[str]:
+        return ["--streams", "auto"] if one_series else layout_flags(padding.best(rows))
 
     path = str(options.path)
     stem = "out" if path == "-" else Path(path).stem
@@ -215,7 +224,7 @@ def commands(
             continue
         words = ["tbptt", "domain", "acf", *reading, *acf_flags(params), "--rule", choice.rule]
         if choice.length in padding.lengths:
-            words += layout_flags(padding.best([padding.lengths.index(choice.length)]))
+            words += layout([padding.lengths.index(choice.length)])
         words += ["-o", f"{stem}_{choice.rule}.h5"]
         found.append(
             (f"rule {choice.rule}: lag {choice.lag}, chunk length {choice.length}", command(words))
@@ -231,7 +240,7 @@ def commands(
         one = rows[0]  # add the next candidate, longer if there is one
         rows = sorted([one, one + 1 if one + 1 < len(padding.lengths) else one - 1])
     lengths = ",".join(str(padding.lengths[i]) for i in rows)
-    words = ["tbptt", "grid", *reading, "--lengths", lengths, *layout_flags(padding.best(rows))]
+    words = ["tbptt", "grid", *reading, "--lengths", lengths, *layout(rows)]
     found.append(
         (
             f"a grid of lengths {lengths}, to train and compare (tbptt grid compare)",

@@ -204,8 +204,9 @@ def build(
     marks = [(f"chunk {m.length}", m.length) for m in (run.marked if run else [])][:4]
     body += lengths_section(data, marks)
     body += correlogram_section(gram, run.chosen if run else None)
-    body += padding_section(padding, best, run.marked if run else [])
-    found = facts.commands(options, params, gram, padding)
+    one_series = data.count == 1
+    body += padding_section(padding, best, run.marked if run else [], one_series)
+    found = facts.commands(options, params, gram, padding, one_series)
     body += ["<h2>Commands</h2>"]
     for what, line in found:
         body += [f"<p>{escape(what)}:</p>", shell(line)]
@@ -287,14 +288,23 @@ def correlogram_section(gram: facts.Correlogram, chosen: facts.RuleChoice | None
 
 
 def padding_section(
-    padding: facts.PaddingMap, best: list[facts.Layout], marked: list[facts.Layout]
+    padding: facts.PaddingMap,
+    best: list[facts.Layout],
+    marked: list[facts.Layout],
+    one_series: bool = False,
 ) -> list[str]:
+    streams = (
+        " One series fills one row of any batch, so the commands below cut it into parallel "
+        "streams (<code>--streams auto</code>) to make the batch."
+        if one_series
+        else ""
+    )
     return [
         "<h2>Padding by chunk length and batch size</h2>",
         "<p>The share of X that is padding (masked tails and filler rows) in the layout "
         "<code>split --length K --batch-size B</code> writes, for both packings. A star marks "
         "each length's best layout: the largest batch size within "
-        f"{facts.SLACK * 100:.0f} percentage points of that length's least padding.</p>",
+        f"{facts.SLACK * 100:.0f} percentage points of that length's least padding.{streams}</p>",
         figure("padding", plots.padding_heatmap(padding, best, marked)),
     ]
 
