@@ -44,8 +44,8 @@ def npy(args: argparse.Namespace) -> None:
         X = out.create_dataset("X", (n * c, k, f), arr.dtype, chunks=chunks)
         for block in range(n // b):
             # Block packing: row r of batch j of a block is chunk j of the block's r-th sequence.
-            part = np.asarray(arr[block * b:(block + 1) * b]).reshape(b, c, k, f)
-            X[block * b * c:(block + 1) * b * c] = part.transpose(1, 0, 2, 3).reshape(-1, k, f)
+            part = np.asarray(arr[block * b : (block + 1) * b]).reshape(b, c, k, f)
+            X[block * b * c : (block + 1) * b * c] = part.transpose(1, 0, 2, 3).reshape(-1, k, f)
     fsync(args.output)
 
 

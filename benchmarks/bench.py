@@ -40,12 +40,14 @@ def measure(command: list[str], cwd: Path = HERE.parent) -> tuple[float, float]:
     return wall, rss
 
 
-def measure_stages(command: list[str], cwd: Path = HERE.parent
-                   ) -> tuple[float, float, float, float]:
+def measure_stages(
+    command: list[str], cwd: Path = HERE.parent
+) -> tuple[float, float, float, float]:
     """(wall seconds, peak RSS in MB, CPU seconds, read-stage seconds or 0) of one process;
     the read stage is what ``tbptt -v`` reports, the rest is the same for every input."""
-    result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True,
-                            cwd=cwd)
+    result = subprocess.run(
+        ["/usr/bin/time", "-v", *command], capture_output=True, text=True, cwd=cwd
+    )
     if result.returncode:
         sys.exit(f"failed: {' '.join(command)}\n{result.stderr}")
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
@@ -54,16 +56,23 @@ def measure_stages(command: list[str], cwd: Path = HERE.parent
     read = re.search(r"timings: read ([\d.]+) s", result.stderr)
     assert wall is not None and rss is not None and len(cpu) == 2
     hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
-    return (hours * 3600 + minutes * 60 + seconds, int(rss.group(1)) / 1024,
-            sum(map(float, cpu)), float(read.group(1)) if read else 0.0)
+    return (
+        hours * 3600 + minutes * 60 + seconds,
+        int(rss.group(1)) / 1024,
+        sum(map(float, cpu)),
+        float(read.group(1)) if read else 0.0,
+    )
 
 
 def dd_bandwidth(directory: Path, size: int) -> float:
     """MB/s of an fsync'd sequential write of ``size`` bytes, as dd measures it."""
     target = directory / "dd.bin"
     count = max(1, size // (16 << 20))
-    result = subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=16M", f"count={count}",
-                             "conv=fsync"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={target}", "bs=16M", f"count={count}", "conv=fsync"],
+        capture_output=True,
+        text=True,
+    )
     target.unlink(missing_ok=True)
     seconds = float(re.search(r"copied, ([\d.]+) s", result.stderr).group(1))  # type: ignore[union-attr]
     return count * (16 << 20) / seconds / 1e6
@@ -89,10 +98,19 @@ def make_csv(path: Path, rows: int, shuffled: bool = False) -> None:
     import pyarrow.csv as pacsv
 
     rng = np.random.default_rng(0)
-    with pacsv.CSVWriter(path, pa.schema([("id", pa.string()), ("t", pa.int64()),
-                                          ("a", pa.float64()), ("b", pa.float64()),
-                                          ("c", pa.float64())]),
-                            write_options=pacsv.WriteOptions(quoting_style="none")) as writer:
+    with pacsv.CSVWriter(
+        path,
+        pa.schema(
+            [
+                ("id", pa.string()),
+                ("t", pa.int64()),
+                ("a", pa.float64()),
+                ("b", pa.float64()),
+                ("c", pa.float64()),
+            ]
+        ),
+        write_options=pacsv.WriteOptions(quoting_style="none"),
+    ) as writer:
         for start in range(0, rows, 1_000_000):
             index = np.arange(start, min(rows, start + 1_000_000))
             if shuffled:  # rows of a sequence spread over the whole file
@@ -101,8 +119,9 @@ def make_csv(path: Path, rows: int, shuffled: bool = False) -> None:
                 seq, t = index // 1000, index % 1000
             names = pa.array(np.char.add("s", seq.astype(str)))
             cols = [np.round(rng.standard_normal(len(index)), 6) for _ in range(3)]
-            writer.write_table(pa.table({"id": names, "t": t, "a": cols[0], "b": cols[1],
-                                         "c": cols[2]}))
+            writer.write_table(
+                pa.table({"id": names, "t": t, "a": cols[0], "b": cols[1], "c": cols[2]})
+            )
 
 
 def row(name: str, seconds: float, rss: float, size: int) -> None:
@@ -136,8 +155,9 @@ def bench_npy(work: Path, gib: float, rounds: int) -> None:
             output.unlink()
             os.sync()  # no writeback of this run left to slow the next one
     dd = dd_bandwidth(work, size)
-    print(f"NPY split: input {size / 2**30:.2f} GiB, output {out_size / 1e9:.2f} GB, "
-          f"{rounds} rounds")
+    print(
+        f"NPY split: input {size / 2**30:.2f} GiB, output {out_size / 1e9:.2f} GB, {rounds} rounds"
+    )
     ratios = []
     for number, (tool, base) in enumerate(zip(runs["tool"], runs["base"], strict=True), 1):
         ratios.append(tool[0] / base[0])
@@ -146,10 +166,12 @@ def bench_npy(work: Path, gib: float, rounds: int) -> None:
     tool_time = sorted(t for t, _ in runs["tool"])[rounds // 2]
     peak = max(rss for _, rss in runs["tool"])
     print(f"{'dd conv=fsync':<28} {dd:20.1f} MB/s")
-    print(f"ratio tbptt/baseline: median {sorted(ratios)[rounds // 2]:.2f} (target <= 1.25), "
-          f"rounds {' '.join(f'{r:.2f}' for r in ratios)}; tbptt output (median run) "
-          f"{out_size / tool_time / 1e6:.0f} MB/s = {out_size / tool_time / 1e6 / dd:.0%} of dd "
-          f"(target >= 70%); peak {peak:.0f} MB")
+    print(
+        f"ratio tbptt/baseline: median {sorted(ratios)[rounds // 2]:.2f} (target <= 1.25), "
+        f"rounds {' '.join(f'{r:.2f}' for r in ratios)}; tbptt output (median run) "
+        f"{out_size / tool_time / 1e6:.0f} MB/s = {out_size / tool_time / 1e6 / dd:.0%} of dd "
+        f"(target >= 70%); peak {peak:.0f} MB"
+    )
 
 
 def make_long(path: Path, ids: int, steps: int) -> None:
@@ -158,8 +180,9 @@ def make_long(path: Path, ids: int, steps: int) -> None:
     with open(path, "w") as f:
         f.write("id,t,a,b,c\n")
         for i in range(ids):
-            block = np.column_stack([np.full(steps, i), np.arange(steps),
-                                     rng.standard_normal((steps, 3))])
+            block = np.column_stack(
+                [np.full(steps, i), np.arange(steps), rng.standard_normal((steps, 3))]
+            )
             np.savetxt(f, block, fmt=["%d", "%d", "%.6g", "%.6g", "%.6g"], delimiter=",")
 
 
@@ -194,24 +217,36 @@ def bench_long(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) ->
                     runs[name].append(result)
                 for output in ("out.h5", "out.manifest.json", "base.h5"):
                     (work / output).unlink(missing_ok=True)
-        print(f"long CSV, {ids} ids x 10000 steps: {size / 1e6:.0f} MB, parquet "
-              f"{parquet.stat().st_size / 1e6:.0f} MB, {rounds} rounds")
-        for name, label in (("base", "baseline (pandas)"), ("tool", "tbptt split, CSV"),
-                            ("parquet", "tbptt split, Parquet")):
+        print(
+            f"long CSV, {ids} ids x 10000 steps: {size / 1e6:.0f} MB, parquet "
+            f"{parquet.stat().st_size / 1e6:.0f} MB, {rounds} rounds"
+        )
+        for name, label in (
+            ("base", "baseline (pandas)"),
+            ("tool", "tbptt split, CSV"),
+            ("parquet", "tbptt split, Parquet"),
+        ):
             for number, (wall, rss, cpu, read) in enumerate(runs[name], 1):
                 stage = f", read stage {read:.2f} s" if read else ""
-                print(f"{label + ', round ' + str(number):<32} {wall:6.2f} s  cpu {cpu:5.2f} s"
-                      f"  {rss:5.0f} MB peak{stage}")
+                print(
+                    f"{label + ', round ' + str(number):<32} {wall:6.2f} s  cpu {cpu:5.2f} s"
+                    f"  {rss:5.0f} MB peak{stage}"
+                )
         print(f"ratio tbptt/baseline (wall): {ratios(runs, 'tool', 'base')} (target <= 1.0)")
-        print(f"Parquet speed-up over CSV, whole run: {ratios(runs, 'tool', 'parquet')}; "
-              f"read stage: {ratios(runs, 'tool', 'parquet', 3)} (target >= 3)")
-        print(f"peak RSS: tbptt CSV {max(r[1] for r in runs['tool']):.0f} MB, Parquet "
-              f"{max(r[1] for r in runs['parquet']):.0f} MB, baseline "
-              f"{max(r[1] for r in runs['base']):.0f} MB (target for tbptt < 500 MB)")
+        print(
+            f"Parquet speed-up over CSV, whole run: {ratios(runs, 'tool', 'parquet')}; "
+            f"read stage: {ratios(runs, 'tool', 'parquet', 3)} (target >= 3)"
+        )
+        print(
+            f"peak RSS: tbptt CSV {max(r[1] for r in runs['tool']):.0f} MB, Parquet "
+            f"{max(r[1] for r in runs['parquet']):.0f} MB, baseline "
+            f"{max(r[1] for r in runs['base']):.0f} MB (target for tbptt < 500 MB)"
+        )
 
 
-def ratios(runs: dict[str, list[tuple[float, float, float, float]]], top: str, bottom: str,
-           column: int = 0) -> str:
+def ratios(
+    runs: dict[str, list[tuple[float, float, float, float]]], top: str, bottom: str, column: int = 0
+) -> str:
     """The median and every round of ``top / bottom`` in one measured column."""
     pairs = [a[column] / b[column] for a, b in zip(runs[top], runs[bottom], strict=True)]
     shown = " ".join(f"{r:.2f}" for r in pairs)
@@ -227,18 +262,36 @@ def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000))
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    tool = [*TBPTT, "split", "-v", "--id-col", "id", "--time-col", "t", "--length", "100",
-            "--batch-size", "200", "-o", str(work / "out.h5")]
+    tool = [
+        *TBPTT,
+        "split",
+        "-v",
+        "--id-col",
+        "id",
+        "--time-col",
+        "t",
+        "--length",
+        "100",
+        "--batch-size",
+        "200",
+        "-o",
+        str(work / "out.h5"),
+    ]
     for ids in sizes:
-        inputs = {"csv": work / f"long{ids}.csv", "parquet": work / f"long{ids}.parquet",
-                  "float32": work / f"long{ids}.f32.parquet"}
+        inputs = {
+            "csv": work / f"long{ids}.csv",
+            "parquet": work / f"long{ids}.parquet",
+            "float32": work / f"long{ids}.f32.parquet",
+        }
         if not inputs["csv"].exists():
             make_long(inputs["csv"], ids, 10_000)
         if not inputs["parquet"].exists() or not inputs["float32"].exists():
             table = pacsv.read_csv(inputs["csv"])
             pq.write_table(table, inputs["parquet"])
-            narrow = [pa.field(f.name, pa.float32()) if pa.types.is_floating(f.type) else f
-                      for f in table.schema]
+            narrow = [
+                pa.field(f.name, pa.float32()) if pa.types.is_floating(f.type) else f
+                for f in table.schema
+            ]
             pq.write_table(table.cast(pa.schema(narrow)), inputs["float32"])
         os.sync()
         runs: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in inputs}
@@ -247,8 +300,9 @@ def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000))
         for number in range(rounds + 1):  # round 0 is a warm-up, not counted
             # Every round from the page cache: this VM's DAMON pages out what was not read
             # for a minute, and a run that found its input gone read it from the disk.
-            subprocess.run(["cat", *map(str, inputs.values())], stdout=subprocess.DEVNULL,
-                           check=True)
+            subprocess.run(
+                ["cat", *map(str, inputs.values())], stdout=subprocess.DEVNULL, check=True
+            )
             order = list(inputs) if number % 2 else list(inputs)[::-1]
             for name in order:
                 result = measure_stages([*tool, str(inputs[name])])
@@ -262,26 +316,39 @@ def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000))
             if number:
                 floors.append(floor)
         sizes_mb = ", ".join(f"{n} {p.stat().st_size / 1e6:.0f} MB" for n, p in inputs.items())
-        print(f"long table, {ids} ids x 10000 steps ({sizes_mb}), {rounds} rounds, load "
-              f"average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
-        for name, label in (("csv", "CSV"), ("parquet", "Parquet float64"),
-                            ("float32", "Parquet float32")):
+        print(
+            f"long table, {ids} ids x 10000 steps ({sizes_mb}), {rounds} rounds, load "
+            f"average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
+        )
+        for name, label in (
+            ("csv", "CSV"),
+            ("parquet", "Parquet float64"),
+            ("float32", "Parquet float32"),
+        ):
             for number, (wall, rss, cpu, read) in enumerate(runs[name], 1):
-                print(f"{label + ', round ' + str(number):<28} {wall:6.2f} s  cpu {cpu:5.2f} s"
-                      f"  {rss:5.0f} MB peak, read stage {read:.2f} s")
+                print(
+                    f"{label + ', round ' + str(number):<28} {wall:6.2f} s  cpu {cpu:5.2f} s"
+                    f"  {rss:5.0f} MB peak, read stage {read:.2f} s"
+                )
             walls = sorted(r[0] for r in runs[name])
-            print(f"{label} median {walls[rounds // 2]:.2f} s, fastest {walls[0]:.2f} s, peak "
-                  f"{max(r[1] for r in runs[name]):.0f} MB")
+            print(
+                f"{label} median {walls[rounds // 2]:.2f} s, fastest {walls[0]:.2f} s, peak "
+                f"{max(r[1] for r in runs[name]):.0f} MB"
+            )
         floor, csv = sorted(floors)[rounds // 2], sorted(r[0] for r in runs["csv"])[rounds // 2]
-        print(f"start-up floor (python and the imports of numpy, pyarrow.parquet, h5py): median "
-              f"{floor:.2f} s, {floor / csv:.0%} of the CSV run's median; 3x needs a Parquet "
-              f"run of {csv / 3:.2f} s")
+        print(
+            f"start-up floor (python and the imports of numpy, pyarrow.parquet, h5py): median "
+            f"{floor:.2f} s, {floor / csv:.0%} of the CSV run's median; 3x needs a Parquet "
+            f"run of {csv / 3:.2f} s"
+        )
         for name in ("parquet", "float32"):
             # The fastest rounds: the runs this VM's memory and neighbours disturbed least.
             fastest = min(r[0] for r in runs["csv"]) / min(r[0] for r in runs[name])
-            print(f"CSV / {name}: whole run {ratios(runs, 'csv', name)}; CPU "
-                  f"{ratios(runs, 'csv', name, 2)}; read stage {ratios(runs, 'csv', name, 3)}; "
-                  f"fastest rounds {fastest:.2f} (target >= 3)")
+            print(
+                f"CSV / {name}: whole run {ratios(runs, 'csv', name)}; CPU "
+                f"{ratios(runs, 'csv', name, 2)}; read stage {ratios(runs, 'csv', name, 3)}; "
+                f"fastest rounds {fastest:.2f} (target >= 3)"
+            )
 
 
 def bench_reads(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -> None:
@@ -301,15 +368,21 @@ def bench_reads(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000)) -
         for number in range(rounds + 1):
             for path in paths if number % 2 else paths[::-1]:
                 start = time.perf_counter()
-                data, source = read_input(InputOptions(path=str(path), id_col="id", time_col="t"),
-                                          spill_dir=work, values_dtype="float32", times=False)
+                data, source = read_input(
+                    InputOptions(path=str(path), id_col="id", time_col="t"),
+                    spill_dir=work,
+                    values_dtype="float32",
+                    times=False,
+                )
                 assert source.sha256  # the hash is part of reading
                 if number:
                     times[path].append(time.perf_counter() - start)
                 del data
         csv_time, parquet_time = (sorted(times[p])[rounds // 2] for p in paths)
-        print(f"read_input, {ids} ids: CSV {csv_time:.2f} s, Parquet {parquet_time:.2f} s, "
-              f"Parquet {csv_time / parquet_time:.1f}x faster (medians of {rounds})")
+        print(
+            f"read_input, {ids} ids: CSV {csv_time:.2f} s, Parquet {parquet_time:.2f} s, "
+            f"Parquet {csv_time / parquet_time:.1f}x faster (medians of {rounds})"
+        )
 
 
 def bench_csv(work: Path, rows: int, shuffled: bool = False) -> tuple[float, float]:
@@ -319,8 +392,9 @@ def bench_csv(work: Path, rows: int, shuffled: bool = False) -> tuple[float, flo
     os.sync()
     size = source.stat().st_size
     args = ["--length", "100", "--batch-size", "64"]
-    tool = measure([*TBPTT, "split", str(source), "--id-col", "id", *args,
-                    "-o", str(work / "out.h5")])
+    tool = measure(
+        [*TBPTT, "split", str(source), "--id-col", "id", *args, "-o", str(work / "out.h5")]
+    )
     (work / "out.h5").unlink()
     kind = "shuffled " if shuffled else ""
     print(f"CSV {kind}split: input {size / 1e6:.0f} MB, {rows} rows")
@@ -350,8 +424,9 @@ def make_parts(work: Path, gib: float, parts: int = 8, ids: int = 2000) -> int:
     with open(whole, "wb") as out:
         for k in range(parts):
             cols = [np.round(rng.standard_normal(len(seq)), 6) for _ in range(3)]
-            table = pa.table({"id": names, "t": t + k * steps, "a": cols[0], "b": cols[1],
-                              "c": cols[2]})
+            table = pa.table(
+                {"id": names, "t": t + k * steps, "a": cols[0], "b": cols[1], "c": cols[2]}
+            )
             part = folder / f"part-{k}.csv"
             pacsv.write_csv(table, part, options)
             with open(part, "rb") as f:
@@ -368,34 +443,57 @@ def bench_dask(work: Path, gib: float, rounds: int) -> None:
     Dask output must equal the local one byte for byte."""
     size = make_parts(work, gib)
     os.sync()
-    args = ["data", "--format", "csv", "--id-col", "id", "--time-col", "t", "--length", "100",
-            "--batch-size", "64", "-v", "-o", "out.h5"]
+    args = [
+        "data",
+        "--format",
+        "csv",
+        "--id-col",
+        "id",
+        "--time-col",
+        "t",
+        "--length",
+        "100",
+        "--batch-size",
+        "64",
+        "-v",
+        "-o",
+        "out.h5",
+    ]
     commands = {
-        "dask": ([*TBPTT, "split", *args, "--engine", "dask", "--scheduler", "local:2"],
-                 work / "dask"),
+        "dask": (
+            [*TBPTT, "split", *args, "--engine", "dask", "--scheduler", "local:2"],
+            work / "dask",
+        ),
         "local": ([*TBPTT, "split", *args], work / "local"),
         "one file": ([*TBPTT, "split", *args], work / "one"),
     }
     names = list(commands)
     runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in names}
     for number in range(rounds):
-        for name in names[number % 3:] + names[: number % 3]:
+        for name in names[number % 3 :] + names[: number % 3]:
             runs[name].append(measure_stages(*commands[name]))
             os.sync()
     merged = subprocess.run([*TBPTT, "merge", "out.h5", "-o", "one.h5"], cwd=work / "dask")
-    same = merged.returncode == 0 and filecmp.cmp(work / "dask" / "one.h5",
-                                                  work / "local" / "out.h5", shallow=False)
-    print(f"split of a {size / 2**30:.2f} GiB long CSV in 8 parts, {rounds} rounds "
-          f"(load average {os.getloadavg()[0]:.1f} at the end)")
+    same = merged.returncode == 0 and filecmp.cmp(
+        work / "dask" / "one.h5", work / "local" / "out.h5", shallow=False
+    )
+    print(
+        f"split of a {size / 2**30:.2f} GiB long CSV in 8 parts, {rounds} rounds "
+        f"(load average {os.getloadavg()[0]:.1f} at the end)"
+    )
     for number in range(rounds):
         for name in names:
             wall, rss, cpu, read = runs[name][number]
-            print(f"round {number + 1} {name:<9} {wall:7.2f} s  read {read:6.2f} s  "
-                  f"CPU {cpu:6.2f} s  {size / wall / 1e6:6.1f} MB/s  {rss:6.0f} MB peak")
+            print(
+                f"round {number + 1} {name:<9} {wall:7.2f} s  read {read:6.2f} s  "
+                f"CPU {cpu:6.2f} s  {size / wall / 1e6:6.1f} MB/s  {rss:6.0f} MB peak"
+            )
     for other in names[1:]:
         ratios = [d[0] / o[0] for d, o in zip(runs["dask"], runs[other], strict=True)]
-        print(f"ratio dask/{other}: median {sorted(ratios)[rounds // 2]:.2f}, rounds "
-              f"{' '.join(f'{r:.2f}' for r in ratios)}")
+        print(
+            f"ratio dask/{other}: median {sorted(ratios)[rounds // 2]:.2f}, rounds "
+            f"{' '.join(f'{r:.2f}' for r in ratios)}"
+        )
     print(f"merged Dask output identical to the local one: {same}")
 
 
@@ -403,8 +501,10 @@ def bench_scaling(work: Path, rows: int) -> None:
     results = [(scale, *bench_csv(work, rows * scale)) for scale in (1, 2, 4)]
     base_time = results[0][1]
     for scale, seconds, size in results:
-        print(f"scaling {scale}x: {size / 1e6:.0f} MB in {seconds:.2f} s "
-              f"({seconds / base_time:.2f}x the 1x time)")
+        print(
+            f"scaling {scale}x: {size / 1e6:.0f} MB in {seconds:.2f} s "
+            f"({seconds / base_time:.2f}x the 1x time)"
+        )
 
 
 def bench_help() -> None:
@@ -415,11 +515,13 @@ def bench_help() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["npy", "csv", "reads", "parquet", "shuffled", "scaling",
-                                         "help", "dask"])
+    parser.add_argument(
+        "what", choices=["npy", "csv", "reads", "parquet", "shuffled", "scaling", "help", "dask"]
+    )
     parser.add_argument("--gib", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="npy, csv, parquet, dask: rounds of runs")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="npy, csv, parquet, dask: rounds of runs"
+    )
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--ids", default="200,1000", help="parquet: sizes, in ids of 10000 steps")
     parser.add_argument("--workdir", default="/tmp/tbptt-bench")

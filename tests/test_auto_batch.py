@@ -91,8 +91,10 @@ def test_ragged_walks_get_a_batch_larger_than_one_in_blocks():
     assert 1 - (-(-lengths // 50)).sum() / (7 * spans.sum()) > 0.3
 
 
-SHORT = ("one sequence fills one row, too short for --streams auto (8 or more chunks per "
-         "stream); pass --streams S (S <= its chunks) or a shorter --length")
+SHORT = (
+    "one sequence fills one row, too short for --streams auto (8 or more chunks per "
+    "stream); pass --streams S (S <= its chunks) or a shorter --length"
+)
 
 
 @pytest.mark.parametrize(

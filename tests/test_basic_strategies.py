@@ -58,8 +58,10 @@ def test_asis_says_which_rows_are_padding_alone(tmp_path, tbptt):
     np.savez(tmp_path / "in.npz", values=np.arange(6.0)[:, None], lengths=[3, 1, 2])
     result = tbptt("asis", tmp_path / "in.npz", "--target", "next", "-o", tmp_path / "o.h5")
     assert result.code == 0, result.stderr
-    assert "warning: 1 sequence(s) have no steps once --target next takes 1 off each: each " \
+    assert (
+        "warning: 1 sequence(s) have no steps once --target next takes 1 off each: each "
         "is a row of padding alone (mask 0)" in result.stderr
+    )
     with h5py.File(tmp_path / "o.h5") as f:
         assert f["mask"][:].sum(axis=1).tolist() == [2, 0, 1]
         assert f["sequence"][:].tolist() == [0, 1, 2]

@@ -348,14 +348,12 @@ def test_empty_header_cells_are_named_by_their_place(tmp_path: Path, layout: str
     # A spreadsheet's export ends every line with empty columns (`;;`): they used to be
     # two columns named '' ("appears twice"); now they are named as pandas names them.
     text = "a;b;;\r\n1;2;;\r\n3;4;;\r\n"
-    data, info = read_input(
-        InputOptions(path=write(tmp_path, text), delimiter=";", layout=layout)
-    )
+    data, info = read_input(InputOptions(path=write(tmp_path, text), delimiter=";", layout=layout))
     if layout == "long":
         assert data.feature_names == ["a", "b"]
         assert data.values.tolist() == [[1, 2], [3, 4]]
-        assert "left out of the features: Unnamed: 2 (empty), Unnamed: 3 (empty)" in (
-            info.warnings[0]
+        assert (
+            "left out of the features: Unnamed: 2 (empty), Unnamed: 3 (empty)" in (info.warnings[0])
         )
     else:  # empty trailing cells end a wide row
         assert data.lengths.tolist() == [2, 2]

@@ -66,8 +66,7 @@ def test_a_sorted_frames_csv_index_is_never_a_feature(tmp_path):
     data, info = read_input(InputOptions(path=path, id_col="sensor", time_col="when"))
     assert data.feature_names == ["x"]
     assert info.warnings == (
-        "left out of the features: Unnamed: 0 (a row index); name a column in --features to "
-        "use it",
+        "left out of the features: Unnamed: 0 (a row index); name a column in --features to use it",
     )
     assert data.sequence(0)[:, 0].tolist() == frame()["x"][:STEPS].tolist()
 

@@ -103,9 +103,11 @@ def test_one_series_is_suggested_in_parallel_streams(tmp_path: Path, tbptt) -> N
         result = tbptt(*words, "--json")
         assert result.code == 0, result.stderr
         summary = json.loads(result.stdout)
-        sizes = [e["batch_size"] for e in summary["grid"]] if "grid" in summary else [
-            summary["batch_size"]
-        ]
+        sizes = (
+            [e["batch_size"] for e in summary["grid"]]
+            if "grid" in summary
+            else [summary["batch_size"]]
+        )
         assert min(sizes) > 1, line
 
 

@@ -383,7 +383,12 @@ class CsvSource(Source):
         try:
             with self.replay() as text:
                 delimited.scan(
-                    text, self.shown, self.delimiter, self.opts, self.roles, self.kind,
+                    text,
+                    self.shown,
+                    self.delimiter,
+                    self.opts,
+                    self.roles,
+                    self.kind,
                     self.booleans(self.roles),
                 )
         except InputDataError as error:

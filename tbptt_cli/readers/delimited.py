@@ -217,8 +217,7 @@ def scan(
             if name in booleans:
                 if text not in TRUE_FALSE:
                     raise InputDataError(
-                        f"{where}: '{text}' is not true or false (column '{name}', read as 1 "
-                        "and 0)"
+                        f"{where}: '{text}' is not true or false (column '{name}', read as 1 and 0)"
                     )
                 continue
             try:

@@ -37,8 +37,7 @@ def plan_asis(data: SequenceSet, params: AsisParams) -> Plan:
     empty = int(np.count_nonzero(lengths == 0))
     if empty:  # kept, so that sample i stays sequence i, but a row of padding says nothing
         warnings.append(
-            f"{empty} sequence(s) have no steps{cut}: each is a row of padding alone "
-            "(mask 0)"
+            f"{empty} sequence(s) have no steps{cut}: each is a row of padding alone (mask 0)"
         )
     if window > PRACTICAL_WINDOW:
         warnings.append(

@@ -169,8 +169,10 @@ def stateful_plan(
     plan = _lay_out(dealt, size, params, batch_lengths)
     # auto judged the filler at the nominal length; drawn lengths change how many batches
     # each piece takes, so the laid-out plan is checked, and the batch made smaller if need be.
-    while choice.size is None and size > 1 and not within(
-        plan.filler_rows, plan.samples, choice.max_filler
+    while (
+        choice.size is None
+        and size > 1
+        and not within(plan.filler_rows, plan.samples, choice.max_filler)
     ):
         size -= 1
         plan = _lay_out(dealt, size, params, batch_lengths)
@@ -216,8 +218,7 @@ def layout_warnings(
 
 
 def batch_cures(
-    pieces: Pieces, params: StatefulParams, choice: BatchChoice, requested: int | None,
-    chunks: int
+    pieces: Pieces, params: StatefulParams, choice: BatchChoice, requested: int | None, chunks: int
 ) -> str:
     """What gives a batch larger than 1: more rows to fill it, or more filler allowed
     (``requested``: the --streams given, None for auto; ``chunks``: the longest
