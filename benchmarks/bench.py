@@ -262,21 +262,8 @@ def bench_parquet(work: Path, rounds: int, sizes: tuple[int, ...] = (200, 1000))
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    tool = [
-        *TBPTT,
-        "split",
-        "-v",
-        "--id-col",
-        "id",
-        "--time-col",
-        "t",
-        "--length",
-        "100",
-        "--batch-size",
-        "200",
-        "-o",
-        str(work / "out.h5"),
-    ]
+    words = "split -v --id-col id --time-col t --length 100 --batch-size 200 -o"
+    tool = [*TBPTT, *words.split(), str(work / "out.h5")]
     for ids in sizes:
         inputs = {
             "csv": work / f"long{ids}.csv",
@@ -443,22 +430,8 @@ def bench_dask(work: Path, gib: float, rounds: int) -> None:
     Dask output must equal the local one byte for byte."""
     size = make_parts(work, gib)
     os.sync()
-    args = [
-        "data",
-        "--format",
-        "csv",
-        "--id-col",
-        "id",
-        "--time-col",
-        "t",
-        "--length",
-        "100",
-        "--batch-size",
-        "64",
-        "-v",
-        "-o",
-        "out.h5",
-    ]
+    words = "data --format csv --id-col id --time-col t --length 100 --batch-size 64 -v -o out.h5"
+    args = words.split()
     commands = {
         "dask": (
             [*TBPTT, "split", *args, "--engine", "dask", "--scheduler", "local:2"],
