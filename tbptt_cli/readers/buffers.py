@@ -13,6 +13,15 @@ from typing import Any
 import numpy as np
 
 
+def text_type(arrow_type: Any) -> bool:
+    """Whether an Arrow type holds text: strings, large strings, or a dictionary of them."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return bool(pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))
+
+
 def numbers(array: Any, dtype: Any = np.float64, missing: float = np.nan) -> np.ndarray:
     """A fixed-width numeric array (no booleans) as numpy; missing cells hold ``missing``."""
     dtype = np.dtype(dtype)

@@ -20,7 +20,7 @@ import numpy as np
 
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.options import InputOptions, target_column
-from tbptt_cli.readers.buffers import float64, local_codes, numbers
+from tbptt_cli.readers.buffers import float64, local_codes, numbers, text_type
 from tbptt_cli.readers.timecol import NUMBER, NotTime, kind_of, times
 
 CALENDAR_NAMES = {
@@ -237,7 +237,7 @@ def _not_numbers(name: str, sample: Any) -> str | None:
         return "empty"
     if _timed(column):
         return None
-    if not _text(column):
+    if not text_type(column.type):
         return str(column.type)
     texts = [t for t in column.unique().to_pylist()[:100] if t is not None]
     if len(texts) == 1:  # one label for every row: nothing a feature could learn from
@@ -323,7 +323,7 @@ def _wide_roles(
 def _refuse_text_steps(path: str, leading: list[str], sample: Any, id_col: str | None) -> None:
     """Leading columns of text (a country's name and code before its years) are no steps:
     one error names them all, with the --exclude that reads the file."""
-    text = [n for n in leading if _text(sample.column(n))]
+    text = [n for n in leading if text_type(sample.column(n).type)]
     if not text:
         return
     also = "" if id_col else ", and name the one that names the rows with --id-col"
@@ -349,20 +349,12 @@ def _temporal(column: Any) -> bool:
     return kind is not None and not numeric_type(column.type)
 
 
-def _text(column: Any) -> bool:
-    """Whether the column holds text (strings, or a dictionary of them)."""
-    import pyarrow as pa
-
-    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
-
-
 def _timed(column: Any) -> bool:
     """Dates or times: of a temporal type, or text that reads as ISO 8601 (as pandas
     writes dates kept as text to Parquet)."""
     if _temporal(column):
         return True
-    if not _text(column) or column.null_count:
+    if not text_type(column.type) or column.null_count:
         return False
     try:
         return times(column.combine_chunks()).kind != NUMBER

@@ -21,6 +21,7 @@ from typing import IO, Any, BinaryIO
 from tbptt_cli.errors import InputDataError, UsageError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import delimited
+from tbptt_cli.readers.buffers import text_type
 from tbptt_cli.readers.columns import Roles
 from tbptt_cli.readers.inputs import Part, decompressed, open_input, refuse_compressed
 from tbptt_cli.readers.source import Source, Tap
@@ -249,7 +250,7 @@ class CsvSource(Source):
             column = self.sample_table.column(name)
             if pa.types.is_boolean(column.type):
                 return True
-            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            if not text_type(column.type):
                 return False
             first = next((v for v in column.slice(0, 100).to_pylist() if v is not None), "")
             return first in delimited.TRUE_FALSE - {"0", "1"}

@@ -27,7 +27,7 @@ import numpy as np
 from tbptt_cli.errors import InputDataError
 from tbptt_cli.options import InputOptions
 from tbptt_cli.readers import NAN_FIX, all_finite, steps
-from tbptt_cli.readers.buffers import local_runs, numbers, numeric, valid
+from tbptt_cli.readers.buffers import local_runs, numbers, numeric, text_type, valid
 from tbptt_cli.readers.columns import Roles, resolve_roles
 from tbptt_cli.readers.inputs import Part
 from tbptt_cli.readers.source import Matrix, Source
@@ -509,7 +509,7 @@ def _to_float(column: Any, name: str, source: Source) -> Any:
     numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
     if numeric or pa.types.is_boolean(kind) or pa.types.is_null(kind):
         return pc.cast(column, pa.float64(), safe=False)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if text_type(kind):
         try:
             return pc.cast(column, pa.float64())
         except pa.ArrowInvalid:

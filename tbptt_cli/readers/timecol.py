@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tbptt_cli.errors import InputDataError, UsageError
-from tbptt_cli.readers.buffers import float64, microseconds, numbers, valid
+from tbptt_cli.readers.buffers import float64, microseconds, numbers, text_type, valid
 
 NUMBER = "number"
 NAIVE = "timestamp"  # without an offset
@@ -78,7 +78,7 @@ def times(array: Any) -> Times:
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
     kind = kind_of(array.type)
-    if kind is None and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+    if kind is None and text_type(array.type):
         return _parse_text(array)
     if kind is None:
         raise NotTime(f"values of type {array.type}")
